@@ -1,0 +1,91 @@
+"""Lambda entry point: SQS records carrying S3 notifications -> BatchCounter.
+
+The handler only wires Powertools (batch processing with partial failures, logging, metrics) to
+the logic in :mod:`batch_counter.counter`. Settings and AWS clients are created on the first
+invocation and reused by the warm container.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime
+from functools import cache
+from typing import Any
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from batch_counter.aws import DynamoTrackingStore, SqsRunQueue
+from batch_counter.config import METRICS_NAMESPACE, SERVICE_NAME, load_settings
+from batch_counter.counter import BatchCounter, MalformedEventError, Outcome
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME))
+metrics = Metrics(
+    namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE", METRICS_NAMESPACE),
+    service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME),
+)
+processor = BatchProcessor(event_type=EventType.SQS)
+
+
+@cache
+def _counter() -> BatchCounter:
+    settings = load_settings(os.environ)
+    return BatchCounter(
+        store=DynamoTrackingStore(
+            client=boto3.client("dynamodb"), table_name=settings.tracking_table_name
+        ),
+        queue=SqsRunQueue(client=boto3.client("sqs"), queue_url=settings.runs_queue_url),
+        images_per_batch=settings.images_per_batch,
+        batches_per_run=settings.batches_per_run,
+    )
+
+
+def record_handler(record: SQSRecord) -> None:
+    """Handle one SQS record; an exception marks only this record as failed (retried)."""
+    try:
+        result = _counter().handle_record(
+            record.body, message_id=record.message_id, now=datetime.now(UTC)
+        )
+    except MalformedEventError as exc:
+        # Not an S3 notification: retrying cannot help, so keep it visible in logs and metrics
+        # instead of looping it through the queue.
+        logger.warning("ignored a record that is not an S3 event", reason=str(exc))
+        metrics.add_metric(name="RejectedKeys", unit=MetricUnit.Count, value=1)
+        return
+    except Exception:
+        logger.exception("record failed; SQS will deliver it again", message_id=record.message_id)
+        raise
+    for key, outcome in result.outcomes:
+        if outcome is Outcome.RECORDED:
+            metrics.add_metric(name="ImagesRecorded", unit=MetricUnit.Count, value=1)
+        elif outcome is Outcome.DUPLICATE:
+            metrics.add_metric(name="DuplicateEvents", unit=MetricUnit.Count, value=1)
+            logger.info("duplicate event ignored", key=key)
+        elif outcome is Outcome.LATE:
+            metrics.add_metric(name="ImagesRecorded", unit=MetricUnit.Count, value=1)
+            logger.warning("upload arrived after its run was dispatched; not processed", key=key)
+    for rejected in result.rejected:
+        metrics.add_metric(name="RejectedKeys", unit=MetricUnit.Count, value=1)
+        logger.warning("upload key rejected; object kept", key=rejected.key, reason=rejected.reason)
+    for run_id in result.dispatched_runs:
+        metrics.add_metric(name="RunsDispatched", unit=MetricUnit.Count, value=1)
+        logger.info("run dispatched", run_id=run_id)
+
+
+@logger.inject_lambda_context
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Process an SQS batch of S3 notifications, reporting partial batch failures."""
+    return dict(
+        process_partial_response(
+            event=event, record_handler=record_handler, processor=processor, context=context
+        )
+    )

@@ -1,0 +1,63 @@
+"""Validation of upload keys: ``uploads/<run_id>/<batch_id>/<name>.png``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+UPLOAD_PREFIX = "uploads/"
+_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,123}\.png")
+MAX_KEY_LENGTH = 300
+
+KEY_RULES = (
+    "expected uploads/<run_id>/<batch_id>/<name>.png where run_id and batch_id are 1-64 "
+    "characters of letters, digits, '_' and '-' starting with a letter or digit, and name is "
+    "1-128 characters of letters, digits, '_', '-' and '.' ending in '.png'"
+)
+
+
+class InvalidKeyError(ValueError):
+    """An object key that is not an upload of the pipeline.
+
+    ``reason`` is a short code (``outside_prefix``, ``wrong_depth``, ``bad_run_id``,
+    ``bad_batch_id``, ``bad_name``, ``too_long``) for metrics and the operator's table.
+    """
+
+    def __init__(self, key: str, reason: str, detail: str) -> None:
+        super().__init__(f"object key {key!r} rejected ({reason}): {detail}; {KEY_RULES}")
+        self.key = key
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class UploadKey:
+    """A validated upload key."""
+
+    key: str
+    run_id: str
+    batch_id: str
+    name: str
+
+
+def parse_upload_key(key: str) -> UploadKey:
+    """Split a decoded S3 key into run, batch and image name; raise InvalidKeyError if malformed."""
+    if len(key) > MAX_KEY_LENGTH:
+        raise InvalidKeyError(key, "too_long", f"{len(key)} characters, at most {MAX_KEY_LENGTH}")
+    if not key.startswith(UPLOAD_PREFIX):
+        raise InvalidKeyError(
+            key, "outside_prefix", f"the key does not start with {UPLOAD_PREFIX!r}"
+        )
+    parts = key[len(UPLOAD_PREFIX) :].split("/")
+    if len(parts) != 3:
+        raise InvalidKeyError(
+            key, "wrong_depth", f"{len(parts)} path segments after 'uploads/', expected 3"
+        )
+    run_id, batch_id, name = parts
+    if not _ID_RE.fullmatch(run_id):
+        raise InvalidKeyError(key, "bad_run_id", f"run_id {run_id!r} is not allowed")
+    if not _ID_RE.fullmatch(batch_id):
+        raise InvalidKeyError(key, "bad_batch_id", f"batch_id {batch_id!r} is not allowed")
+    if not _NAME_RE.fullmatch(name):
+        raise InvalidKeyError(key, "bad_name", f"image name {name!r} is not allowed")
+    return UploadKey(key=key, run_id=run_id, batch_id=batch_id, name=name)

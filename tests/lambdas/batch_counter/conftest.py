@@ -1,0 +1,79 @@
+"""Fixtures: one moto server per session, fresh pipeline resources per test."""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import boto3
+import pytest
+from batch_counter.aws import DynamoTrackingStore, SqsRunQueue
+from batch_counter.counter import BatchCounter
+from batch_stats.local.resources import LocalResources, create_resources
+from batch_stats.local.services import MotoEndpoint, moto_server, patched_environ
+
+_stages = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[MotoEndpoint]:
+    with moto_server() as endpoint, patched_environ(endpoint.environ()):
+        yield endpoint
+
+
+@pytest.fixture
+def session(moto_endpoint: MotoEndpoint) -> boto3.Session:
+    return boto3.Session(region_name="us-east-1")
+
+
+@pytest.fixture
+def resources(session: boto3.Session) -> LocalResources:
+    # A distinct stage per test keeps tests independent on the shared server.
+    return create_resources(session, stage=f"bc{next(_stages)}", ingest_visibility_timeout=1)
+
+
+@pytest.fixture
+def store(session: boto3.Session, resources: LocalResources) -> DynamoTrackingStore:
+    return DynamoTrackingStore(
+        client=session.client("dynamodb"), table_name=resources.names.tracking_table
+    )
+
+
+@pytest.fixture
+def run_queue(session: boto3.Session, resources: LocalResources) -> SqsRunQueue:
+    return SqsRunQueue(client=session.client("sqs"), queue_url=resources.runs_queue_url)
+
+
+@pytest.fixture
+def counter(store: DynamoTrackingStore, run_queue: SqsRunQueue) -> BatchCounter:
+    return BatchCounter(store=store, queue=run_queue, images_per_batch=3, batches_per_run=2)
+
+
+Drain = Callable[..., list[dict[str, Any]]]
+
+
+@pytest.fixture
+def drain() -> Drain:
+    """Receive (and delete) every message currently on a queue."""
+    return _drain
+
+
+def _drain(sqs: Any, queue_url: str, *, wait_seconds: int = 1) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while True:
+        batch = sqs.receive_message(
+            QueueUrl=queue_url,
+            MaxNumberOfMessages=10,
+            WaitTimeSeconds=wait_seconds,
+            AttributeNames=["All"],
+        ).get("Messages", [])
+        if not batch:
+            return messages
+        messages.extend(batch)
+        sqs.delete_message_batch(
+            QueueUrl=queue_url,
+            Entries=[
+                {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(batch)
+            ],
+        )
