@@ -1,0 +1,24 @@
+"""Images of digit sequences built from real MNIST handwritten digits.
+
+>>> from number_generator import generate_numbers_sequence
+>>> image = generate_numbers_sequence([0, 9, 0], spacing_range=(2, 6), image_width=100, rng=0)
+>>> image.shape, image.dtype
+((28, 100), dtype('float32'))
+
+The MNIST database (Yann LeCun and Corinna Cortes) is used under the Creative Commons
+Attribution-Share Alike 3.0 licence; its test set ships inside this package.
+"""
+
+from number_generator._idx import IDXFormatError, read_idx
+from number_generator._sequence import generate_numbers_batch, generate_numbers_sequence
+from number_generator._source import DigitSource, cache_dir, load_source
+
+__all__ = [
+    "DigitSource",
+    "IDXFormatError",
+    "cache_dir",
+    "generate_numbers_batch",
+    "generate_numbers_sequence",
+    "load_source",
+    "read_idx",
+]

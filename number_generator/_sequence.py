@@ -1,0 +1,381 @@
+"""Digit-sequence images: one at a time (:func:`generate_numbers_sequence`) or many at once.
+
+Layout of one image (28 rows, ``image_width`` columns, float32, 0.0 ink on 1.0 white)::
+
+    | leading pad | glyph | gap | glyph | gap | ... | glyph | trailing pad |
+
+Each glyph is a random MNIST image of its digit with its empty side columns removed; each gap is a
+uniform integer in ``[min, max]`` (the distance between the ink of neighbouring digits). Gaps are
+never stretched to fill the width: the leftover width becomes padding, placed by ``align``.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+from numpy.lib.stride_tricks import as_strided
+
+from number_generator._source import HEIGHT, DigitSource, SourceLike, load_source, to_float
+
+__all__ = [
+    "Align",
+    "Overflow",
+    "RNGLike",
+    "generate_numbers_batch",
+    "generate_numbers_sequence",
+]
+
+Align = Literal["left", "center", "right", "random"]
+Overflow = Literal["resample", "raise"]
+RNGLike = np.random.Generator | np.random.BitGenerator | np.random.SeedSequence | int | None
+
+_ALIGNS: Final = ("left", "center", "right", "random")
+_OVERFLOWS: Final = ("resample", "raise")
+#: Redraws allowed (per sequence) before a too-tight width is reported instead of looping on.
+MAX_ATTEMPTS: Final = 1000
+
+
+def generate_numbers_sequence(
+    digits: Iterable[int],
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = None,
+    source: SourceLike = None,
+    align: Align = "center",
+    overflow: Overflow = "resample",
+) -> npt.NDArray[np.float32]:
+    """Render ``digits`` side by side from random MNIST images of each digit.
+
+    Parameters
+    ----------
+    digits
+        The digits to draw, integers 0-9 (for example ``[0, 9, 0]``; leading zeros are kept).
+    spacing_range
+        ``(min, max)``: every gap between the ink of consecutive digits is drawn uniformly from
+        the integers in ``[min, max]`` (``0 <= min <= max``).
+    image_width
+        Width of the returned image in pixels.
+    rng
+        A :class:`numpy.random.Generator` or a seed for one. Pass a Generator when calling in a
+        loop: creating a fresh one from OS entropy on every call costs more than the rendering.
+    source
+        Where the digits come from: a :class:`DigitSource`, a directory of MNIST IDX files, or
+        ``None`` for the default (see :func:`number_generator.load_source`).
+    align
+        Where the leftover width goes: ``"left"`` (digits start at column 0), ``"center"``
+        (split, the odd column on the right), ``"right"``, or ``"random"`` (uniform offset).
+    overflow
+        What to do when a draw may be wider than ``image_width``. ``"resample"`` redraws the
+        sequence until it fits (exact distributions whenever the widest glyphs at the maximum
+        spacing fit, else conditioned on fitting); ``"raise"`` raises a ValueError unless every
+        possible draw fits.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``(28, image_width)``, 0.0 is black ink and 1.0 white background.
+
+    Raises
+    ------
+    ValueError
+        Digits outside 0-9, an empty sequence, a bad spacing range or width, or a width too small
+        for the sequence (even the narrowest glyphs at the minimum spacing do not fit).
+    TypeError
+        Digits, spacings or the width are not integers.
+    """
+    seq = _digit_list(digits)
+    lo, hi = _spacing(spacing_range)
+    width = _width(image_width)
+    _check_options(align, overflow)
+    src = load_source(source)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    n = len(seq)
+    narrow = sum([src.min_widths[d] for d in seq]) + (n - 1) * lo
+    wide = sum([src.max_widths[d] for d in seq]) + (n - 1) * hi
+    exact = wide <= width
+    if narrow > width or (not exact and overflow == "raise"):
+        _check_fit(
+            np.array([seq], dtype=np.intp), lo, hi, width, src, overflow
+        )  # raises the explanatory error
+
+    # Uniform integers as floor(u * count) from one vector of 53-bit uniforms: one Generator call
+    # per attempt instead of two, and plain-Python arithmetic for a handful of digits.
+    starts = src.starts_list
+    counts = src.counts_list
+    widths = src.widths_list
+    span = hi - lo + 1
+    for _ in range(MAX_ATTEMPTS):
+        u = gen.random(2 * n).tolist()
+        picks = [starts[d] + int(u[i] * counts[d]) for i, d in enumerate(seq)]
+        steps = [widths[k] for k in picks]
+        total = sum(steps)
+        for i in range(n - 1):
+            gap = lo + int(u[n + i] * span)
+            steps[i] += gap
+            total += gap
+        if exact or total <= width:
+            break
+    else:
+        raise _too_tight(seq, lo, hi, width, src)
+
+    leftover = width - total
+    x = _pad(align, leftover, u[-1])
+    canvas = np.full((HEIGHT, width), 255, dtype=np.uint8)
+    glyphs = src.glyphs
+    for i in range(n):
+        k = picks[i]
+        w = widths[k]
+        canvas[:, x : x + w] = glyphs[k, :, :w]
+        x += steps[i]
+    return to_float(canvas)
+
+
+def generate_numbers_batch(
+    digits: npt.ArrayLike,
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = None,
+    source: SourceLike = None,
+    align: Align = "center",
+    overflow: Overflow = "resample",
+) -> npt.NDArray[np.float32]:
+    """Render many digit sequences of the same length at once (vectorised).
+
+    ``digits`` is a 2-D integer array-like, one sequence of digits 0-9 per row, for example
+    ``np.array([[0, 9, 0], [1, 2, 3]])``. Every row is drawn exactly as
+    :func:`generate_numbers_sequence` would draw it (same options), independently of the others.
+    Returns float32 of shape ``(rows, 28, image_width)``.
+    """
+    pixels = render_batch_u8(
+        digits, spacing_range, image_width, rng=rng, source=source, align=align,
+        overflow=overflow,
+    )  # fmt: skip
+    out = np.empty(pixels.shape, dtype=np.float32)
+    np.divide(pixels, np.float32(255.0), out=out, dtype=np.float32)
+    return out
+
+
+def render_batch_u8(
+    digits: npt.ArrayLike,
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = None,
+    source: SourceLike = None,
+    align: Align = "center",
+    overflow: Overflow = "resample",
+) -> npt.NDArray[np.uint8]:
+    """:func:`generate_numbers_batch` as 8-bit pixels (0 ink, 255 white), for writing PNGs.
+
+    Returns a (rows, 28, image_width) view into a slightly wider canvas (not C-contiguous).
+    """
+    d2 = _digit_matrix(digits)
+    lo, hi = _spacing(spacing_range)
+    width = _width(image_width)
+    _check_options(align, overflow)
+    src = load_source(source)
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    rows, n = d2.shape
+    if rows == 0:
+        return np.full((0, HEIGHT, width), 255, dtype=np.uint8)
+    exact = _check_fit(d2, lo, hi, width, src, overflow)
+
+    span = hi - lo + 1
+    counts = src.counts[d2]
+    u = gen.random((rows, 2 * n))
+    g = src.starts[d2] + (u[:, :n] * counts).astype(np.int64)
+    w = src.widths[g]
+    gaps = lo + (u[:, n : 2 * n - 1] * span).astype(np.int64)
+    total = w.sum(axis=1) + gaps.sum(axis=1)
+    if not exact:
+        redo = np.flatnonzero(total > width)
+        for _ in range(MAX_ATTEMPTS):
+            if redo.size == 0:
+                break
+            ur = gen.random((redo.size, 2 * n))
+            u[redo] = ur
+            g[redo] = src.starts[d2[redo]] + (ur[:, :n] * counts[redo]).astype(np.int64)
+            w[redo] = src.widths[g[redo]]
+            gaps[redo] = lo + (ur[:, n : 2 * n - 1] * span).astype(np.int64)
+            total[redo] = w[redo].sum(axis=1) + gaps[redo].sum(axis=1)
+            redo = redo[total[redo] > width]
+        else:
+            if redo.size:
+                raise _too_tight(d2[redo[0]].tolist(), lo, hi, width, src)
+
+    leftover = width - total
+    if align == "left":
+        pad = np.zeros(rows, dtype=np.int64)
+    elif align == "center":
+        pad = leftover // 2
+    elif align == "right":
+        pad = leftover
+    else:
+        pad = (u[:, -1] * (leftover + 1)).astype(np.int64)
+    steps = np.empty((rows, n), dtype=np.int64)
+    steps[:, 0] = pad
+    np.add(w[:, :-1], gaps, out=steps[:, 1:])
+    x = np.cumsum(steps, axis=1)  # x[r, j]: first column of glyph j in row r
+
+    # Paste whole white-padded glyph blocks through a sliding-window view of a canvas with
+    # `block` spare columns: window (r, c) is canvas[r, :, c : c + block]. Glyphs go left to
+    # right, so each block's white padding is overwritten by the next glyph where they overlap.
+    glyphs = src.glyphs
+    block = glyphs.shape[2]
+    canvas = np.empty((rows, HEIGHT, width + block), dtype=np.uint8)
+    canvas.fill(255)
+    s0, s1, s2 = canvas.strides
+    windows = as_strided(
+        canvas, shape=(rows, width + 1, HEIGHT, block), strides=(s0, s2, s1, s2), writeable=True
+    )
+    r = np.arange(rows)
+    for j in range(n):
+        windows[r, x[:, j]] = glyphs[g[:, j]]
+    return canvas[:, :, :width]
+
+
+def _digit_list(digits: Iterable[int]) -> list[int]:
+    if isinstance(digits, (str, bytes)):
+        raise TypeError(
+            f"digits must be integers 0-9, not a string ({digits!r}); "
+            "convert it first, e.g. [int(c) for c in text]"
+        )
+    if isinstance(digits, np.ndarray) and (
+        digits.ndim != 1 or not np.issubdtype(digits.dtype, np.integer)
+    ):
+        raise TypeError(
+            f"digits must be a 1-D sequence of integers 0-9, got an array of {digits.dtype} "
+            f"with shape {digits.shape}"
+        )
+    seq: list[int] = []
+    for position, d in enumerate(digits):
+        if type(d) is not int:
+            if isinstance(d, (bool, np.bool_)) or not hasattr(d, "__index__"):
+                raise TypeError(
+                    f"digits must be integers 0-9; position {position} is {d!r} "
+                    f"({type(d).__name__})"
+                )
+            d = operator.index(d)
+        if not 0 <= d <= 9:
+            raise ValueError(f"digits must be integers 0-9; position {position} is {d}")
+        seq.append(d)
+    if not seq:
+        raise ValueError("digits is empty: give at least one digit 0-9")
+    return seq
+
+
+def _digit_matrix(digits: npt.ArrayLike) -> npt.NDArray[np.intp]:
+    arr = np.asarray(digits)
+    if arr.ndim != 2:
+        raise ValueError(
+            f"digits must be 2-D (one sequence per row, all the same length), got shape "
+            f"{arr.shape}; for a single sequence use generate_numbers_sequence"
+        )
+    if arr.size and not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"digits must be integers 0-9, got an array of {arr.dtype}")
+    if arr.shape[1] == 0:
+        raise ValueError("digits has empty rows: every sequence needs at least one digit 0-9")
+    if arr.size and (arr.min() < 0 or arr.max() > 9):
+        bad = np.argwhere((arr < 0) | (arr > 9))[0]
+        raise ValueError(
+            f"digits must be integers 0-9; row {bad[0]}, position {bad[1]} is {arr[bad[0], bad[1]]}"
+        )
+    return arr.astype(np.intp, copy=False)
+
+
+def _int(value: object, what: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
+        raise TypeError(f"{what} must be an integer, got {value!r} ({type(value).__name__})")
+    return operator.index(value)
+
+
+def _spacing(spacing_range: tuple[int, int]) -> tuple[int, int]:
+    try:
+        lo_raw, hi_raw = spacing_range
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"spacing_range must be a pair (min, max) of integers, got {spacing_range!r}"
+        ) from None
+    lo = _int(lo_raw, "spacing_range min")
+    hi = _int(hi_raw, "spacing_range max")
+    if lo < 0:
+        raise ValueError(f"spacing_range min must be >= 0 pixels, got {lo}")
+    if lo > hi:
+        raise ValueError(f"spacing_range min ({lo}) must not exceed max ({hi})")
+    return lo, hi
+
+
+def _width(image_width: int) -> int:
+    width = _int(image_width, "image_width")
+    if width <= 0:
+        raise ValueError(f"image_width must be a positive number of pixels, got {width}")
+    return width
+
+
+def _check_options(align: str, overflow: str) -> None:
+    if align not in _ALIGNS:
+        raise ValueError(f"align must be one of {', '.join(_ALIGNS)}; got {align!r}")
+    if overflow not in _OVERFLOWS:
+        raise ValueError(f"overflow must be one of {', '.join(_OVERFLOWS)}; got {overflow!r}")
+
+
+def _check_fit(
+    rows: npt.NDArray[np.intp],
+    lo: int,
+    hi: int,
+    width: int,
+    src: DigitSource,
+    overflow: str,
+) -> bool:
+    """Raise if a sequence (a row of ``rows``) can never fit; True when every draw fits."""
+    gaps = rows.shape[1] - 1
+    narrow = np.asarray(src.min_widths)[rows].sum(axis=1) + gaps * lo
+    wide = np.asarray(src.max_widths)[rows].sum(axis=1) + gaps * hi
+    worst = int(np.argmax(narrow))
+    if narrow[worst] > width:
+        raise ValueError(
+            f"image_width {width} is too small for the {rows.shape[1]} digits "
+            f"{_text(rows[worst])}: even the narrowest glyphs at the minimum spacing {lo} need "
+            f"{narrow[worst]} pixels (up to {wide[worst]} with the widest glyphs at spacing {hi})"
+        )
+    worst = int(np.argmax(wide))
+    if wide[worst] <= width:
+        return True
+    if overflow == "raise":
+        raise ValueError(
+            f"image_width {width} may be too small for the {rows.shape[1]} digits "
+            f"{_text(rows[worst])}: the widest glyphs at the maximum spacing {hi} need "
+            f"{wide[worst]} pixels; use image_width >= {wide[worst]}, a smaller spacing, "
+            "or overflow='resample'"
+        )
+    return False
+
+
+def _text(seq: Iterable[int]) -> str:
+    return "".join(str(int(d)) for d in seq)
+
+
+def _too_tight(seq: list[int], lo: int, hi: int, width: int, src: DigitSource) -> ValueError:
+    narrow = sum(src.min_widths[d] for d in seq) + (len(seq) - 1) * lo
+    wide = sum(src.max_widths[d] for d in seq) + (len(seq) - 1) * hi
+    return ValueError(
+        f"image_width {width} is too tight for the {len(seq)} digits {_text(seq)}: no draw "
+        f"fitted in {MAX_ATTEMPTS} attempts (they need {narrow} to {wide} pixels); widen the "
+        "image or reduce the spacing"
+    )
+
+
+def _pad(align: str, leftover: int, u: float) -> int:
+    if align == "center":
+        return leftover // 2
+    if align == "left":
+        return 0
+    if align == "right":
+        return leftover
+    return int(u * (leftover + 1))

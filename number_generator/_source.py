@@ -1,0 +1,322 @@
+"""MNIST digit sources: where the digits come from, and the per-digit glyphs prepared from them.
+
+Sources, in order of precedence (see :func:`load_source`):
+
+1. an explicit directory (or :class:`DigitSource`) passed by the caller, else the directory named
+   by ``NUMBER_GENERATOR_MNIST_DIR``;
+2. the user cache filled by ``python -m number_generator download`` (all 70,000 digits);
+3. the MNIST test set shipped inside the package (10,000 digits), so the library works offline.
+
+A directory may hold the training files, the test files or both (raw or gzip); every split found
+is used. Files in the cache and in the package are checked against the SHA-256 of their
+decompressed contents; files in a directory chosen by the caller are only format-checked, so that
+users can point the library at their own IDX files.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+import sys
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+
+from number_generator._idx import (
+    IDX_IMAGES_MAGIC,
+    IDX_LABELS_MAGIC,
+    IDXFormatError,
+    parse_idx,
+    read_idx,
+)
+
+__all__ = [
+    "CACHE_DIR_ENV",
+    "MNIST_DIR_ENV",
+    "MNIST_FILES",
+    "DigitSource",
+    "SourceLike",
+    "cache_dir",
+    "load_source",
+    "to_float",
+]
+
+MNIST_DIR_ENV: Final = "NUMBER_GENERATOR_MNIST_DIR"
+CACHE_DIR_ENV: Final = "NUMBER_GENERATOR_CACHE_DIR"
+
+#: SHA-256 of the *decompressed* official MNIST files (gzip bytes differ between compressors).
+MNIST_FILES: Final[dict[str, str]] = {
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+}
+_SPLITS: Final = ("train", "t10k")
+HEIGHT: Final = 28
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class DigitSource:
+    """Labelled 28x28 digit images and the ink-cropped glyphs the generators paste.
+
+    Build one with :meth:`from_arrays` or :meth:`from_directory`, or let :func:`load_source` pick
+    the default. Glyphs are prepared once per source: each image's empty side columns (every pixel
+    0) are removed and the pixels inverted to black ink on white (``1 - pixel / 255``).
+    """
+
+    name: str
+    images: npt.NDArray[np.uint8]
+    labels: npt.NDArray[np.uint8]
+    # Derived in __post_init__. Glyphs are sorted by digit: digit d owns glyphs
+    # starts[d] : starts[d] + counts[d]; glyph k is glyphs[k, :, :widths[k]].
+    starts: npt.NDArray[np.int64] = field(init=False)
+    counts: npt.NDArray[np.int64] = field(init=False)
+    order: npt.NDArray[np.int64] = field(init=False)
+    widths: npt.NDArray[np.int64] = field(init=False)
+    glyphs: npt.NDArray[np.uint8] = field(init=False)
+    min_widths: tuple[int, ...] = field(init=False)
+    max_widths: tuple[int, ...] = field(init=False)
+    # Plain-Python copies for the single-sequence path, where list indexing beats numpy.
+    starts_list: list[int] = field(init=False)
+    counts_list: list[int] = field(init=False)
+    widths_list: list[int] = field(init=False)
+
+    @classmethod
+    def from_arrays(
+        cls, images: npt.ArrayLike, labels: npt.ArrayLike, *, name: str = "arrays"
+    ) -> DigitSource:
+        """A source from ``images`` (n, 28, 28) uint8 (0 = background, 255 = ink) and labels."""
+        imgs = np.asarray(images)
+        labs = np.asarray(labels)
+        if imgs.dtype != np.uint8 or imgs.ndim != 3 or imgs.shape[1:] != (HEIGHT, HEIGHT):
+            raise ValueError(
+                f"images must be a uint8 array of shape (n, 28, 28), got {imgs.dtype} {imgs.shape}"
+            )
+        if labs.ndim != 1 or labs.shape[0] != imgs.shape[0]:
+            raise ValueError(
+                f"labels must be a 1-D array with one label per image ({imgs.shape[0]}), "
+                f"got shape {labs.shape}"
+            )
+        if not np.issubdtype(labs.dtype, np.integer) or (
+            labs.size and (labs.min() < 0 or labs.max() > 9)
+        ):
+            raise ValueError("labels must be integers in 0-9")
+        return cls(name=name, images=imgs, labels=labs.astype(np.uint8))
+
+    @classmethod
+    def from_directory(
+        cls, directory: str | os.PathLike[str], *, verify: bool = False
+    ) -> DigitSource:
+        """Load every MNIST split (``train-*``, ``t10k-*``; raw or ``.gz``) found in ``directory``.
+
+        With ``verify=True`` each file's decompressed contents must match the official SHA-256.
+        """
+        return _load_directory(Path(directory), verify=verify)
+
+    def __post_init__(self) -> None:
+        if self.images.shape[0] == 0:
+            raise ValueError(f"digit source {self.name!r} holds no images")
+        counts = np.bincount(self.labels, minlength=10).astype(np.int64)
+        missing = [d for d in range(10) if counts[d] == 0]
+        if missing:
+            raise ValueError(f"digit source {self.name!r} has no image of digit(s) {missing}")
+        order = np.argsort(self.labels, kind="stable").astype(np.int64)
+        imgs: npt.NDArray[np.uint8] = self.images[order]
+        ink: npt.NDArray[np.bool_] = np.any(imgs > 0, axis=1)  # (n, 28 columns): column has ink
+        has_ink: npt.NDArray[np.bool_] = np.any(ink, axis=1)
+        if not has_ink.all():
+            blank = order[~has_ink][:5].tolist()
+            raise ValueError(
+                f"digit source {self.name!r} has blank images (no ink), e.g. indices {blank}"
+            )
+        left = ink.argmax(axis=1)
+        right = HEIGHT - ink[:, ::-1].argmax(axis=1)
+        widths = (right - left).astype(np.int64)
+        block = int(widths.max())
+        # Shift each image left by its first ink column, then keep `block` columns: glyph k sits
+        # at columns 0 : widths[k], white (255) after it.
+        cols = left[:, None] + np.arange(block)  # (n, block), may run past column 27
+        inside = cols < HEIGHT
+        shifted = np.take_along_axis(imgs, np.minimum(cols, HEIGHT - 1)[:, None, :], axis=2)
+        glyphs = np.subtract(255, shifted, dtype=np.uint8)
+        keep = np.arange(block) < widths[:, None]
+        glyphs[~np.broadcast_to((keep & inside)[:, None, :], glyphs.shape)] = 255
+        starts = np.zeros(10, dtype=np.int64)
+        np.cumsum(counts[:-1], out=starts[1:])
+        per_digit = np.split(widths, starts[1:])
+        for name, value in (
+            ("starts", starts),
+            ("counts", counts),
+            ("order", order),
+            ("widths", widths),
+            ("glyphs", glyphs),
+        ):
+            value.flags.writeable = False
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "min_widths", tuple(int(w.min()) for w in per_digit))
+        object.__setattr__(self, "max_widths", tuple(int(w.max()) for w in per_digit))
+        object.__setattr__(self, "starts_list", starts.tolist())
+        object.__setattr__(self, "counts_list", counts.tolist())
+        object.__setattr__(self, "widths_list", widths.tolist())
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def __repr__(self) -> str:
+        return f"DigitSource({self.name!r}, {len(self)} images)"
+
+    def glyph(self, digit: int, k: int) -> npt.NDArray[np.float32]:
+        """The ``k``-th ink-cropped glyph of ``digit``: (28, width) float32, ink 0.0 on 1.0."""
+        if not 0 <= digit <= 9:
+            raise ValueError(f"digit must be 0-9, got {digit}")
+        if not 0 <= k < self.counts_list[digit]:
+            raise IndexError(f"digit {digit} has {self.counts_list[digit]} glyphs, got index {k}")
+        g = self.starts_list[digit] + k
+        return to_float(self.glyphs[g, :, : self.widths_list[g]])
+
+
+def to_float(pixels: npt.NDArray[np.uint8]) -> npt.NDArray[np.float32]:
+    """uint8 ink-on-white (0 ink, 255 white) to float32 in [0, 1], exactly ``pixels / 255``."""
+    return np.divide(pixels, np.float32(255.0), dtype=np.float32)
+
+
+SourceLike = DigitSource | str | os.PathLike[str] | None
+
+
+def cache_dir() -> Path:
+    """The user cache for downloaded MNIST files (``NUMBER_GENERATOR_CACHE_DIR`` overrides it)."""
+    override = os.environ.get(CACHE_DIR_ENV)
+    if override:
+        return Path(override).expanduser()
+    if sys.platform == "win32":
+        base = Path(os.environ.get("LOCALAPPDATA") or Path.home() / "AppData" / "Local")
+        return base / "number_generator" / "Cache"
+    if sys.platform == "darwin":
+        return Path.home() / "Library" / "Caches" / "number_generator"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "number_generator"
+
+
+def load_source(source: SourceLike = None) -> DigitSource:
+    """Resolve ``source`` to a prepared :class:`DigitSource` (cached per directory).
+
+    ``None`` means: ``NUMBER_GENERATOR_MNIST_DIR`` if set, else the download cache if it holds a
+    split, else the MNIST test set shipped with the package.
+    """
+    if isinstance(source, DigitSource):
+        return source
+    if source is not None:
+        return _cached_directory(str(Path(source).expanduser().resolve()), False)
+    environ = os.environ
+    return _default_source(
+        environ.get(MNIST_DIR_ENV), environ.get(CACHE_DIR_ENV), environ.get("XDG_CACHE_HOME")
+    )
+
+
+@functools.lru_cache(maxsize=4)
+def _default_source(mnist_dir: str | None, _cache_env: str | None, _xdg: str | None) -> DigitSource:
+    # Keyed on the environment variables that decide the answer, so that the per-call cost is a
+    # dictionary look-up; ``download`` clears it after filling the cache.
+    if mnist_dir:
+        return _cached_directory(str(Path(mnist_dir).expanduser().resolve()), False)
+    cache = cache_dir()
+    if any(_split_files(cache, split) for split in _SPLITS):
+        return _cached_directory(str(cache.resolve()), True)
+    return _packaged()
+
+
+def _split_files(directory: Path, split: str) -> tuple[Path, Path] | None:
+    found: list[Path] = []
+    for kind in ("images-idx3", "labels-idx1"):
+        base = f"{split}-{kind}-ubyte"
+        candidates = [directory / base, directory / f"{base}.gz"]
+        existing = [p for p in candidates if p.is_file()]
+        if not existing:
+            return None
+        found.append(existing[0])
+    return found[0], found[1]
+
+
+def _read_verified(path: Path, expected_magic: int, verify: bool) -> npt.NDArray[np.uint8]:
+    if not verify:
+        return read_idx(path, expected_magic=expected_magic)
+    raw = path.read_bytes()
+    if raw[:2] == b"\x1f\x8b":
+        try:
+            raw = gzip.decompress(raw)
+        except (OSError, EOFError) as exc:
+            raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
+    _check_sha256(raw, path.name.removesuffix(".gz"), str(path))
+    return parse_idx(raw, name=str(path), expected_magic=expected_magic)
+
+
+def _check_sha256(raw: bytes, base_name: str, where: str) -> None:
+    expected = MNIST_FILES.get(base_name)
+    if expected is None:
+        raise IDXFormatError(f"{where}: not an MNIST file name ({sorted(MNIST_FILES)})")
+    actual = hashlib.sha256(raw).hexdigest()
+    if actual != expected:
+        raise IDXFormatError(
+            f"{where}: SHA-256 of the decompressed contents is {actual}, expected {expected} "
+            "(corrupt or not the official file; delete it and download again)"
+        )
+
+
+def _load_directory(directory: Path, *, verify: bool) -> DigitSource:
+    if not directory.is_dir():
+        raise FileNotFoundError(f"MNIST directory {directory} does not exist or is not a directory")
+    images: list[npt.NDArray[np.uint8]] = []
+    labels: list[npt.NDArray[np.uint8]] = []
+    used: list[str] = []
+    for split in _SPLITS:
+        files = _split_files(directory, split)
+        if files is None:
+            continue
+        imgs = _read_verified(files[0], IDX_IMAGES_MAGIC, verify)
+        labs = _read_verified(files[1], IDX_LABELS_MAGIC, verify)
+        if imgs.shape[1:] != (HEIGHT, HEIGHT):
+            raise IDXFormatError(f"{files[0]}: images are {imgs.shape[1:]}, expected (28, 28)")
+        if labs.shape[0] != imgs.shape[0]:
+            raise IDXFormatError(
+                f"{files[1]}: {labs.shape[0]} labels for {imgs.shape[0]} images in {files[0]}"
+            )
+        if labs.size and labs.max() > 9:
+            raise IDXFormatError(f"{files[1]}: labels must be 0-9, found {int(labs.max())}")
+        images.append(imgs)
+        labels.append(labs)
+        used.append(split)
+    if not images:
+        names = ", ".join(
+            f"{s}-images-idx3-ubyte[.gz] + {s}-labels-idx1-ubyte[.gz]" for s in _SPLITS
+        )
+        raise FileNotFoundError(f"no MNIST files in {directory}: expected {names}")
+    return DigitSource(
+        name=f"{directory} ({'+'.join(used)})",
+        images=np.concatenate(images) if len(images) > 1 else images[0],
+        labels=np.concatenate(labels) if len(labels) > 1 else labels[0],
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _cached_directory(directory: str, verify: bool) -> DigitSource:
+    return _load_directory(Path(directory), verify=verify)
+
+
+@functools.lru_cache(maxsize=1)
+def _packaged() -> DigitSource:
+    data = resources.files("number_generator") / "data"
+    arrays = []
+    for base, magic in (
+        ("t10k-images-idx3-ubyte", IDX_IMAGES_MAGIC),
+        ("t10k-labels-idx1-ubyte", IDX_LABELS_MAGIC),
+    ):
+        raw = gzip.decompress((data / f"{base}.gz").read_bytes())
+        _check_sha256(raw, base, f"package data {base}.gz")
+        arrays.append(parse_idx(raw, name=f"package data {base}.gz", expected_magic=magic))
+    return DigitSource(name="MNIST test set (packaged)", images=arrays[0], labels=arrays[1])
