@@ -1,0 +1,160 @@
+"""Whole runs, streamed batch by batch: synthetic (in memory or as PNG folders) and from folders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from PIL import Image
+
+from ._counting import process_image, synthetic_counts
+from ._decode import ImageRejected, decode_image
+from ._params import EngineParams
+from ._seeding import image_rng, validate_seed
+from ._stats import BatchStats, summarize_batch
+from ._synthetic import batch_ids, image_names, synthetic_image
+
+__all__ = [
+    "FolderRun",
+    "Progress",
+    "iter_folder_stats",
+    "iter_synthetic_stats",
+    "scan_run_folder",
+    "write_synthetic_run",
+]
+
+#: Called with the number of images just finished (for progress bars).
+Progress = Callable[[int], object]
+
+#: zlib level for generated PNGs: random pixels do not compress, so spend no time trying.
+PNG_COMPRESS_LEVEL = 0
+
+
+def _tick(progress: Progress | None) -> None:
+    if progress is not None:
+        progress(1)
+
+
+def iter_synthetic_stats(
+    seed: int,
+    *,
+    params: EngineParams,
+    materialize: bool = False,
+    progress: Progress | None = None,
+) -> Iterator[BatchStats]:
+    """Generate and process a run in memory, one batch at a time.
+
+    By default only the crop's columns of each image are produced (see ``_synthetic``);
+    ``materialize=True`` produces every full image first. Both give identical statistics, equal to
+    those of :func:`iter_folder_stats` on the folder :func:`write_synthetic_run` writes.
+    """
+    validate_seed(seed)
+    for batch_id in batch_ids(params):
+        counts = []
+        for name in image_names(params):
+            rng = image_rng(seed, batch_id, name)
+            if materialize:
+                image = synthetic_image(seed, batch_id, name, params=params)
+                counts.append(process_image(image, rng=rng, params=params))
+            else:
+                counts.append(synthetic_counts(seed, batch_id, name, rng=rng, params=params))
+            _tick(progress)
+        yield summarize_batch(batch_id, counts)
+
+
+def write_synthetic_run(
+    root: str | Path,
+    seed: int,
+    *,
+    params: EngineParams,
+    progress: Progress | None = None,
+) -> list[Path]:
+    """Write a generated run as ``root/<batch_id>/<image_name>`` PNGs; return the batch folders.
+
+    Raises:
+        FileExistsError: a batch folder already exists under ``root`` (runs are never mixed).
+    """
+    validate_seed(seed)
+    root = Path(root)
+    folders = [root / batch_id for batch_id in batch_ids(params)]
+    existing = [str(f) for f in folders if f.exists()]
+    if existing:
+        raise FileExistsError(f"batch folders already exist: {', '.join(existing[:3])}")
+    root.mkdir(parents=True, exist_ok=True)
+    for folder in folders:
+        folder.mkdir()
+        for name in image_names(params):
+            pixels = synthetic_image(seed, folder.name, name, params=params)
+            Image.fromarray(pixels, mode="RGB").save(
+                folder / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL
+            )
+            _tick(progress)
+    return folders
+
+
+class FolderRun:
+    """A run on disk: ``root/<batch_id>/<image>.png``, batch folders and images sorted by name.
+
+    Entries whose names start with ``.`` and plain files directly under ``root`` (such as the
+    Parquet output) are ignored; every other file in a batch folder must be a PNG image.
+    """
+
+    def __init__(self, root: Path, batches: dict[str, list[Path]]) -> None:
+        self.root = root
+        self.batches = batches
+
+    @property
+    def image_count(self) -> int:
+        return sum(len(files) for files in self.batches.values())
+
+
+def scan_run_folder(root: str | Path) -> FolderRun:
+    """List a run folder's batches and images without reading them.
+
+    Raises:
+        FileNotFoundError: ``root`` is not a directory.
+        ValueError: it has no batch folders, or a batch folder has no files.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"run folder not found: {root}")
+    batches: dict[str, list[Path]] = {}
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        if not files:
+            raise ValueError(f"batch folder {folder} has no images")
+        batches[folder.name] = files
+    if not batches:
+        raise ValueError(f"{root} has no batch folders; expected {root}/<batch_id>/<name>.png")
+    return FolderRun(root, batches)
+
+
+def iter_folder_stats(
+    run: FolderRun,
+    seed: int,
+    *,
+    params: EngineParams,
+    progress: Progress | None = None,
+) -> Iterator[BatchStats]:
+    """Decode and process a run folder, one image in memory at a time, one batch at a time.
+
+    Raises:
+        ImageRejected: a file is not an acceptable PNG (the message names the file).
+    """
+    validate_seed(seed)
+    for batch_id, files in run.batches.items():
+        counts = []
+        for path in files:
+            name = f"{batch_id}/{path.name}"
+            if path.stat().st_size > params.max_file_bytes:
+                raise ImageRejected(
+                    name,
+                    "too_large",
+                    f"the file has {path.stat().st_size} bytes; at most "
+                    f"{params.max_file_bytes} are allowed",
+                )
+            image = decode_image(path.read_bytes(), name=name, params=params)
+            rng = image_rng(seed, batch_id, path.name)
+            counts.append(process_image(image, rng=rng, params=params))
+            _tick(progress)
+        yield summarize_batch(batch_id, counts)

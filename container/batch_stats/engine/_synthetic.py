@@ -1,0 +1,64 @@
+"""Synthetic runs: uniformly random RGB images, defined so that any window is cheap to produce.
+
+An image's pixels are the raw 64-bit output of its own PCG64 bit generator
+(:func:`pixel_bit_generator`), read as little-endian bytes and laid out column by column:
+column ``c`` (its ``3 * height`` bytes, top to bottom, RGB) comes from the words
+``c * wpc .. (c + 1) * wpc - 1`` where ``wpc = ceil(3 * height / 8)``; bytes past
+``3 * height`` are unused. Every byte is uniform on 0..255: the image is uniformly random RGB.
+
+Because PCG64 can jump ahead in O(log n), the pixels of any range of columns can be produced without
+the others. Processing a synthetic image only needs its crop window, so the in-memory job produces
+just the crop's columns (``crop_width / image_width`` of the bytes) and gets exactly the counts it
+would get from the full image; ``generate`` writes the full image, and processing those files gives
+the same statistics.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+import numpy.typing as npt
+
+from ._params import EngineParams
+from ._seeding import pixel_bit_generator
+
+__all__ = ["batch_ids", "image_names", "synthetic_columns", "synthetic_image"]
+
+
+def batch_ids(params: EngineParams) -> Iterator[str]:
+    """``batch_001``, ``batch_002``, ...: zero-padded so that they sort in order."""
+    width = max(3, len(str(params.batches)))
+    return (f"batch_{i:0{width}d}" for i in range(1, params.batches + 1))
+
+
+def image_names(params: EngineParams) -> Iterator[str]:
+    """``img_0001.png``, ``img_0002.png``, ...: zero-padded so that they sort in order."""
+    width = max(4, len(str(params.images_per_batch)))
+    return (f"img_{i:0{width}d}.png" for i in range(1, params.images_per_batch + 1))
+
+
+def synthetic_columns(
+    seed: int, batch_id: str, image_name: str, *, height: int, start: int, stop: int
+) -> npt.NDArray[np.uint8]:
+    """Columns ``start:stop`` of a synthetic image, as a ``(stop - start, height, 3)`` array.
+
+    The result is in column-major order (axis 0 is the column); ``synthetic_image`` transposes it.
+    """
+    words_per_column = -(-3 * height // 8)
+    bit_generator = pixel_bit_generator(seed, batch_id, image_name)
+    if start:
+        bit_generator.advance(start * words_per_column)
+    words = bit_generator.random_raw((stop - start) * words_per_column)
+    raw = words.astype("<u8", copy=False).view(np.uint8).reshape(stop - start, -1)
+    return raw[:, : 3 * height].reshape(stop - start, height, 3)
+
+
+def synthetic_image(
+    seed: int, batch_id: str, image_name: str, *, params: EngineParams
+) -> npt.NDArray[np.uint8]:
+    """The full ``(image_height, image_width, 3)`` uint8 image of a generated run."""
+    columns = synthetic_columns(
+        seed, batch_id, image_name, height=params.image_height, start=0, stop=params.image_width
+    )
+    return np.ascontiguousarray(columns.transpose(1, 0, 2))

@@ -1,0 +1,171 @@
+"""Per-image processing: counts equal a brute-force reference; inputs are left untouched."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from batch_stats.engine import (
+    EngineParams,
+    count_white_black,
+    draw_plan,
+    image_rng,
+    process_image,
+    synthetic_counts,
+    synthetic_image,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+
+def _reference(image: np.ndarray, seed: int, params: EngineParams) -> tuple[int, int]:
+    """Paint the whole image, crop it, count with np.all: the straightforward way."""
+    plan = draw_plan(
+        np.random.default_rng(seed), height=image.shape[0], width=image.shape[1], params=params
+    )
+    painted = image.copy()
+    s = plan.placement.size
+    (wy, wx), (by, bx) = plan.placement.white, plan.placement.black
+    painted[wy : wy + s, wx : wx + s] = 255
+    painted[by : by + s, bx : bx + s] = 0
+    cy, cx = plan.crop
+    crop = painted[cy : cy + params.crop_height, cx : cx + params.crop_width]
+    white = int(np.all(crop == [255, 255, 255], axis=2).sum())
+    black = int(np.all(crop == [0, 0, 0], axis=2).sum())
+    return white, black
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    height=st.integers(8, 30),
+    width=st.integers(8, 30),
+    levels=st.sampled_from([(0, 255), (0, 1, 254, 255), tuple(range(256))]),
+    seed=st.integers(0, 2**32),
+)
+def test_counts_equal_brute_force(
+    height: int, width: int, levels: tuple[int, ...], seed: int
+) -> None:
+    # Few grey levels make pure white and black noise pixels (and near misses) common.
+    params = EngineParams(
+        square_size=4,
+        crop_height=min(7, height),
+        crop_width=min(9, width),
+        image_height=8,
+        image_width=9,
+        images_per_batch=1,
+        batches=1,
+    )
+    data_rng = np.random.default_rng(seed)
+    image = np.asarray(levels, dtype=np.uint8)[
+        data_rng.integers(len(levels), size=(height, width, 3))
+    ]
+    counts = process_image(image, rng=np.random.default_rng(seed), params=params)
+    assert counts == _reference(image, seed, params)
+
+
+def test_default_sizes_count_squares_and_noise() -> None:
+    params = EngineParams()
+    image = np.random.default_rng(5).integers(0, 2, size=(256, 512, 3), dtype=np.uint8) * 255
+    for seed in range(20):
+        assert process_image(image, rng=np.random.default_rng(seed), params=params) == _reference(
+            image, seed, params
+        )
+
+
+def test_process_image_does_not_modify_its_input() -> None:
+    image = np.random.default_rng(0).integers(0, 256, size=(256, 512, 3), dtype=np.uint8)
+    before = image.copy()
+    process_image(image, rng=np.random.default_rng(1), params=EngineParams())
+    np.testing.assert_array_equal(image, before)
+
+
+def test_same_seed_gives_identical_counts() -> None:
+    params = EngineParams()
+    image = synthetic_image(11, "batch_001", "img_0001.png", params=params)
+    first = process_image(image, rng=image_rng(11, "batch_001", "img_0001.png"), params=params)
+    again = process_image(image, rng=image_rng(11, "batch_001", "img_0001.png"), params=params)
+    other = [
+        process_image(image, rng=image_rng(12 + i, "batch_001", "img_0001.png"), params=params)
+        for i in range(5)
+    ]
+    assert first == again
+    assert any(counts != first for counts in other)
+
+
+def test_uniform_image_counts_whole_crop() -> None:
+    params = EngineParams(square_size=2, crop_height=5, crop_width=5, image_height=8, image_width=8)
+    white = np.full((8, 8, 3), 255, dtype=np.uint8)
+    black = np.zeros((8, 8, 3), dtype=np.uint8)
+    assert sum(process_image(white, rng=np.random.default_rng(0), params=params)) == 25
+    assert sum(process_image(black, rng=np.random.default_rng(0), params=params)) == 25
+
+
+def test_synthetic_counts_equal_processing_the_full_image() -> None:
+    params = EngineParams(
+        image_height=37, image_width=45, crop_height=20, crop_width=21, square_size=9
+    )
+    for name in ("img_0001.png", "img_0002.png", "img_0003.png"):
+        full = synthetic_image(4, "batch_002", name, params=params)
+        expected = process_image(full, rng=image_rng(4, "batch_002", name), params=params)
+        assert (
+            synthetic_counts(
+                4, "batch_002", name, rng=image_rng(4, "batch_002", name), params=params
+            )
+            == expected
+        )
+
+
+def test_synthetic_images_are_uniform_random_rgb() -> None:
+    params = EngineParams()
+    image = synthetic_image(1, "batch_001", "img_0001.png", params=params)
+    assert image.shape == (256, 512, 3)
+    assert image.dtype == np.uint8
+    histogram = np.bincount(image.reshape(-1), minlength=256)
+    assert histogram.min() > 0.9 * image.size / 256
+    assert histogram.max() < 1.1 * image.size / 256
+    other = synthetic_image(1, "batch_001", "img_0002.png", params=params)
+    assert np.count_nonzero(image == other) < image.size / 100
+
+
+def test_count_white_black_counts_only_pure_pixels() -> None:
+    image = np.array(
+        [[[255, 255, 255], [255, 255, 254], [0, 0, 0]], [[0, 0, 1], [255, 0, 255], [0, 0, 0]]],
+        dtype=np.uint8,
+    )
+    assert count_white_black(image) == (1, 2)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        np.zeros((256, 512), dtype=np.uint8),
+        np.zeros((256, 512, 4), dtype=np.uint8),
+        np.zeros((256, 512, 3), dtype=np.float64),
+        [[0, 0, 0]],
+    ],
+    ids=["gray", "rgba", "float", "list"],
+)
+def test_non_rgb_arrays_are_rejected(image: object) -> None:
+    with pytest.raises(ValueError, match=r"\(height, width, 3\) uint8 RGB array"):
+        process_image(image, rng=np.random.default_rng(0), params=EngineParams())  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("shape", "message"),
+    [
+        ((150, 512, 3), "smaller than the 200x200 crop"),
+        ((256, 120, 3), "smaller than the 200x200 crop"),
+    ],
+)
+def test_images_too_small_for_the_crop_are_rejected(shape: tuple[int, ...], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        process_image(
+            np.zeros(shape, np.uint8), rng=np.random.default_rng(0), params=EngineParams()
+        )
+
+
+def test_image_without_room_for_the_squares_is_rejected() -> None:
+    params = EngineParams(
+        square_size=50, crop_height=60, crop_width=60, image_height=256, image_width=512
+    )
+    with pytest.raises(ValueError, match="no valid placement"):
+        process_image(np.zeros((99, 99, 3), np.uint8), rng=np.random.default_rng(0), params=params)
