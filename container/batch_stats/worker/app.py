@@ -1,0 +1,109 @@
+"""Assembling a worker from settings, and the process entry point (signals, exit codes)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+import boto3
+import psycopg
+from botocore.config import Config
+
+from batch_stats.engine import EngineParams
+from batch_stats.worker.adapters import (
+    S3ObjectStore,
+    SnsNotifier,
+    SqsRunQueue,
+    TaskProtection,
+    database_url_from_secret,
+)
+from batch_stats.worker.config import ConfigError, WorkerSettings, load_settings
+from batch_stats.worker.database import ResultsDatabase
+from batch_stats.worker.runner import RunProcessor, Worker
+
+log = logging.getLogger("batch_stats.worker")
+
+
+def build_database(settings: WorkerSettings, session: boto3.Session) -> ResultsDatabase:
+    """The results database; with a secret ARN, credentials are fetched on every connection."""
+    if settings.database_url is not None:
+        return ResultsDatabase.from_url(settings.database_url)
+    secret_arn = settings.db_secret_arn
+    assert secret_arn is not None
+    secrets = session.client("secretsmanager")
+
+    def connect() -> psycopg.Connection[tuple[object, ...]]:
+        return psycopg.connect(database_url_from_secret(secrets, secret_arn))
+
+    return ResultsDatabase(connect)
+
+
+def build_worker(
+    settings: WorkerSettings,
+    *,
+    session: boto3.Session | None = None,
+    params: EngineParams | None = None,
+    wait_seconds: int = 20,
+    retry_delay_seconds: int = 30,
+) -> Worker:
+    """A worker wired to AWS (or to whatever ``AWS_ENDPOINT_URL`` points at)."""
+    session = session or boto3.Session()
+    processor = RunProcessor(
+        objects=S3ObjectStore(
+            session.client(
+                "s3",
+                config=botocore_config(max_pool_connections=settings.download_concurrency + 4),
+            )
+        ),
+        database=build_database(settings, session),
+        notifier=SnsNotifier(session.client("sns"), settings.notifications_topic_arn),
+        raw_bucket=settings.raw_bucket,
+        results_bucket=settings.results_bucket,
+        concurrency=settings.download_concurrency,
+        params=params,
+    )
+    return Worker(
+        queue=SqsRunQueue(session.client("sqs"), settings.runs_queue_url),
+        processor=processor,
+        visibility_timeout=settings.visibility_timeout_seconds,
+        protection=TaskProtection(settings.ecs_agent_uri),
+        wait_seconds=wait_seconds,
+        retry_delay_seconds=retry_delay_seconds,
+    )
+
+
+def botocore_config(**options: int) -> Config:
+    """Standard retry mode (retries throttling and 5xx with backoff) plus ``options``."""
+    return Config(retries={"mode": "standard", "max_attempts": 5}, **options)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the worker until SIGTERM/SIGINT; 0 on a clean stop, 2 on bad configuration."""
+    del argv
+    try:
+        settings = load_settings(os.environ)
+    except ConfigError as exc:
+        print(f"batch-stats worker: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=settings.log_level_number,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+        stream=sys.stderr,
+    )
+    worker = build_worker(settings)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        del frame
+        log.info("received %s; finishing the current run", signal.Signals(signum).name)
+        worker.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    version = worker.migrate()
+    log.info("database schema at version %d", version)
+    worker.run_forever()
+    return 0

@@ -1,0 +1,165 @@
+"""Fixture chain: moto server and PostgreSQL per session; resources, database, worker per test."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from batch_counter.counter import build_run_message
+from batch_stats.engine import EngineParams
+from batch_stats.local.resources import LocalResources, create_resources
+from batch_stats.local.services import (
+    MotoEndpoint,
+    embedded_postgres,
+    moto_server,
+    patched_environ,
+)
+from batch_stats.worker.app import build_worker
+from batch_stats.worker.config import WorkerSettings
+from batch_stats.worker.runner import Worker
+from batch_stats.worker.upload import PlannedUpload, upload_run
+
+#: Small images and runs: the behaviour under test does not depend on size.
+SMALL = EngineParams(
+    square_size=8,
+    crop_height=32,
+    crop_width=32,
+    image_height=48,
+    image_width=64,
+    images_per_batch=3,
+    batches=2,
+)
+VISIBILITY = 2
+_ids = itertools.count()
+
+
+@pytest.fixture
+def small() -> EngineParams:
+    return SMALL
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint() -> Iterator[MotoEndpoint]:
+    with moto_server() as endpoint, patched_environ(endpoint.environ()):
+        yield endpoint
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with embedded_postgres(tmp_path_factory.mktemp("pgdata")) as url:
+        yield url
+
+
+@pytest.fixture
+def database_url(postgres_url: str) -> str:
+    """A fresh, empty database for this test."""
+    name = f"worker_test_{next(_ids)}"
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return psycopg.conninfo.make_conninfo(postgres_url, dbname=name)
+
+
+@pytest.fixture
+def session(moto_endpoint: MotoEndpoint) -> boto3.Session:
+    return boto3.Session(region_name="us-east-1")
+
+
+@pytest.fixture
+def resources(session: boto3.Session) -> LocalResources:
+    return create_resources(session, stage=f"wk{next(_ids)}", runs_visibility_timeout=VISIBILITY)
+
+
+@pytest.fixture
+def notifications(
+    session: boto3.Session, resources: LocalResources
+) -> Callable[[], list[dict[str, Any]]]:
+    """Subscribe an SQS queue to the topic; the fixture returns the messages received so far."""
+    sqs = session.client("sqs")
+    url = sqs.create_queue(QueueName=f"{resources.names.topic}-probe")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    session.client("sns").subscribe(TopicArn=resources.topic_arn, Protocol="sqs", Endpoint=arn)
+    seen: list[dict[str, Any]] = []
+
+    def received() -> list[dict[str, Any]]:
+        while True:
+            batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages", [])
+            if not batch:
+                return list(seen)
+            for message in batch:
+                seen.append(json.loads(json.loads(message["Body"])["Message"]))
+                sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    return received
+
+
+@pytest.fixture
+def settings(resources: LocalResources, database_url: str) -> WorkerSettings:
+    return WorkerSettings(
+        runs_queue_url=resources.runs_queue_url,
+        raw_bucket=resources.names.raw_bucket,
+        results_bucket=resources.names.results_bucket,
+        notifications_topic_arn=resources.topic_arn,
+        database_url=database_url,
+        download_concurrency=4,
+        visibility_timeout_seconds=VISIBILITY,
+    )
+
+
+@pytest.fixture
+def make_worker(session: boto3.Session, settings: WorkerSettings) -> Callable[..., Worker]:
+    def make(**overrides: Any) -> Worker:
+        worker = build_worker(
+            overrides.pop("settings", settings),
+            session=session,
+            params=overrides.pop("params", SMALL),
+            wait_seconds=overrides.pop("wait_seconds", 1),
+            retry_delay_seconds=overrides.pop("retry_delay_seconds", 0),
+        )
+        assert not overrides, overrides
+        return worker
+
+    return make
+
+
+@pytest.fixture
+def worker(make_worker: Callable[..., Worker]) -> Worker:
+    worker = make_worker()
+    worker.migrate()
+    return worker
+
+
+@pytest.fixture
+def dispatch_run(
+    session: boto3.Session, resources: LocalResources
+) -> Callable[..., list[PlannedUpload]]:
+    """Upload a synthetic run and send its run message (as the batch counter would)."""
+
+    def dispatch(
+        run_id: str, *, params: EngineParams = SMALL, bad: tuple[str, ...] = ()
+    ) -> list[PlannedUpload]:
+        uploads = upload_run(
+            session.client("s3"), resources.names.raw_bucket, run_id, params=params, bad=bad
+        )
+        batches: dict[str, list[str]] = {}
+        for upload in uploads:
+            batches.setdefault(upload.batch_id, []).append(upload.key)
+        body = build_run_message(
+            run_id=run_id,
+            bucket=resources.names.raw_bucket,
+            batches=batches,
+            images_per_batch=params.images_per_batch,
+            batches_per_run=params.batches,
+            now=datetime.now(UTC),
+        )
+        session.client("sqs").send_message(QueueUrl=resources.runs_queue_url, MessageBody=body)
+        return uploads
+
+    return dispatch
