@@ -45,3 +45,25 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache cdk.out node_modules out
+
+# --- CDK (infra/): synthesize through the pinned CLI (package-lock.json), offline, no credentials.
+# `npm ci` runs again only when package-lock.json changes (stamp file).
+CDK := $(CURDIR)/node_modules/.bin/cdk
+# jsii warns on every call while Node 20 is past its end of life; the pinned CLI supports it.
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+CFN_LINT_ALLOWED := W3005,W3010
+
+.PHONY: cdk-synth
+
+node_modules/.installed: package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+# cdk-nag runs inside the app: any unacknowledged finding fails the synth.
+cdk-synth: install node_modules/.installed
+	for stage in dev prod; do \
+	  $(CDK) synth --quiet -c stage=$$stage -o cdk.out/$$stage || exit 1; \
+	  $(BIN)/cfn-lint --ignore-checks $(CFN_LINT_ALLOWED) -- cdk.out/$$stage/Imgpipe-$$stage.template.json || exit 1; \
+	done
+
+test: cdk-synth

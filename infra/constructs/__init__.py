@@ -1,0 +1,1 @@
+"""One construct per component of the pipeline; :mod:`infra.stack` composes them."""

@@ -1,0 +1,162 @@
+"""Batch counter: the tracking table, the runs queue (+ DLQ) and the ``batch_counter`` Lambda."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_dynamodb as dynamodb
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_lambda_event_sources as event_sources
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_sqs as sqs
+from aws_cdk import aws_ssm as ssm
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs._common import acknowledge, arn_finding, log_retention
+from infra.naming import ResourceNames
+
+#: The Lambda asset folder (the repository's ``lambdas/``) and what stays out of it.
+LAMBDAS_DIR = Path(__file__).resolve().parents[2] / "lambdas"
+ASSET_EXCLUDE = ["**/__pycache__", "**/*.pyc", "**/.mypy_cache", "**/.pytest_cache", "*.egg-info"]
+HANDLER = "batch_counter.handler.lambda_handler"
+RUNTIME = lambda_.Runtime.PYTHON_3_13
+#: The Powertools layer is published per Python version and architecture.
+POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.13/{version}"
+
+SERVICE_NAME = "batch-counter"
+METRICS_NAMESPACE = "ImagePipeline"
+#: A run message that failed this many worker attempts moves to the runs DLQ.
+RUNS_MAX_RECEIVE_COUNT = 3
+
+
+class BatchCounter(Construct):
+    """Counts uploads per batch and run, and dispatches one message per complete run.
+
+    The Lambda consumes the ingest queue (partial batch failures reported), records each object
+    once in the tracking table and sends the run message to the runs queue.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        names: ResourceNames,
+        ingest_queue: sqs.IQueue,
+        powertools_layer_arn: str | None = None,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        removal = RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN
+
+        self.table = dynamodb.Table(
+            self,
+            "TrackingTable",
+            table_name=names.tracking_table,
+            partition_key=dynamodb.Attribute(name="pk", type=dynamodb.AttributeType.STRING),
+            sort_key=dynamodb.Attribute(name="sk", type=dynamodb.AttributeType.STRING),
+            billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
+            point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
+                point_in_time_recovery_enabled=True
+            ),
+            encryption=dynamodb.TableEncryption.AWS_MANAGED,
+            time_to_live_attribute="expires_at",
+            removal_policy=removal,
+        )
+
+        self.runs_dlq = sqs.Queue(
+            self,
+            "RunsDeadLetterQueue",
+            queue_name=names.runs_dlq,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            retention_period=Duration.days(14),
+        )
+        self.runs_queue = sqs.Queue(
+            self,
+            "RunsQueue",
+            queue_name=names.runs_queue,
+            encryption=sqs.QueueEncryption.SQS_MANAGED,
+            enforce_ssl=True,
+            # Longer than a run: a message in progress never becomes visible to a second worker.
+            visibility_timeout=Duration.seconds(config.run_timeout_seconds),
+            retention_period=Duration.days(14),
+            dead_letter_queue=sqs.DeadLetterQueue(
+                queue=self.runs_dlq, max_receive_count=RUNS_MAX_RECEIVE_COUNT
+            ),
+        )
+
+        self.log_group = logs.LogGroup(
+            self,
+            "LogGroup",
+            retention=log_retention(config.log_retention_days),
+            removal_policy=removal,
+        )
+        # An explicit role instead of the AWSLambdaBasicExecutionRole managed policy: it may
+        # write only to this function's log group.
+        self.role = iam.Role(
+            self,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description="batch_counter Lambda: tracking table, runs queue, own log group",
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"],
+                resources=[self.log_group.log_group_arn],
+            )
+        )
+        acknowledge(
+            self.role.node.find_child("DefaultPolicy"),
+            arn_finding(self.log_group, ":*"),
+            "Log streams are created at run time with generated names; the grant is limited to "
+            "this function's own log group.",
+        )
+
+        layer_arn = powertools_layer_arn or ssm.StringParameter.value_for_string_parameter(
+            self, POWERTOOLS_LAYER_PARAMETER.format(version=config.powertools_version)
+        )
+        self.function = lambda_.Function(
+            self,
+            "Function",
+            description="Counts uploaded images per batch/run and dispatches complete runs",
+            runtime=RUNTIME,
+            architecture=lambda_.Architecture.X86_64,
+            handler=HANDLER,
+            code=lambda_.Code.from_asset(str(LAMBDAS_DIR), exclude=ASSET_EXCLUDE),
+            layers=[
+                lambda_.LayerVersion.from_layer_version_arn(self, "PowertoolsLayer", layer_arn)
+            ],
+            memory_size=config.lambda_memory_mib,
+            timeout=Duration.seconds(config.lambda_timeout_seconds),
+            role=self.role,
+            log_group=self.log_group,
+            environment={
+                "TRACKING_TABLE_NAME": self.table.table_name,
+                "RUNS_QUEUE_URL": self.runs_queue.queue_url,
+                "IMAGES_PER_BATCH": str(config.images_per_batch),
+                "BATCHES_PER_RUN": str(config.batches_per_run),
+                "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
+                "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
+                "POWERTOOLS_LOG_LEVEL": "INFO",
+            },
+        )
+        acknowledge(
+            self.function,
+            "AwsSolutions-L1",
+            "Pinned to Python 3.13 on purpose: the Powertools layer and the handler are tested "
+            "on it, and AWS supports it into 2029; a runtime upgrade is a reviewed change.",
+        )
+        self.function.add_event_source(
+            event_sources.SqsEventSource(
+                ingest_queue,
+                batch_size=10,
+                max_batching_window=Duration.seconds(1),
+                report_batch_item_failures=True,
+            )
+        )
+        self.table.grant_read_write_data(self.role)
+        self.runs_queue.grant_send_messages(self.role)

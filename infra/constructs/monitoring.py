@@ -1,0 +1,224 @@
+"""Monitoring: the pipeline dashboard and the alarms that notify the SNS topic."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_cloudwatch_actions as actions
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_lambda as lambda_
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs.batch_counter import METRICS_NAMESPACE
+from infra.constructs.batch_counter import SERVICE_NAME as LAMBDA_SERVICE
+from infra.constructs.worker import SERVICE_NAME as WORKER_SERVICE
+from infra.naming import ResourceNames
+
+FIVE_MINUTES = Duration.minutes(5)
+
+
+def pipeline_metric(name: str, service: str, *, statistic: str = "Sum") -> cloudwatch.Metric:
+    """A custom metric the Lambda or the worker emits (EMF, namespace ``ImagePipeline``)."""
+    return cloudwatch.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": service},
+        statistic=statistic,
+        period=FIVE_MINUTES,
+    )
+
+
+class Monitoring(Construct):
+    """A dashboard of the whole flow and five alarms, each notifying the topic on ALARM and OK.
+
+    Alarms: a message in either DLQ, any Lambda error, any failed run, and a run message that
+    has waited longer than ``run_age_alarm_seconds`` (no worker is picking runs up).
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        names: ResourceNames,
+        topic: sns.ITopic,
+        ingest_queue: sqs.IQueue,
+        ingest_dlq: sqs.IQueue,
+        runs_queue: sqs.IQueue,
+        runs_dlq: sqs.IQueue,
+        function: lambda_.IFunction,
+        service: ecs.FargateService,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        action = actions.SnsAction(topic)
+        self.alarms: list[cloudwatch.Alarm] = []
+
+        def alarm(
+            alarm_id: str, metric: cloudwatch.IMetric, threshold: float, description: str
+        ) -> cloudwatch.Alarm:
+            created = cloudwatch.Alarm(
+                self,
+                alarm_id,
+                metric=metric,
+                alarm_description=description,
+                threshold=threshold,
+                evaluation_periods=1,
+                comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+                treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            )
+            created.add_alarm_action(action)
+            created.add_ok_action(action)
+            self.alarms.append(created)
+            return created
+
+        dlq_depth = {
+            "ingest": ingest_dlq.metric_approximate_number_of_messages_visible(
+                period=FIVE_MINUTES, statistic="Maximum"
+            ),
+            "runs": runs_dlq.metric_approximate_number_of_messages_visible(
+                period=FIVE_MINUTES, statistic="Maximum"
+            ),
+        }
+        alarm(
+            "IngestDlqNotEmpty",
+            dlq_depth["ingest"],
+            1,
+            "Upload events failed 5 Lambda attempts and wait in the ingest DLQ: inspect them, "
+            "fix the cause, then redrive.",
+        )
+        alarm(
+            "RunsDlqNotEmpty",
+            dlq_depth["runs"],
+            1,
+            "A run failed 3 worker attempts and waits in the runs DLQ: read the worker logs, fix "
+            "the cause, then redrive.",
+        )
+        lambda_errors = function.metric_errors(period=FIVE_MINUTES, statistic="Sum")
+        alarm("LambdaErrors", lambda_errors, 1, "The batch_counter Lambda raised errors.")
+        runs_failed = pipeline_metric("RunsFailed", WORKER_SERVICE)
+        alarm("WorkerRunsFailed", runs_failed, 1, "The worker reported failed runs.")
+        oldest_run = runs_queue.metric_approximate_age_of_oldest_message(
+            period=Duration.minutes(1), statistic="Maximum"
+        )
+        alarm(
+            "RunsWaitingTooLong",
+            oldest_run,
+            config.run_age_alarm_seconds,
+            f"A run message has waited {config.run_age_alarm_seconds} s or more: workers are "
+            "not starting or not finishing runs.",
+        )
+
+        self.dashboard = cloudwatch.Dashboard(
+            self,
+            "Dashboard",
+            dashboard_name=names.dashboard,
+            default_interval=Duration.hours(6),
+        )
+
+        def graph(
+            title: str, metrics: list[cloudwatch.IMetric], **kwargs: object
+        ) -> cloudwatch.GraphWidget:
+            return cloudwatch.GraphWidget(title=title, left=metrics, width=8, height=6, **kwargs)  # type: ignore[arg-type]
+
+        self.dashboard.add_widgets(
+            cloudwatch.AlarmStatusWidget(
+                title="Alarms", alarms=list(self.alarms), width=24, height=3
+            )
+        )
+        self.dashboard.add_widgets(
+            graph(
+                "Uploads",
+                [
+                    ingest_queue.metric_number_of_messages_sent(
+                        period=FIVE_MINUTES, label="S3 events queued"
+                    ),
+                    pipeline_metric("ImagesRecorded", LAMBDA_SERVICE),
+                    pipeline_metric("DuplicateEvents", LAMBDA_SERVICE),
+                    pipeline_metric("RejectedKeys", LAMBDA_SERVICE),
+                ],
+            ),
+            graph(
+                "Runs",
+                [
+                    pipeline_metric("RunsDispatched", LAMBDA_SERVICE),
+                    pipeline_metric("RunsFinished", WORKER_SERVICE),
+                    runs_failed,
+                ],
+            ),
+            graph(
+                "Images processed by the worker",
+                [
+                    pipeline_metric("ImagesProcessed", WORKER_SERVICE),
+                    pipeline_metric("ImagesRejected", WORKER_SERVICE),
+                ],
+            ),
+        )
+        self.dashboard.add_widgets(
+            graph(
+                "Queue age (oldest message, s)",
+                [
+                    ingest_queue.metric_approximate_age_of_oldest_message(
+                        period=FIVE_MINUTES, statistic="Maximum", label="ingest"
+                    ),
+                    runs_queue.metric_approximate_age_of_oldest_message(
+                        period=FIVE_MINUTES, statistic="Maximum", label="runs"
+                    ),
+                ],
+            ),
+            graph(
+                "DLQ depth",
+                [
+                    dlq_depth["ingest"].with_(label="ingest DLQ"),
+                    dlq_depth["runs"].with_(label="runs DLQ"),
+                ],
+            ),
+            graph(
+                "Runs queue",
+                [
+                    runs_queue.metric_approximate_number_of_messages_visible(
+                        period=Duration.minutes(1), statistic="Maximum", label="waiting"
+                    ),
+                    runs_queue.metric_approximate_number_of_messages_not_visible(
+                        period=Duration.minutes(1), statistic="Maximum", label="in progress"
+                    ),
+                ],
+            ),
+        )
+        self.dashboard.add_widgets(
+            graph(
+                "Lambda invocations and errors",
+                [
+                    function.metric_invocations(period=FIVE_MINUTES),
+                    lambda_errors,
+                    function.metric_throttles(period=FIVE_MINUTES),
+                ],
+            ),
+            graph(
+                "Lambda duration (ms)",
+                [
+                    function.metric_duration(period=FIVE_MINUTES, statistic="p50", label="p50"),
+                    function.metric_duration(period=FIVE_MINUTES, statistic="p99", label="p99"),
+                    function.metric_duration(period=FIVE_MINUTES, statistic="Maximum", label="max"),
+                ],
+            ),
+            graph(
+                "Worker CPU and memory (%)",
+                [
+                    service.metric_cpu_utilization(period=Duration.minutes(1)),
+                    service.metric_memory_utilization(period=Duration.minutes(1)),
+                ],
+            ),
+        )
+        self.dashboard.add_widgets(
+            graph(
+                "Run duration (s)",
+                [
+                    pipeline_metric("RunDurationSeconds", WORKER_SERVICE, statistic="Average"),
+                    pipeline_metric("RunDurationSeconds", WORKER_SERVICE, statistic="Maximum"),
+                ],
+            ),
+        )

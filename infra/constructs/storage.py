@@ -1,0 +1,102 @@
+"""Storage: the raw uploads bucket, the results bucket and their server access log bucket."""
+
+from __future__ import annotations
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_s3 as s3
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs._common import acknowledge
+from infra.naming import ResourceNames
+
+#: Prefixes of the raw bucket (the S3 -> ingest notification covers ``uploads/`` only).
+UPLOADS_PREFIX = "uploads/"
+REJECTED_PREFIX = "rejected/"
+RESULTS_PREFIX = "results/"
+
+
+class Storage(Construct):
+    """Raw and results buckets: encrypted, private, SSL-only, access-logged.
+
+    The raw bucket is versioned (an overwritten upload can be recovered) and expires
+    ``rejected/`` copies after ``rejected_expiration_days``.
+    """
+
+    def __init__(
+        self, scope: Construct, construct_id: str, *, config: StageConfig, names: ResourceNames
+    ) -> None:
+        super().__init__(scope, construct_id)
+        destroy = config.destroy_on_removal
+        removal = RemovalPolicy.DESTROY if destroy else RemovalPolicy.RETAIN
+        common = {
+            "encryption": s3.BucketEncryption.S3_MANAGED,
+            "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
+            "enforce_ssl": True,
+            "minimum_tls_version": 1.2,
+            "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+            "removal_policy": removal,
+            "auto_delete_objects": destroy,
+        }
+
+        self.access_logs = s3.Bucket(
+            self,
+            "AccessLogs",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-access-logs",
+                    expiration=Duration.days(config.access_log_expiration_days),
+                )
+            ],
+            **common,  # type: ignore[arg-type]
+        )
+        acknowledge(
+            self.access_logs,
+            "AwsSolutions-S1",
+            "This is the server access log bucket of the raw and results buckets; logging it "
+            "into itself would loop.",
+        )
+
+        self.raw = s3.Bucket(
+            self,
+            "Raw",
+            bucket_name=names.raw_bucket,
+            versioned=True,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="raw/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="expire-rejected",
+                    prefix=REJECTED_PREFIX,
+                    expiration=Duration.days(config.rejected_expiration_days),
+                    noncurrent_version_expiration=Duration.days(1),
+                ),
+                s3.LifecycleRule(
+                    id="expire-noncurrent-versions",
+                    noncurrent_version_expiration=Duration.days(
+                        config.raw_noncurrent_expiration_days
+                    ),
+                    expired_object_delete_marker=True,
+                ),
+                s3.LifecycleRule(
+                    id="abort-incomplete-uploads",
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+            ],
+            **common,  # type: ignore[arg-type]
+        )
+
+        self.results = s3.Bucket(
+            self,
+            "Results",
+            bucket_name=names.results_bucket,
+            server_access_logs_bucket=self.access_logs,
+            server_access_logs_prefix="results/",
+            lifecycle_rules=[
+                s3.LifecycleRule(
+                    id="abort-incomplete-uploads",
+                    abort_incomplete_multipart_upload_after=Duration.days(1),
+                ),
+            ],
+            **common,  # type: ignore[arg-type]
+        )

@@ -1,0 +1,254 @@
+"""Worker: the ECS cluster and the Fargate service that processes runs, scaling from zero."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import aws_applicationautoscaling as appscaling
+from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_ec2 as ec2
+from aws_cdk import aws_ecr_assets as ecr_assets
+from aws_cdk import aws_ecs as ecs
+from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
+from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_secretsmanager as secretsmanager
+from aws_cdk import aws_sns as sns
+from aws_cdk import aws_sqs as sqs
+from constructs import Construct
+
+from infra.config import StageConfig
+from infra.constructs._common import acknowledge, arn_finding, log_retention
+from infra.constructs.storage import REJECTED_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX
+from infra.naming import ResourceNames
+
+#: Docker build context: the repository's ``container/`` (Dockerfile, requirements, package).
+CONTAINER_DIR = Path(__file__).resolve().parents[2] / "container"
+CONTAINER_NAME = "worker"
+SERVICE_NAME = "worker"
+#: Fargate gives a container at most 120 s between SIGTERM and SIGKILL.
+STOP_TIMEOUT = Duration.seconds(120)
+
+
+class Worker(Construct):
+    """The Fargate service running ``python -m batch_stats.worker``.
+
+    Scaling: the service idles at zero tasks. One visible run message adds a task (one step a
+    minute up to ``worker_max_tasks``); when the runs queue has held nothing visible or in flight
+    for five minutes the service goes back to zero. A task processing a run enables ECS task
+    scale-in protection through the agent endpoint (``ECS_AGENT_URI``, no IAM permission
+    involved), so scale-in never stops a run midway.
+    """
+
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        config: StageConfig,
+        names: ResourceNames,
+        vpc: ec2.IVpc,
+        subnets: ec2.SubnetSelection,
+        raw_bucket: s3.IBucket,
+        results_bucket: s3.IBucket,
+        runs_queue: sqs.IQueue,
+        topic: sns.ITopic,
+        topic_key: kms.IKey,
+        db_secret: secretsmanager.ISecret,
+    ) -> None:
+        super().__init__(scope, construct_id)
+        removal = RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN
+
+        self.cluster = ecs.Cluster(
+            self,
+            "Cluster",
+            vpc=vpc,
+            cluster_name=names.cluster,
+            container_insights_v2=ecs.ContainerInsights.ENABLED,
+        )
+        self.log_group = logs.LogGroup(
+            self,
+            "LogGroup",
+            retention=log_retention(config.log_retention_days),
+            removal_policy=removal,
+        )
+        self.task_definition = ecs.FargateTaskDefinition(
+            self,
+            "TaskDefinition",
+            cpu=config.worker_cpu,
+            memory_limit_mib=config.worker_memory_mib,
+            runtime_platform=ecs.RuntimePlatform(
+                cpu_architecture=ecs.CpuArchitecture.X86_64,
+                operating_system_family=ecs.OperatingSystemFamily.LINUX,
+            ),
+        )
+        self.container = self.task_definition.add_container(
+            CONTAINER_NAME,
+            image=ecs.ContainerImage.from_asset(
+                str(CONTAINER_DIR), platform=ecr_assets.Platform.LINUX_AMD64
+            ),
+            logging=ecs.LogDrivers.aws_logs(stream_prefix=SERVICE_NAME, log_group=self.log_group),
+            stop_timeout=STOP_TIMEOUT,
+            environment={
+                "RUNS_QUEUE_URL": runs_queue.queue_url,
+                "RAW_BUCKET": raw_bucket.bucket_name,
+                "RESULTS_BUCKET": results_bucket.bucket_name,
+                "NOTIFICATIONS_TOPIC_ARN": topic.topic_arn,
+                "DB_SECRET_ARN": db_secret.secret_arn,
+                "DOWNLOAD_CONCURRENCY": str(config.worker_download_concurrency),
+                "VISIBILITY_TIMEOUT_SECONDS": str(config.run_timeout_seconds),
+                "LOG_LEVEL": "INFO",
+            },
+        )
+        self._grant_task_role(
+            raw_bucket=raw_bucket,
+            results_bucket=results_bucket,
+            runs_queue=runs_queue,
+            topic=topic,
+            topic_key=topic_key,
+            db_secret=db_secret,
+        )
+
+        self.security_group = ec2.SecurityGroup(
+            self,
+            "SecurityGroup",
+            vpc=vpc,
+            description="imgpipe worker tasks: no inbound; outbound to AWS APIs and PostgreSQL",
+            allow_all_outbound=True,
+        )
+        self.service = ecs.FargateService(
+            self,
+            "Service",
+            cluster=self.cluster,
+            task_definition=self.task_definition,
+            desired_count=0,
+            min_healthy_percent=0,
+            max_healthy_percent=200,
+            assign_public_ip=not config.private_worker_subnets,
+            vpc_subnets=subnets,
+            security_groups=[self.security_group],
+            circuit_breaker=ecs.DeploymentCircuitBreaker(enable=True, rollback=True),
+            platform_version=ecs.FargatePlatformVersion.LATEST,
+        )
+        self._scale_on_queue(config=config, runs_queue=runs_queue)
+
+        execution_policy = self.task_definition.obtain_execution_role().node.find_child(
+            "DefaultPolicy"
+        )
+        acknowledge(
+            execution_policy,
+            "AwsSolutions-IAM5[Resource::*]",
+            "ecr:GetAuthorizationToken has no resource-level permissions (AWS requires '*'); "
+            "the other statements name the image repository and the log group.",
+        )
+        acknowledge(
+            self.task_definition,
+            "AwsSolutions-ECS2",
+            "The environment holds only resource names, URLs, ARNs and tuning values; the "
+            "database credentials are read from Secrets Manager at run time (DB_SECRET_ARN).",
+        )
+
+    def _grant_task_role(
+        self,
+        *,
+        raw_bucket: s3.IBucket,
+        results_bucket: s3.IBucket,
+        runs_queue: sqs.IQueue,
+        topic: sns.ITopic,
+        topic_key: kms.IKey,
+        db_secret: secretsmanager.ISecret,
+    ) -> None:
+        role = self.task_definition.task_role
+        uploads = raw_bucket.arn_for_objects(f"{UPLOADS_PREFIX}*")
+        rejected = raw_bucket.arn_for_objects(f"{REJECTED_PREFIX}*")
+        results = results_bucket.arn_for_objects(f"{RESULTS_PREFIX}*")
+        role.add_to_principal_policy(
+            iam.PolicyStatement(sid="ReadUploads", actions=["s3:GetObject"], resources=[uploads])
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ListUploads",
+                actions=["s3:ListBucket"],
+                resources=[raw_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{UPLOADS_PREFIX}*"]}},
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="WriteRejectedAndResults",
+                actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=[rejected, results],
+            )
+        )
+        runs_queue.grant_consume_messages(role)
+        # Explicit instead of topic.grant_publish, which adds kms:GenerateDataKey* (wildcard).
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="PublishRunNotifications", actions=["sns:Publish"], resources=[topic.topic_arn]
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="EncryptForTheTopic",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[topic_key.key_arn],
+            )
+        )
+        db_secret.grant_read(role)
+
+        policy = self.task_definition.node.find_child("TaskRole").node.find_child("DefaultPolicy")
+        for bucket, prefix, what in (
+            (raw_bucket, UPLOADS_PREFIX, "reads the images of the run it processes"),
+            (raw_bucket, REJECTED_PREFIX, "copies rejected uploads, keyed by run and batch"),
+            (results_bucket, RESULTS_PREFIX, "writes results/<run_id>/batch_stats.parquet"),
+        ):
+            acknowledge(
+                policy,
+                arn_finding(bucket, f"/{prefix}*"),
+                f"Object keys carry run ids unknown at deploy time; the worker {what} and the "
+                f"grant is limited to the {prefix} prefix.",
+            )
+
+    def _scale_on_queue(self, *, config: StageConfig, runs_queue: sqs.IQueue) -> None:
+        scaling = self.service.auto_scale_task_count(
+            min_capacity=0, max_capacity=config.worker_max_tasks
+        )
+        visible = runs_queue.metric_approximate_number_of_messages_visible(
+            period=Duration.minutes(1), statistic=cloudwatch.Stats.MAXIMUM
+        )
+        in_flight = runs_queue.metric_approximate_number_of_messages_not_visible(
+            period=Duration.minutes(1), statistic=cloudwatch.Stats.MAXIMUM
+        )
+        # Out: a run is waiting and no task has taken it yet.
+        scaling.scale_on_metric(
+            "ScaleOutOnWaitingRuns",
+            metric=visible,
+            scaling_steps=[
+                appscaling.ScalingInterval(upper=1, change=0),
+                appscaling.ScalingInterval(lower=1, change=+1),
+            ],
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=Duration.minutes(1),
+            evaluation_periods=1,
+        )
+        # In: nothing waiting and nothing in progress for five minutes (a protected task
+        # would not be stopped anyway).
+        scaling.scale_on_metric(
+            "ScaleInWhenIdle",
+            metric=cloudwatch.MathExpression(
+                expression="FILL(visible, 0) + FILL(inflight, 0)",
+                using_metrics={"visible": visible, "inflight": in_flight},
+                label="Runs waiting or in progress",
+                period=Duration.minutes(1),
+            ),
+            scaling_steps=[
+                appscaling.ScalingInterval(upper=0, change=-config.worker_max_tasks),
+                appscaling.ScalingInterval(lower=1, change=0),
+            ],
+            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            cooldown=Duration.minutes(1),
+            evaluation_periods=5,
+            datapoints_to_alarm=5,
+        )
