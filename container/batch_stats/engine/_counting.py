@@ -6,8 +6,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ._geometry import Placement, draw_crop, draw_squares
-from ._params import EngineParams, check_square_room
-from ._synthetic import synthetic_columns
+from ._params import EngineParams
+from ._synthetic import synthetic_column_bytes
 
 __all__ = ["ImagePlan", "count_white_black", "draw_plan", "process_image", "synthetic_counts"]
 
@@ -40,7 +40,6 @@ def draw_plan(
             f"the image ({height}x{width}) is smaller than the {params.crop_height}x"
             f"{params.crop_width} crop (height x width)"
         )
-    check_square_room(height, width, params.square_size)
     placement = draw_squares(rng, height=height, width=width, size=params.square_size)
     crop = draw_crop(
         rng,
@@ -64,36 +63,35 @@ def _clipped(
     return r0, r1, c0, c1
 
 
-def _count_painted(
-    window: npt.NDArray[np.uint8],
+def _count_packed(
+    data: npt.NDArray[np.uint8],
+    *,
+    offset: int,
+    shape: tuple[int, int],
+    strides: tuple[int, int],
     plan: ImagePlan,
     params: EngineParams,
-    *,
     transposed: bool,
 ) -> tuple[int, int]:
-    """Copy the crop ``window``, paint the squares' parts inside it, count white and black pixels.
+    """Count white and black pixels of the crop after painting the squares, without copying bytes.
 
-    ``transposed`` means the window's axes are (column, row), as synthetic columns come.
+    Each pixel's 3 bytes are read as the low 24 bits of a little-endian uint32 at ``offset +
+    i * strides[0] + j * strides[1]`` in the flat byte buffer ``data``, which must hold at least one
+    byte after the crop's last pixel. Shifting left by 8 drops that neighbouring byte, so in the
+    result a pixel is white when it equals 0xFFFFFF00 and black when it is 0. The squares are
+    painted on these words; ``transposed`` means the crop's axes are (column, row).
     """
-    n = window.size
-    buffer = np.empty(n + 1, dtype=np.uint8)  # one spare byte, see below
-    painted = buffer[:n].reshape(window.shape)
-    painted[...] = window
-    buffer[n] = 0
+    pixels = np.ndarray(shape=shape, dtype="<u4", buffer=data, offset=offset, strides=strides)
+    words = pixels << np.uint32(8)
     size = plan.placement.size
-    for corner, value in ((plan.placement.white, 255), (plan.placement.black, 0)):
+    for corner, value in ((plan.placement.white, _WHITE_SHIFTED), (plan.placement.black, 0)):
         r0, r1, c0, c1 = _clipped(corner, size, plan, params)
         if r0 < r1 and c0 < c1:
             if transposed:
-                painted[c0:c1, r0:r1] = value
+                words[c0:c1, r0:r1] = value
             else:
-                painted[r0:r1, c0:c1] = value
-    # Read each pixel's 3 bytes as the low 24 bits of a little-endian uint32 (stride 3 bytes; the
-    # last pixel reads the spare byte). Shifting left by 8 drops the neighbour's byte, so a pixel is
-    # white when the result is 0xFFFFFF00 and black when it is 0.
-    pixels = np.ndarray(shape=(n // 3,), dtype="<u4", buffer=buffer.data, strides=(3,))
-    shifted = pixels << np.uint32(8)
-    return int(np.count_nonzero(shifted == _WHITE_SHIFTED)), int(np.count_nonzero(shifted == 0))
+                words[r0:r1, c0:c1] = value
+    return int(np.count_nonzero(words == _WHITE_SHIFTED)), int(np.count_nonzero(words == 0))
 
 
 def count_white_black(image: npt.NDArray[np.uint8]) -> tuple[int, int]:
@@ -136,8 +134,19 @@ def process_image(
     height, width = image.shape[:2]
     plan = draw_plan(rng, height=height, width=width, params=params)
     cy, cx = plan.crop
-    window = image[cy : cy + params.crop_height, cx : cx + params.crop_width]
-    return _count_painted(window, plan, params, transposed=False)
+    ch, cw = params.crop_height, params.crop_width
+    # A contiguous copy of the crop plus one spare byte, for the packed reading in _count_packed.
+    data = np.empty(ch * cw * 3 + 1, dtype=np.uint8)
+    data[:-1].reshape(ch, cw, 3)[...] = image[cy : cy + ch, cx : cx + cw]
+    return _count_packed(
+        data,
+        offset=0,
+        shape=(ch, cw),
+        strides=(cw * 3, 3),
+        plan=plan,
+        params=params,
+        transposed=False,
+    )
 
 
 def synthetic_counts(
@@ -150,7 +159,7 @@ def synthetic_counts(
     """
     plan = draw_plan(rng, height=params.image_height, width=params.image_width, params=params)
     cy, cx = plan.crop
-    columns = synthetic_columns(
+    data, column_bytes = synthetic_column_bytes(
         seed,
         batch_id,
         image_name,
@@ -158,4 +167,12 @@ def synthetic_counts(
         start=cx,
         stop=cx + params.crop_width,
     )
-    return _count_painted(columns[:, cy : cy + params.crop_height], plan, params, transposed=True)
+    return _count_packed(
+        data,
+        offset=3 * cy,
+        shape=(params.crop_width, params.crop_height),
+        strides=(column_bytes, 3),
+        plan=plan,
+        params=params,
+        transposed=True,
+    )

@@ -23,7 +23,13 @@ import numpy.typing as npt
 from ._params import EngineParams
 from ._seeding import pixel_bit_generator
 
-__all__ = ["batch_ids", "image_names", "synthetic_columns", "synthetic_image"]
+__all__ = [
+    "batch_ids",
+    "image_names",
+    "synthetic_column_bytes",
+    "synthetic_columns",
+    "synthetic_image",
+]
 
 
 def batch_ids(params: EngineParams) -> Iterator[str]:
@@ -45,13 +51,27 @@ def synthetic_columns(
 
     The result is in column-major order (axis 0 is the column); ``synthetic_image`` transposes it.
     """
+    data, column_bytes = synthetic_column_bytes(
+        seed, batch_id, image_name, height=height, start=start, stop=stop
+    )
+    columns = data[: (stop - start) * column_bytes].reshape(stop - start, column_bytes)
+    return columns[:, : 3 * height].reshape(stop - start, height, 3)
+
+
+def synthetic_column_bytes(
+    seed: int, batch_id: str, image_name: str, *, height: int, start: int, stop: int
+) -> tuple[npt.NDArray[np.uint8], int]:
+    """The raw bytes behind columns ``start:stop`` and the number of bytes per column.
+
+    Column ``start + i`` starts at byte ``i * column_bytes``; one extra word follows the last
+    column, so readers may look one byte past the last pixel.
+    """
     words_per_column = -(-3 * height // 8)
     bit_generator = pixel_bit_generator(seed, batch_id, image_name)
     if start:
         bit_generator.advance(start * words_per_column)
-    words = bit_generator.random_raw((stop - start) * words_per_column)
-    raw = words.astype("<u8", copy=False).view(np.uint8).reshape(stop - start, -1)
-    return raw[:, : 3 * height].reshape(stop - start, height, 3)
+    words = bit_generator.random_raw((stop - start) * words_per_column + 1)
+    return words.astype("<u8", copy=False).view(np.uint8), 8 * words_per_column
 
 
 def synthetic_image(
