@@ -98,12 +98,24 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         del frame
-        log.info("received %s; finishing the current run", signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if not worker.busy:
+            # Idle (in a long poll): stop now rather than after the poll returns.
+            log.info("received %s while idle; stopping", name)
+            raise _Shutdown
+        log.info("received %s; finishing the current run", name)
         worker.request_stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    version = worker.migrate()
-    log.info("database schema at version %d", version)
-    worker.run_forever()
+    try:
+        version = worker.migrate()
+        log.info("database schema at version %d", version)
+        worker.run_forever()
+    except _Shutdown:
+        log.info("worker stopped")
     return 0
+
+
+class _Shutdown(BaseException):
+    """Raised by the signal handler to leave an idle long poll at once."""

@@ -309,6 +309,8 @@ class Worker:
         self._retry_delay = retry_delay_seconds
         self._grace = shutdown_grace_seconds
         self.stopping = threading.Event()
+        #: True while a received message is handled (a shutdown then waits for it).
+        self.busy = False
         self._abandon = threading.Event()
         self.on_outcome: Callable[[RunOutcome], None] | None = None
 
@@ -337,7 +339,11 @@ class Worker:
         message = self._queue.receive(wait_seconds=self._wait)
         if message is None:
             return False
-        self.handle(message)
+        self.busy = True
+        try:
+            self.handle(message)
+        finally:
+            self.busy = False
         return True
 
     def handle(self, message: ReceivedMessage) -> RunOutcome | None:
