@@ -9,16 +9,32 @@ The MNIST database (Yann LeCun and Corinna Cortes) is used under the Creative Co
 Attribution-Share Alike 3.0 licence; its test set ships inside this package.
 """
 
+from number_generator._dataset import write_phone_dataset
+from number_generator._download import download_mnist
 from number_generator._idx import IDXFormatError, read_idx
+from number_generator._phone import (
+    JAPANESE_FORMATS,
+    PhoneFormat,
+    PhoneNumber,
+    generate_phone_numbers,
+)
+from number_generator._png import save_png
 from number_generator._sequence import generate_numbers_batch, generate_numbers_sequence
 from number_generator._source import DigitSource, cache_dir, load_source
 
 __all__ = [
+    "JAPANESE_FORMATS",
     "DigitSource",
     "IDXFormatError",
+    "PhoneFormat",
+    "PhoneNumber",
     "cache_dir",
+    "download_mnist",
     "generate_numbers_batch",
     "generate_numbers_sequence",
+    "generate_phone_numbers",
     "load_source",
     "read_idx",
+    "save_png",
+    "write_phone_dataset",
 ]

@@ -1,0 +1,191 @@
+"""Unique, realistic Japanese phone numbers, drawn without replacement from explicit formats.
+
+Every format is a fixed prefix (including the trunk ``0``) and a subscriber number whose first digit
+comes from an allowed set (real Japanese subscriber numbers do not start with ``0``, and in many
+areas not with ``1``); the remaining subscriber digits are free. A format therefore holds
+``len(first_digits) * 10 ** (length - 1)`` numbers, every one of them valid for ``phonenumbers``
+(region JP), which the tests check over large samples and at every format's boundaries.
+
+Uniqueness: the requested count is split across formats by weight (capped at each format's size),
+then each format draws distinct indices from its own space; formats have distinct prefixes, so no
+two numbers can be equal.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final, NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["JAPANESE_FORMATS", "PhoneFormat", "PhoneNumber", "generate_phone_numbers"]
+
+#: Populations up to this size may be materialised (8 bytes each) when sampling.
+_SMALL_POPULATION: Final = 1 << 22
+
+
+@dataclass(frozen=True)
+class PhoneFormat:
+    """One family of numbers: ``prefix`` then subscriber groups, e.g. ``090-XXXX-XXXX``."""
+
+    name: str
+    prefix: str
+    groups: tuple[int, ...]
+    first_digits: str
+    weight: float
+
+    def __post_init__(self) -> None:
+        if not (self.prefix.isdigit() and self.prefix.startswith("0")):
+            raise ValueError(f"{self.name}: prefix must be digits starting with 0: {self.prefix!r}")
+        if not self.groups or min(self.groups) < 1:
+            raise ValueError(f"{self.name}: groups must be positive lengths: {self.groups}")
+        digits = self.first_digits
+        if not digits or not digits.isdigit() or len(set(digits)) != len(digits):
+            raise ValueError(f"{self.name}: first_digits must be distinct digits: {digits!r}")
+        if not self.weight > 0:
+            raise ValueError(f"{self.name}: weight must be positive, got {self.weight}")
+
+    @property
+    def subscriber_length(self) -> int:
+        return sum(self.groups)
+
+    @property
+    def length(self) -> int:
+        """Number of digits, trunk prefix included."""
+        return len(self.prefix) + self.subscriber_length
+
+    @property
+    def size(self) -> int:
+        """How many distinct numbers the format holds."""
+        return len(self.first_digits) * int(10 ** (self.subscriber_length - 1))
+
+    @property
+    def pattern(self) -> str:
+        """The format as people write it, e.g. ``090-XXXX-XXXX``."""
+        return "-".join([self.prefix, *("X" * g for g in self.groups)])
+
+    def number(self, index: int) -> str:
+        """The ``index``-th number of the format (``0 <= index < size``) as a digit string."""
+        if not 0 <= index < self.size:
+            raise IndexError(f"{self.name}: index {index} outside 0..{self.size - 1}")
+        block = 10 ** (self.subscriber_length - 1)
+        first = self.first_digits[index // block]
+        return f"{self.prefix}{first}{index % block:0{self.subscriber_length - 1}d}"
+
+    def formatted(self, digits: str) -> str:
+        """Insert the hyphens: ``09012345678`` -> ``090-1234-5678``."""
+        parts = [digits[: len(self.prefix)]]
+        at = len(self.prefix)
+        for g in self.groups:
+            parts.append(digits[at : at + g])
+            at += g
+        return "-".join(parts)
+
+
+#: The default formats and their weights (shares of the generated numbers; they sum to 1).
+JAPANESE_FORMATS: Final[tuple[PhoneFormat, ...]] = (
+    PhoneFormat("mobile 090", "090", (4, 4), "123456789", 0.25),
+    PhoneFormat("mobile 080", "080", (4, 4), "123456789", 0.20),
+    PhoneFormat("mobile 070", "070", (4, 4), "123456789", 0.10),
+    PhoneFormat("Tokyo 03", "03", (4, 4), "23456789", 0.12),
+    PhoneFormat("Osaka 06", "06", (4, 4), "23456789", 0.06),
+    PhoneFormat("Yokohama 045", "045", (3, 4), "23456789", 0.03),
+    PhoneFormat("Saitama 048", "048", (3, 4), "23456789", 0.03),
+    PhoneFormat("Nagoya 052", "052", (3, 4), "23456789", 0.03),
+    PhoneFormat("Kyoto 075", "075", (3, 4), "23456789", 0.03),
+    PhoneFormat("Kobe 078", "078", (3, 4), "23456789", 0.03),
+    PhoneFormat("Sapporo 011", "011", (3, 4), "235678", 0.03),
+    PhoneFormat("Fukuoka 092", "092", (3, 4), "23456789", 0.03),
+    PhoneFormat("toll-free 0120", "0120", (3, 3), "123456789", 0.04),
+    PhoneFormat("IP phone 050", "050", (4, 4), "123456789", 0.02),
+)
+
+
+class PhoneNumber(NamedTuple):
+    """A generated number: its digits (what the image shows) and its usual written form."""
+
+    digits: str
+    formatted: str
+
+
+def capacity(formats: tuple[PhoneFormat, ...] = JAPANESE_FORMATS) -> int:
+    """How many distinct numbers ``formats`` hold together."""
+    return sum(f.size for f in formats)
+
+
+def generate_phone_numbers(
+    count: int,
+    *,
+    rng: np.random.Generator | int | None = None,
+    formats: tuple[PhoneFormat, ...] = JAPANESE_FORMATS,
+) -> list[PhoneNumber]:
+    """``count`` distinct phone numbers in random order, split across ``formats`` by weight.
+
+    Raises ValueError when ``count`` is not positive or exceeds what the formats hold.
+    """
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
+        raise TypeError(f"count must be an integer, got {count!r}")
+    if count <= 0:
+        raise ValueError(f"count must be a positive number of phone numbers, got {count}")
+    if not formats:
+        raise ValueError("formats is empty: give at least one PhoneFormat")
+    prefixes = [f.prefix for f in formats]
+    for a in prefixes:
+        for b in prefixes:
+            if a is not b and b.startswith(a) and len(a) < len(b):
+                raise ValueError(f"format prefixes {a!r} and {b!r} overlap; numbers could repeat")
+    if len(set(prefixes)) != len(prefixes):
+        raise ValueError("format prefixes must be distinct; numbers could repeat")
+    total = capacity(formats)
+    if count > total:
+        raise ValueError(
+            f"cannot generate {count:,} unique phone numbers: the formats hold only {total:,}"
+        )
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    shares = _split(int(count), formats, gen)
+    numbers: list[PhoneNumber] = []
+    for fmt, k in zip(formats, shares, strict=True):
+        if k == 0:
+            continue
+        block = 10 ** (fmt.subscriber_length - 1)
+        width = fmt.subscriber_length - 1
+        for index in sample_without_replacement(fmt.size, k, gen).tolist():
+            digits = f"{fmt.prefix}{fmt.first_digits[index // block]}{index % block:0{width}d}"
+            numbers.append(PhoneNumber(digits, fmt.formatted(digits)))
+    order = gen.permutation(len(numbers))
+    return [numbers[i] for i in order.tolist()]
+
+
+def _split(count: int, formats: tuple[PhoneFormat, ...], gen: np.random.Generator) -> list[int]:
+    """A multinomial split of ``count`` by weight, excess over a format's size moved elsewhere."""
+    sizes = np.array([f.size for f in formats], dtype=np.int64)
+    weights = np.array([f.weight for f in formats], dtype=np.float64)
+    alloc = gen.multinomial(count, weights / weights.sum()).astype(np.int64)
+    while (excess := int(np.maximum(alloc - sizes, 0).sum())) > 0:
+        alloc = np.minimum(alloc, sizes)
+        room = np.where(alloc < sizes, weights, 0.0)
+        alloc += gen.multinomial(excess, room / room.sum())
+    return [int(a) for a in alloc]
+
+
+def sample_without_replacement(
+    population: int, k: int, gen: np.random.Generator
+) -> npt.NDArray[np.int64]:
+    """``k`` distinct integers from ``range(population)``, uniformly, in random order.
+
+    Memory is O(k) for huge populations: numpy's ``choice`` (Floyd's algorithm) when ``k`` is
+    small against the population, else i.i.d. draws de-duplicated and topped up, which is uniform
+    over k-subsets by symmetry. Only small populations are materialised.
+    """
+    if not 0 <= k <= population:
+        raise ValueError(f"cannot draw {k} distinct values from {population}")
+    if population <= _SMALL_POPULATION or k <= population // 50 or 2 * k > population:
+        return gen.choice(population, size=k, replace=False).astype(np.int64, copy=False)
+    picked = np.unique(gen.integers(0, population, size=k + k // 8 + 64))
+    while picked.size < k:
+        more = gen.integers(0, population, size=2 * (k - picked.size) + 64)
+        picked = np.union1d(picked, more)
+    # A uniform k-subset of a uniform random subset is a uniform k-subset; then shuffle it.
+    chosen = gen.choice(picked, size=k, replace=False, shuffle=True)
+    return np.asarray(chosen, dtype=np.int64)

@@ -1,0 +1,233 @@
+"""Command-line entry points: ``generate-numbers-sequence``, ``generate-phone-numbers`` and
+``python -m number_generator download``.
+
+Each prints what it wrote on stdout; on bad input it prints one line,
+``<program>: error: <what is wrong and what is allowed>``, on stderr and exits with status 2
+(usage) or 1 (the work failed, e.g. an unwritable output path or a corrupt MNIST file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from number_generator._dataset import LABELS_FILE, default_workers, write_phone_dataset
+from number_generator._download import DEFAULT_MIRROR, MIRROR_ENV, download_mnist
+from number_generator._phone import JAPANESE_FORMATS
+from number_generator._png import save_png
+from number_generator._sequence import generate_numbers_sequence
+from number_generator._source import CACHE_DIR_ENV, MNIST_DIR_ENV
+
+__all__ = ["download_main", "phone_main", "sequence_main"]
+
+_EPILOG_SOURCE = (
+    f"Digits come from --mnist-dir, else ${MNIST_DIR_ENV}, else the download cache "
+    f"(${CACHE_DIR_ENV}; fill it with `python -m number_generator download`), else the MNIST "
+    "test set shipped with the package. MNIST: Yann LeCun and Corinna Cortes, CC BY-SA 3.0."
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def _non_negative(text: str) -> int:
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _integer(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _digit_string(text: str) -> str:
+    if not text:
+        raise argparse.ArgumentTypeError("the sequence is empty: give digits 0-9, e.g. 0451")
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must contain only the digits 0-9, got {text!r}")
+    return text
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("min_spacing", type=_non_negative, help="minimum gap between digits (px)")
+    parser.add_argument("max_spacing", type=_non_negative, help="maximum gap between digits (px)")
+    parser.add_argument("image_width", type=_positive, help="width of each image (px)")
+
+
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=_integer, default=None, help="seed for reproducible output")
+    parser.add_argument(
+        "--align",
+        choices=("left", "center", "right", "random"),
+        default="center",
+        help="where the leftover width goes (default: center)",
+    )
+    parser.add_argument(
+        "--overflow",
+        choices=("resample", "raise"),
+        default="resample",
+        help="when a draw may not fit the width: redraw it, or refuse up front (default: resample)",
+    )
+    parser.add_argument("--mnist-dir", type=Path, default=None, help="directory of MNIST files")
+
+
+def _fail(prog: str, exc: BaseException) -> int:
+    message = " ".join(str(exc).split()) or type(exc).__name__
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return 1
+
+
+def sequence_main(argv: Sequence[str] | None = None) -> int:
+    """``generate-numbers-sequence``: one PNG of a digit sequence."""
+    parser = _Parser(
+        prog="generate-numbers-sequence",
+        description="Write an 8-bit grayscale PNG (black digits on white, 28 px high) of a "
+        "digit sequence built from random MNIST images.",
+        epilog=_EPILOG_SOURCE,
+    )
+    parser.add_argument("sequence", type=_digit_string, help="the digits, e.g. 0451 (zeros kept)")
+    _common(parser)
+    parser.add_argument(
+        "output",
+        nargs="?",
+        type=Path,
+        default=Path("."),
+        help="a directory (default: the current one) or a .png path; in a directory the file "
+        "is named <sequence>_w<width>_s<min>-<max>[_seed<seed>].png",
+    )
+    _options(parser)
+    args = parser.parse_args(argv)
+    if args.min_spacing > args.max_spacing:
+        parser.error(
+            f"min_spacing ({args.min_spacing}) must not exceed max_spacing ({args.max_spacing})"
+        )
+    output: Path = args.output
+    if output.suffix.lower() != ".png" or output.is_dir():
+        seed = "" if args.seed is None else f"_seed{args.seed}"
+        name = f"{args.sequence}_w{args.image_width}_s{args.min_spacing}-{args.max_spacing}{seed}"
+        output = output / f"{name}.png"
+    try:
+        image = generate_numbers_sequence(
+            [int(c) for c in args.sequence],
+            (args.min_spacing, args.max_spacing),
+            args.image_width,
+            rng=args.seed,
+            source=args.mnist_dir,
+            align=args.align,
+            overflow=args.overflow,
+        )
+        output.parent.mkdir(parents=True, exist_ok=True)
+        save_png(image, output)
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail(parser.prog, exc)
+    print(output)
+    return 0
+
+
+def phone_main(argv: Sequence[str] | None = None) -> int:
+    """``generate-phone-numbers``: a dataset of unique Japanese phone-number images."""
+    formats = ", ".join(f"{f.pattern} ({f.weight:.0%})" for f in JAPANESE_FORMATS)
+    parser = _Parser(
+        prog="generate-phone-numbers",
+        description="Write PNG images of unique, realistic Japanese phone numbers (digits only, "
+        f"black on white) and {LABELS_FILE} (file, digits, formatted). Formats: {formats}.",
+        epilog=_EPILOG_SOURCE,
+    )
+    _common(parser)
+    parser.add_argument("count", type=_positive, help="how many images (distinct numbers)")
+    parser.add_argument(
+        "output",
+        nargs="?",
+        type=Path,
+        default=Path("phone-numbers"),
+        help="output directory, created if needed (default: ./phone-numbers)",
+    )
+    _options(parser)
+    parser.add_argument(
+        "--workers",
+        type=_positive,
+        default=None,
+        help=f"worker processes (default: the CPUs available, here {default_workers()})",
+    )
+    parser.add_argument(
+        "--compress-level",
+        type=int,
+        choices=range(10),
+        default=1,
+        metavar="0-9",
+        help="PNG zlib level: 1 (default) is fast, 9 smallest, 0 stores raw pixels",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+    if args.min_spacing > args.max_spacing:
+        parser.error(
+            f"min_spacing ({args.min_spacing}) must not exceed max_spacing ({args.max_spacing})"
+        )
+    try:
+        labels = write_phone_dataset(
+            args.output,
+            args.count,
+            (args.min_spacing, args.max_spacing),
+            args.image_width,
+            rng=args.seed,
+            source=args.mnist_dir,
+            align=args.align,
+            overflow=args.overflow,
+            workers=args.workers,
+            compress_level=args.compress_level,
+            progress=not args.quiet,
+        )
+    except (ValueError, TypeError, OSError) as exc:
+        return _fail(parser.prog, exc)
+    print(labels)
+    return 0
+
+
+def download_main(argv: Sequence[str] | None = None) -> int:
+    """``python -m number_generator download``: fill the MNIST cache (all 70,000 digits)."""
+    parser = _Parser(
+        prog="python -m number_generator download",
+        description="Download the MNIST files, check the SHA-256 of their decompressed "
+        "contents and store them (atomically) in the cache, which then becomes the default "
+        "digit source.",
+    )
+    parser.add_argument(
+        "--mirror",
+        default=None,
+        help=f"base URL of the files (default: ${MIRROR_ENV}, else {DEFAULT_MIRROR})",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help=f"target directory (default: ${CACHE_DIR_ENV}, else the platform's user cache)",
+    )
+    parser.add_argument("--force", action="store_true", help="download even valid files again")
+    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
+    args = parser.parse_args(argv)
+    try:
+        directory = download_mnist(
+            mirror=args.mirror, directory=args.dir, force=args.force, timeout=args.timeout
+        )
+    except (ValueError, OSError) as exc:
+        return _fail(parser.prog, exc)
+    print(directory)
+    return 0
