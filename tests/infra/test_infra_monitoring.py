@@ -1,0 +1,86 @@
+"""Monitoring: the dashboard shows the whole flow and every alarm notifies the topic."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def dashboard_body(dev: Any) -> str:
+    (dashboard,) = dev.resources("AWS::CloudWatch::Dashboard").values()
+    assert dashboard["Properties"]["DashboardName"] == "imgpipe-dev-pipeline"
+    # The body is a Fn::Join of JSON text and references, which sit inside JSON strings.
+    parts = dashboard["Properties"]["DashboardBody"]["Fn::Join"][1]
+    return "".join(p if isinstance(p, str) else "REF" for p in parts)
+
+
+@pytest.mark.parametrize(
+    "needle",
+    [
+        '"ImagesRecorded"',
+        '"RunsDispatched"',
+        '"RunsFinished"',
+        '"RunsFailed"',
+        '"ImagesProcessed"',
+        '"RunDurationSeconds"',
+        '"ApproximateAgeOfOldestMessage"',
+        '"ApproximateNumberOfMessagesVisible"',
+        '"NumberOfMessagesSent"',
+        '"Errors"',
+        '"Duration"',
+        '"CPUUtilization"',
+        '"MemoryUtilization"',
+    ],
+)
+def test_dashboard_shows(dashboard_body: str, needle: str) -> None:
+    assert needle in dashboard_body
+
+
+def test_custom_metrics_use_the_contract_namespace_and_dimensions(dashboard_body: str) -> None:
+    body = json.loads(dashboard_body)
+    custom = [
+        metric
+        for widget in body["widgets"]
+        for metric in widget.get("properties", {}).get("metrics", [])
+        if metric[0] == "ImagePipeline"
+    ]
+    services = {(m[1], m[3]) for m in custom}
+    assert ("ImagesRecorded", "batch-counter") in services
+    assert ("RunsDispatched", "batch-counter") in services
+    assert ("RunsFinished", "worker") in services
+    assert all(m[2] == "service" for m in custom)
+
+
+def _pipeline_alarms(synth: Any) -> dict[str, dict[str, Any]]:
+    (topic_id,) = synth.resources("AWS::SNS::Topic")
+    return {
+        a["Properties"]["MetricName"]
+        + ":"
+        + str(a["Properties"].get("Dimensions", [{}])[0].get("Value")): a["Properties"]
+        for a in synth.resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+    }
+
+
+def test_alarms_cover_dlqs_errors_failed_runs_and_waiting_runs(dev: Any) -> None:
+    alarms = _pipeline_alarms(dev)
+    assert len(alarms) == 5
+    by_metric: dict[str, list[dict[str, Any]]] = {}
+    for props in alarms.values():
+        by_metric.setdefault(props["MetricName"], []).append(props)
+    assert len(by_metric["ApproximateNumberOfMessagesVisible"]) == 2  # both DLQs
+    assert by_metric["Errors"][0]["Namespace"] == "AWS/Lambda"
+    (failed,) = by_metric["RunsFailed"]
+    assert (failed["Namespace"], failed["Dimensions"]) == (
+        "ImagePipeline",
+        [{"Name": "service", "Value": "worker"}],
+    )
+    (age,) = by_metric["ApproximateAgeOfOldestMessage"]
+    assert age["Threshold"] == 1800
+    for props in alarms.values():
+        assert props["OKActions"] == props["AlarmActions"]
+        assert props["TreatMissingData"] == "notBreaching"
+        assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"

@@ -1,0 +1,187 @@
+"""Worker: Fargate service scaling from zero on the runs queue, and a least-privilege task role."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from infra.naming import resource_names
+
+NAMES = resource_names(stage="dev", account="123456789012", region="us-east-1")
+
+
+def _one(
+    synth: Any, type_name: str, props: dict[str, Any] | None = None
+) -> tuple[str, dict[str, Any]]:
+    found = synth.template.find_resources(type_name, {"Properties": props} if props else None)
+    assert len(found) == 1, sorted(found)
+    ((logical_id, resource),) = found.items()
+    return logical_id, dict(resource["Properties"])
+
+
+@pytest.fixture(scope="module")
+def container(dev: Any) -> dict[str, Any]:
+    _, task = _one(dev, "AWS::ECS::TaskDefinition")
+    (definition,) = task["ContainerDefinitions"]
+    return dict(definition)
+
+
+def test_container_environment_is_the_contract(dev: Any, container: dict[str, Any]) -> None:
+    env = {item["Name"]: item["Value"] for item in container["Environment"]}
+    runs_id, _ = _one(dev, "AWS::SQS::Queue", {"QueueName": NAMES.runs_queue})
+    topic_id, _ = _one(dev, "AWS::SNS::Topic")
+    secret_id, _ = _one(dev, "AWS::SecretsManager::SecretTargetAttachment")
+    raw_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.raw_bucket})
+    results_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.results_bucket})
+    assert env == {
+        "RUNS_QUEUE_URL": {"Ref": runs_id},
+        "RAW_BUCKET": {"Ref": raw_id},
+        "RESULTS_BUCKET": {"Ref": results_id},
+        "NOTIFICATIONS_TOPIC_ARN": {"Ref": topic_id},
+        "DB_SECRET_ARN": {"Ref": secret_id},
+        "DOWNLOAD_CONCURRENCY": "16",
+        "VISIBILITY_TIMEOUT_SECONDS": "900",
+        "LOG_LEVEL": "INFO",
+    }
+    assert "Secrets" not in container  # the worker reads the secret itself, per connection
+
+
+def test_container_image_is_built_from_the_container_folder(
+    dev: Any, container: dict[str, Any]
+) -> None:
+    assert container["StopTimeout"] == 120
+    assert container["LogConfiguration"]["LogDriver"] == "awslogs"
+    assets = [p for p in dev.outdir.glob("asset.*") if (p / "Dockerfile").is_file()]
+    assert len(assets) == 1
+    files = {str(p.relative_to(assets[0])) for p in assets[0].rglob("*") if p.is_file()}
+    assert {"Dockerfile", "requirements.txt", "batch_stats/worker/__main__.py"} <= files
+    # .dockerignore keeps the local mode and caches out of the image's build context.
+    assert not [f for f in files if f.startswith("batch_stats/local/")]
+    assert not [f for f in files if "__pycache__" in f]
+
+
+def test_service_idles_at_zero_tasks_in_public_subnets_without_inbound_rules(dev: Any) -> None:
+    _, service = _one(dev, "AWS::ECS::Service")
+    assert service["DesiredCount"] == 0
+    assert service["LaunchType"] == "FARGATE"
+    network = service["NetworkConfiguration"]["AwsvpcConfiguration"]
+    assert network["AssignPublicIp"] == "ENABLED"
+    (sg_ref,) = network["SecurityGroups"]
+    sg = dev.raw["Resources"][sg_ref["Fn::GetAtt"][0]]["Properties"]
+    assert "SecurityGroupIngress" not in sg
+    ingress_to_worker = [
+        rule
+        for rule in dev.resources("AWS::EC2::SecurityGroupIngress").values()
+        if rule["Properties"]["GroupId"] == sg_ref
+    ]
+    assert ingress_to_worker == []
+
+
+def test_prod_runs_workers_in_private_subnets_behind_one_nat(prod: Any) -> None:
+    _, service = _one(prod, "AWS::ECS::Service")
+    assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
+    prod.template.resource_count_is("AWS::EC2::NatGateway", 1)
+
+
+def test_scaling_starts_from_zero_on_one_waiting_run(dev: Any) -> None:
+    _, target = _one(dev, "AWS::ApplicationAutoScaling::ScalableTarget")
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 2)
+    policies = dev.resources("AWS::ApplicationAutoScaling::ScalingPolicy")
+    assert len(policies) == 2  # no CPU target-tracking policy
+    steps = {
+        logical_id: p["Properties"]["StepScalingPolicyConfiguration"]
+        for logical_id, p in policies.items()
+    }
+    out_id = next(i for i, c in steps.items() if c["StepAdjustments"][0]["ScalingAdjustment"] > 0)
+    in_id = next(i for i, c in steps.items() if c["StepAdjustments"][0]["ScalingAdjustment"] < 0)
+    assert steps[out_id]["StepAdjustments"] == [
+        {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}
+    ]
+    assert steps[in_id]["StepAdjustments"] == [
+        {"MetricIntervalUpperBound": 0, "ScalingAdjustment": -2}
+    ]
+
+    alarms = {
+        a["Properties"]["AlarmActions"][0]["Ref"]: a["Properties"]
+        for a in dev.resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["AlarmActions"][0].get("Ref") in steps
+    }
+    scale_out = alarms[out_id]
+    assert scale_out["MetricName"] == "ApproximateNumberOfMessagesVisible"
+    assert (scale_out["ComparisonOperator"], scale_out["Threshold"]) == (
+        "GreaterThanOrEqualToThreshold",
+        1,
+    )
+    assert (scale_out["Period"], scale_out["EvaluationPeriods"]) == (60, 1)
+    scale_in = alarms[in_id]
+    assert (scale_in["ComparisonOperator"], scale_in["Threshold"]) == (
+        "LessThanOrEqualToThreshold",
+        0,
+    )
+    assert scale_in["EvaluationPeriods"] == 5
+    expression = next(m for m in scale_in["Metrics"] if "Expression" in m)
+    assert expression["Expression"] == "FILL(visible, 0) + FILL(inflight, 0)"
+    metric_names = {
+        m["Id"]: m["MetricStat"]["Metric"]["MetricName"]
+        for m in scale_in["Metrics"]
+        if "MetricStat" in m
+    }
+    assert metric_names == {
+        "visible": "ApproximateNumberOfMessagesVisible",
+        "inflight": "ApproximateNumberOfMessagesNotVisible",
+    }
+
+
+def _task_role_statements(synth: Any) -> list[dict[str, Any]]:
+    _, task = _one(synth, "AWS::ECS::TaskDefinition")
+    role_id = task["TaskRoleArn"]["Fn::GetAtt"][0]
+    policies = [
+        p["Properties"]
+        for p in synth.resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+    ]
+    assert len(policies) == 1
+    assert "ManagedPolicyArns" not in synth.raw["Resources"][role_id]["Properties"]
+    return list(policies[0]["PolicyDocument"]["Statement"])
+
+
+def _actions(statement: dict[str, Any]) -> set[str]:
+    action = statement["Action"]
+    return {action} if isinstance(action, str) else set(action)
+
+
+def test_task_role_is_least_privilege(dev: Any) -> None:
+    statements = {s.get("Sid", ""): s for s in _task_role_statements(dev)}
+    raw_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.raw_bucket})
+    results_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.results_bucket})
+
+    def objects(bucket_id: str, prefix: str) -> dict[str, Any]:
+        return {"Fn::Join": ["", [{"Fn::GetAtt": [bucket_id, "Arn"]}, f"/{prefix}*"]]}
+
+    assert _actions(statements["ReadUploads"]) == {"s3:GetObject"}
+    assert statements["ReadUploads"]["Resource"] == objects(raw_id, "uploads/")
+    assert _actions(statements["WriteRejectedAndResults"]) == {
+        "s3:PutObject",
+        "s3:AbortMultipartUpload",
+    }
+    assert statements["WriteRejectedAndResults"]["Resource"] == [
+        objects(raw_id, "rejected/"),
+        objects(results_id, "results/"),
+    ]
+    assert statements["ListUploads"]["Condition"] == {"StringLike": {"s3:prefix": ["uploads/*"]}}
+    assert _actions(statements["PublishRunNotifications"]) == {"sns:Publish"}
+    assert _actions(statements["EncryptForTheTopic"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
+
+    every = _task_role_statements(dev)
+    all_actions = set().union(*(_actions(s) for s in every))
+    assert {
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "secretsmanager:GetSecretValue",
+    } <= all_actions
+    # Nothing else: no wildcard actions, no '*' resources, no DynamoDB, no bucket-wide writes.
+    assert not [a for a in all_actions if a.endswith("*") or a.startswith("dynamodb:")]
+    assert not [s for s in every if s["Resource"] == "*"]
+    assert all(s["Effect"] == "Allow" for s in every)
