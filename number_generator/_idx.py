@@ -44,13 +44,13 @@ def parse_idx(
         raise IDXFormatError(
             f"{name}: not an IDX file (first two bytes are {data[:2].hex()}, expected 0000)"
         )
-    if expected_magic is not None and magic != expected_magic:
-        raise IDXFormatError(
-            f"{name}: magic number {magic} does not match the expected {expected_magic}"
-        )
     if type_code != _UBYTE:
         raise IDXFormatError(
             f"{name}: element type 0x{type_code:02x} is not supported (only 0x08, unsigned byte)"
+        )
+    if expected_magic is not None and magic != expected_magic:
+        raise IDXFormatError(
+            f"{name}: magic number {magic} does not match the expected {expected_magic}"
         )
     if ndim == 0:
         raise IDXFormatError(f"{name}: an IDX file needs at least one dimension")

@@ -134,10 +134,13 @@ def sequence_main(argv: Sequence[str] | None = None) -> int:
             align=args.align,
             overflow=args.overflow,
         )
-        output.parent.mkdir(parents=True, exist_ok=True)
-        save_png(image, output)
     except (ValueError, TypeError, OSError) as exc:
         return _fail(parser.prog, exc)
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        save_png(image, output)
+    except OSError as exc:
+        return _fail(parser.prog, OSError(f"cannot write {output}: {exc.strerror or exc}"))
     print(output)
     return 0
 
@@ -220,12 +223,23 @@ def download_main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help=f"target directory (default: ${CACHE_DIR_ENV}, else the platform's user cache)",
     )
+    parser.add_argument(
+        "--split",
+        action="append",
+        choices=("train", "t10k"),
+        default=None,
+        help="only this split (repeatable; default: both, 70,000 digits)",
+    )
     parser.add_argument("--force", action="store_true", help="download even valid files again")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per request")
     args = parser.parse_args(argv)
     try:
         directory = download_mnist(
-            mirror=args.mirror, directory=args.dir, force=args.force, timeout=args.timeout
+            mirror=args.mirror,
+            directory=args.dir,
+            splits=args.split or ("train", "t10k"),
+            force=args.force,
+            timeout=args.timeout,
         )
     except (ValueError, OSError) as exc:
         return _fail(parser.prog, exc)
