@@ -22,6 +22,7 @@ from ._parquet import (
     run_metadata,
     write_batch_stats,
 )
+from ._report import format_table
 from ._runs import (
     FolderRun,
     iter_folder_stats,
@@ -51,6 +52,7 @@ __all__ = [
     "draw_crop",
     "draw_plan",
     "draw_squares",
+    "format_table",
     "image_names",
     "image_rng",
     "iter_folder_stats",
