@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -93,6 +94,9 @@ def moto_server(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[MotoEndpo
 @contextmanager
 def embedded_postgres(data_dir: Path) -> Iterator[str]:
     """Start a real PostgreSQL (``pgserver``) in ``data_dir``; yield its connection URI."""
+    # platformdirs (used by pgserver) warns when XDG_RUNTIME_DIR is unset, as in containers and
+    # CI; pgserver then uses /tmp, which is fine.
+    warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
     import pgserver
 
     server = pgserver.get_server(data_dir, cleanup_mode="stop")  # type: ignore[attr-defined]

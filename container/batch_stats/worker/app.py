@@ -6,7 +6,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 import boto3
@@ -23,6 +23,8 @@ from batch_stats.worker.adapters import (
 )
 from batch_stats.worker.config import ConfigError, WorkerSettings, load_settings
 from batch_stats.worker.database import ResultsDatabase
+from batch_stats.worker.messages import ImageRef
+from batch_stats.worker.metrics import EmfMetrics
 from batch_stats.worker.runner import RunProcessor, Worker
 
 log = logging.getLogger("batch_stats.worker")
@@ -49,6 +51,8 @@ def build_worker(
     params: EngineParams | None = None,
     wait_seconds: int = 20,
     retry_delay_seconds: int = 30,
+    metrics: EmfMetrics | None = None,
+    on_image: Callable[[ImageRef], object] | None = None,
 ) -> Worker:
     """A worker wired to AWS (or to whatever ``AWS_ENDPOINT_URL`` points at)."""
     session = session or boto3.Session()
@@ -65,6 +69,7 @@ def build_worker(
         results_bucket=settings.results_bucket,
         concurrency=settings.download_concurrency,
         params=params,
+        on_image=on_image,
     )
     return Worker(
         queue=SqsRunQueue(session.client("sqs"), settings.runs_queue_url),
@@ -73,6 +78,7 @@ def build_worker(
         protection=TaskProtection(settings.ecs_agent_uri),
         wait_seconds=wait_seconds,
         retry_delay_seconds=retry_delay_seconds,
+        metrics=metrics,
     )
 
 

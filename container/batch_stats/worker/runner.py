@@ -107,8 +107,10 @@ class RunProcessor:
         results_bucket: str,
         concurrency: int = 16,
         params: EngineParams | None = None,
+        on_image: Callable[[ImageRef], object] | None = None,
     ) -> None:
         self._objects = objects
+        self._on_image = on_image
         self._db = database
         self._notifier = notifier
         self._raw_bucket = raw_bucket
@@ -141,7 +143,10 @@ class RunProcessor:
         def one(ref: ImageRef) -> tuple[int, int] | Rejection:
             if cancel.is_set():
                 raise RunAbandonedError(run.run_id)
-            return self._one_image(run.run_id, ref, params=params, seed=seed)
+            result = self._one_image(run.run_id, ref, params=params, seed=seed)
+            if self._on_image is not None:
+                self._on_image(ref)
+            return result
 
         refs = run.images
         with ThreadPoolExecutor(self._concurrency, thread_name_prefix="image") as pool:

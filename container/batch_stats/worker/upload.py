@@ -135,7 +135,7 @@ def upload_run(
     bad: Sequence[str] = (),
     seed: int | None = None,
     concurrency: int = 8,
-    progress: Callable[[PlannedUpload], None] | None = None,
+    progress: Callable[[PlannedUpload], object] | None = None,
 ) -> list[PlannedUpload]:
     """Generate and upload a run with ``s3`` (a boto3 S3 client); return what was uploaded."""
 

@@ -1,0 +1,183 @@
+"""The serverless subcommands of ``batch-stats``: ``worker``, ``upload-run`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from batch_stats.engine import EngineParams
+
+AddCommand = Callable[..., argparse.ArgumentParser]
+_RUN_ID_HELP = "1-64 letters, digits, '_' and '-', starting with a letter or digit"
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _run_id(text: str) -> str:
+    import re
+
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}", text):
+        raise argparse.ArgumentTypeError(f"run id {text!r} is not allowed ({_RUN_ID_HELP})")
+    return text
+
+
+def _bad(text: str) -> tuple[str, ...]:
+    from batch_stats.local.demo import parse_bad
+
+    try:
+        return parse_bad(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if not 0 <= value < 2**128:
+        raise argparse.ArgumentTypeError(f"expected an integer from 0 to 2**128 - 1, got {value}")
+    return value
+
+
+def _run_options(parser: argparse.ArgumentParser, *, default_run_id: str | None) -> None:
+    defaults = EngineParams()
+    parser.add_argument(
+        "--run-id",
+        type=_run_id,
+        default=default_run_id,
+        help=f"run id ({_RUN_ID_HELP}; default: %(default)s)",
+    )
+    parser.add_argument(
+        "--batches",
+        type=_positive,
+        default=defaults.batches,
+        metavar="N",
+        help="batches in the run; must match the stack's BATCHES_PER_RUN (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--images-per-batch",
+        type=_positive,
+        default=defaults.images_per_batch,
+        metavar="N",
+        help="images per batch; must match IMAGES_PER_BATCH (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--bad",
+        type=_bad,
+        default=(),
+        metavar="KINDS",
+        help="comma-separated bad uploads replacing images: not_png, truncated, empty, "
+        "too_small, decompression_bomb (default: none)",
+    )
+    parser.add_argument(
+        "--seed",
+        type=_seed,
+        default=None,
+        help="seed of the generated pixels (default: derived from the run id)",
+    )
+
+
+def _params(args: argparse.Namespace) -> EngineParams:
+    return EngineParams(images_per_batch=args.images_per_batch, batches=args.batches)
+
+
+def _worker(args: argparse.Namespace) -> int:
+    del args
+    from batch_stats.worker.app import main
+
+    return main()
+
+
+def _upload_run(args: argparse.Namespace) -> int:
+    import boto3
+    from tqdm import tqdm
+
+    from batch_stats.worker.upload import upload_run
+
+    bucket = args.bucket or os.environ.get("RAW_BUCKET", "")
+    if not bucket:
+        raise ValueError("no bucket: pass --bucket or set RAW_BUCKET")
+    run_id = args.run_id or datetime.now(UTC).strftime("run-%Y%m%dT%H%M%SZ")
+    params = _params(args)
+    total = params.batches * params.images_per_batch
+    with tqdm(total=total, desc="upload", unit="img", file=sys.stderr, disable=None) as bar:
+        uploads = upload_run(
+            boto3.client("s3"),
+            bucket,
+            run_id,
+            params=params,
+            bad=args.bad,
+            seed=args.seed,
+            progress=lambda upload: bar.update(),
+        )
+    print(f"uploaded {len(uploads)} images of run {run_id} to s3://{bucket}/uploads/{run_id}/")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from batch_stats.local.demo import DemoOptions, run_demo
+
+    run_demo(
+        DemoOptions(
+            run_id=args.run_id,
+            params=_params(args),
+            bad=args.bad,
+            bad_key=not args.no_bad_key,
+            out_dir=args.out,
+            seed=args.seed,
+        )
+    )
+    return 0
+
+
+def register(commands: Any, add_command: AddCommand) -> None:
+    """Add ``worker``, ``upload-run`` and ``demo`` to the ``batch-stats`` subcommands."""
+    add_command(
+        commands,
+        "worker",
+        _worker,
+        "run the worker on the runs queue (configured by environment variables, as in the "
+        "container; stops on SIGTERM or Ctrl-C)",
+    )
+    upload = add_command(
+        commands,
+        "upload-run",
+        _upload_run,
+        "generate a synthetic run and upload it to the raw bucket (uploads/<run_id>/...)",
+    )
+    upload.add_argument(
+        "--bucket", default=None, help="raw bucket (default: the RAW_BUCKET variable)"
+    )
+    _run_options(upload, default_run_id=None)
+    demo = add_command(
+        commands,
+        "demo",
+        _demo,
+        "run the serverless flow end to end locally: moto server (S3, SQS, DynamoDB, SNS), "
+        "embedded PostgreSQL, the batch counter Lambda and the worker",
+    )
+    _run_options(demo, default_run_id="demo-run")
+    demo.set_defaults(bad=("truncated", "not_png"))
+    demo.add_argument(
+        "--no-bad-key", action="store_true", help="do not upload the file with a bad key"
+    )
+    demo.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out/demo"),
+        help="folder for the preview, plot, Parquet copy and notification (default: %(default)s)",
+    )
