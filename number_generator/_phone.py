@@ -169,6 +169,15 @@ def _split(count: int, formats: tuple[PhoneFormat, ...], gen: np.random.Generato
     return [int(a) for a in alloc]
 
 
+def _distinct(values: npt.NDArray[np.int64]) -> npt.NDArray[np.int64]:
+    """Sorted distinct values (sort-based: far faster here than ``np.unique`` on large arrays)."""
+    ordered = np.sort(values)
+    keep = np.empty(ordered.size, dtype=np.bool_)
+    keep[:1] = True
+    np.not_equal(ordered[1:], ordered[:-1], out=keep[1:])
+    return ordered[keep]
+
+
 def sample_without_replacement(
     population: int, k: int, gen: np.random.Generator
 ) -> npt.NDArray[np.int64]:
@@ -182,10 +191,10 @@ def sample_without_replacement(
         raise ValueError(f"cannot draw {k} distinct values from {population}")
     if population <= _SMALL_POPULATION or k <= population // 50 or 2 * k > population:
         return gen.choice(population, size=k, replace=False).astype(np.int64, copy=False)
-    picked = np.unique(gen.integers(0, population, size=k + k // 8 + 64))
+    picked = _distinct(gen.integers(0, population, size=k + k // 8 + 64))
     while picked.size < k:
         more = gen.integers(0, population, size=2 * (k - picked.size) + 64)
-        picked = np.union1d(picked, more)
+        picked = _distinct(np.concatenate([picked, more]))
     # A uniform k-subset of a uniform random subset is a uniform k-subset; then shuffle it.
     chosen = gen.choice(picked, size=k, replace=False, shuffle=True)
     return np.asarray(chosen, dtype=np.int64)
