@@ -1,0 +1,144 @@
+"""The whole flow in local mode: S3 upload -> notification -> Lambda -> worker -> webhook."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from batch_stats.engine import EngineParams, read_batch_stats
+from batch_stats.local.pipeline import LocalPipeline
+from batch_stats.worker.upload import upload_run
+
+
+def test_runs_flow_end_to_end_with_one_notification_each(
+    pipeline: LocalPipeline, small: EngineParams
+) -> None:
+    s3 = pipeline.session.client("s3")
+    sqs = pipeline.session.client("sqs")
+    raw = pipeline.resources.names.raw_bucket
+    upload_run(s3, raw, "flow-a", params=small)
+    upload_run(s3, raw, "flow-b", params=small, bad=("empty", "decompression_bomb"))
+    s3.put_object(Bucket=raw, Key="uploads/flow-b/not-a-batch.png", Body=b"x")
+
+    # S3 delivers events at least once: every event is delivered a second time. The received
+    # originals come back when their visibility timeout expires; the copies are new messages.
+    events = []
+    while batch := sqs.receive_message(
+        QueueUrl=pipeline.resources.ingest_queue_url, MaxNumberOfMessages=10
+    ).get("Messages", []):
+        events += batch
+    assert len(events) == 2 * 6 + 1 + 1  # uploads, the bad key, the s3:TestEvent
+    for message in events:
+        sqs.send_message(QueueUrl=pipeline.resources.ingest_queue_url, MessageBody=message["Body"])
+
+    records = pipeline.pump_lambda()
+    assert records == 2 * len(events)
+    outcomes = pipeline.run_worker(runs=2, timeout=60)
+    assert sorted(o.run_id for o in outcomes) == ["flow-a", "flow-b"]
+
+    received = [pipeline.webhook.get(timeout=10) for _ in range(2)]
+    time.sleep(1)
+    assert pipeline.webhook.pending() == []  # exactly one message per run
+    by_run = {envelope["Message"]["run_id"]: envelope["Message"] for envelope in received}
+    assert by_run["flow-a"]["status"] == "finished"
+    assert by_run["flow-a"]["rejected_count"] == 0
+    assert by_run["flow-b"]["status"] == "finished"
+    assert {r["reason"] for r in by_run["flow-b"]["rejected"]} == {"empty", "decompression_bomb"}
+    # No second run message is waiting: each run was dispatched once.
+    assert not pipeline.worker.poll_once()
+
+    for run_id, images in (("flow-a", 6), ("flow-b", 4)):
+        uri = by_run[run_id]["parquet_uri"]
+        bucket, _, key = uri.removeprefix("s3://").partition("/")
+        assert bucket == pipeline.resources.names.results_bucket
+        body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        stats, metadata = read_batch_stats(io.BytesIO(body))
+        assert metadata["run_id"] == run_id
+        rows = pipeline.database.batch_rows(run_id)
+        assert [r["batch_id"] for r in rows] == [s.batch_id for s in stats]
+        assert sum(int(str(r["image_count"])) for r in rows) == images
+        assert [r["white_avg"] for r in rows] == [s.white_avg for s in stats]
+
+    bad_keys = pipeline.session.client("dynamodb").query(
+        TableName=pipeline.resources.names.tracking_table,
+        KeyConditionExpression="pk = :pk",
+        ExpressionAttributeValues={":pk": {"S": "BADKEY"}},
+    )["Items"]
+    assert [item["key"]["S"] for item in bad_keys] == ["uploads/flow-b/not-a-batch.png"]
+
+
+def test_environment_matches_the_stack_contract(pipeline: LocalPipeline) -> None:
+    from batch_counter.config import REQUIRED_ENV_VARS as LAMBDA_VARS
+    from batch_stats.worker.config import REQUIRED_ENV_VARS as WORKER_VARS
+
+    for name in (*LAMBDA_VARS, *WORKER_VARS, "DATABASE_URL", "AWS_ENDPOINT_URL"):
+        assert os.environ.get(name), name
+    assert os.environ["TRACKING_TABLE_NAME"] == "imgpipe-test-tracking"
+    assert os.environ["RAW_BUCKET"] == "imgpipe-test-raw-123456789012-us-east-1"
+    assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
+
+
+def _demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "batch_stats.cli", "demo", "--out", str(tmp_path / "out"), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _processes_under(path: Path) -> list[str]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if str(path) in cmdline and "pytest" not in cmdline:
+            found.append(cmdline)
+    return found
+
+
+@pytest.mark.slow
+def test_demo_command_shows_every_output(tmp_path: Path) -> None:
+    process = _demo(tmp_path, "--batches", "2", "--images-per-batch", "3")
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
+    for section in (
+        "== Statistics",
+        "== Parquet\ns3://imgpipe-local-results-123456789012-us-east-1/results/demo-run/"
+        "batch_stats.parquet",
+        "== PostgreSQL rows",
+        "== Notification received by the webhook",
+        '"status": "finished"',
+        "bad key recorded: uploads/demo-run/stray-file.png (wrong_depth)",
+        "local services stopped",
+    ):
+        assert section in stdout
+    out = tmp_path / "out"
+    for name in ("preview.png", "statistics.png", "batch_stats.parquet", "notification.json"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "preview.png").read_bytes().startswith(b"\x89PNG")
+    assert _processes_under(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
+    process = _demo(tmp_path)
+    assert process.stdout is not None
+    for line in process.stdout:
+        if "uploading run" in line:
+            break
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "interrupted" in stderr
+    assert _processes_under(tmp_path) == []
