@@ -1,0 +1,302 @@
+"""The Dockerfile's exact CMD, run with only the image's requirements, processes one run.
+
+No Docker engine is needed: the test installs ``container/requirements.txt`` into a fresh
+virtual environment, stages the build context the way ``cdk deploy`` sends it to Docker (the CDK
+asset, filtered by ``.dockerignore``), applies the Dockerfile's ``ENV`` and runs its ``CMD`` with
+the environment variables the stack sets, against moto (server mode), a real PostgreSQL reached
+through a Secrets Manager secret shaped like the RDS one, and a stand-in ECS agent endpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from pathlib import Path
+from typing import Any
+
+import boto3
+import psycopg
+import pytest
+from batch_counter.counter import build_run_message
+from batch_stats.engine import (
+    EngineParams,
+    decode_image,
+    image_rng,
+    process_image,
+    read_batch_stats,
+    run_seed,
+    summarize_batch,
+)
+from batch_stats.local.resources import LocalResources, create_resources
+from batch_stats.local.services import embedded_postgres, moto_server, patched_environ
+from batch_stats.worker.runner import results_key
+from batch_stats.worker.upload import upload_run
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCKERFILE = ROOT / "container" / "Dockerfile"
+REQUIREMENTS = ROOT / "container" / "requirements.txt"
+RUN_ID = "cmd-run-001"
+#: Default image size (what the worker expects), a small run: 2 batches of 3 images.
+PARAMS = EngineParams(images_per_batch=3, batches=2)
+
+pytestmark = pytest.mark.slow
+
+
+def _dockerfile(name: str) -> list[str]:
+    text = DOCKERFILE.read_text(encoding="utf-8").replace("\\\n", " ")
+    return [
+        line.split(None, 1)[1].strip()
+        for line in text.splitlines()
+        if line.strip() and line.split(None, 1)[0].upper() == name
+    ]
+
+
+@pytest.fixture(scope="session")
+def image_venv(request: pytest.FixtureRequest) -> Path:
+    """A virtual environment holding only the image's requirements.
+
+    It is kept in pytest's cache, keyed by the requirements and the interpreter, so it is
+    rebuilt whenever either changes.
+    """
+    key = hashlib.sha256(REQUIREMENTS.read_bytes() + sys.version.encode()).hexdigest()[:16]
+    venv = Path(request.config.cache.mkdir(f"image-venv-{key}"))
+    python = venv / "bin" / "python"
+    if not (venv / ".complete").exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        subprocess.run(
+            [
+                str(python),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+                "-r",
+                str(REQUIREMENTS),
+            ],
+            check=True,
+            timeout=900,
+        )
+        (venv / ".complete").write_text(key, encoding="utf-8")
+    return venv
+
+
+@pytest.fixture(scope="module")
+def build_context(dev: Any) -> Path:
+    """The container asset of the synthesized stack: what Docker receives on deploy."""
+    (context,) = [p for p in dev.outdir.glob("asset.*") if (p / "Dockerfile").is_file()]
+    return Path(context)
+
+
+class _AgentHandler(BaseHTTPRequestHandler):
+    calls: list[tuple[str, dict[str, Any]]]
+
+    def do_PUT(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).calls.append((self.path, json.loads(body)))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(b'{"protection": {}}')
+
+    def log_message(self, format: str, *args: Any) -> None:
+        del format, args
+
+
+@pytest.fixture
+def ecs_agent() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """A stand-in for the ECS agent endpoint (``ECS_AGENT_URI``), recording protection calls."""
+    handler = type("Handler", (_AgentHandler,), {"calls": []})
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/api/task-1", handler.calls
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(scope="module")
+def aws() -> Iterator[dict[str, str]]:
+    """moto in server mode; boto3 in this process points at it while the module runs."""
+    with moto_server() as endpoint, patched_environ(endpoint.environ()):
+        yield endpoint.environ()
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL. Its data folder is outside pytest's basetemp: as root, pgserver runs
+    the server as another user, who must be able to traverse every parent folder."""
+    data_dir = Path(tempfile.mkdtemp(prefix="imgpipe-cmd-pg-"))
+    try:
+        with embedded_postgres(data_dir / "data") as url:
+            yield url
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def _queue_depth(sqs: Any, url: str) -> int:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url,
+        AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) + int(
+        attributes["ApproximateNumberOfMessagesNotVisible"]
+    )
+
+
+def _stack_environment(dev: Any, resources: LocalResources, secret_arn: str) -> dict[str, str]:
+    """The worker environment the stack sets, with each reference resolved to the local value."""
+    (task,) = dev.resources("AWS::ECS::TaskDefinition").values()
+    (container,) = task["Properties"]["ContainerDefinitions"]
+    resolved = {
+        "RUNS_QUEUE_URL": resources.runs_queue_url,
+        "RAW_BUCKET": resources.names.raw_bucket,
+        "RESULTS_BUCKET": resources.names.results_bucket,
+        "NOTIFICATIONS_TOPIC_ARN": resources.topic_arn,
+        "DB_SECRET_ARN": secret_arn,
+    }
+    environ: dict[str, str] = {}
+    for item in container["Environment"]:
+        name, value = item["Name"], item["Value"]
+        environ[name] = value if isinstance(value, str) else resolved[name]
+    return environ
+
+
+def test_dockerfile_cmd_processes_one_run(
+    dev: Any,
+    image_venv: Path,
+    build_context: Path,
+    aws: dict[str, str],
+    postgres: str,
+    ecs_agent: tuple[str, list[tuple[str, dict[str, Any]]]],
+    tmp_path: Path,
+) -> None:
+    session = boto3.Session(region_name=aws["AWS_REGION"])
+    clients = {name: session.client(name) for name in ("s3", "sqs", "sns", "secretsmanager")}
+    resources = create_resources(session, stage="cmd", runs_visibility_timeout=60)
+
+    # The RDS-generated secret's shape, pointing at the embedded PostgreSQL.
+    conninfo = psycopg.conninfo.conninfo_to_dict(postgres)
+    secret_arn = clients["secretsmanager"].create_secret(
+        Name=resources.names.db_secret,
+        SecretString=json.dumps(
+            {
+                "engine": "postgres",
+                "host": conninfo["host"],
+                "port": int(conninfo.get("port") or 5432),
+                "username": conninfo["user"],
+                "password": conninfo.get("password") or "",
+                "dbname": conninfo["dbname"],
+            }
+        ),
+    )["ARN"]
+
+    # Capture the notification through an SQS subscription to the topic.
+    probe_url = clients["sqs"].create_queue(QueueName="cmd-notifications")["QueueUrl"]
+    probe_arn = clients["sqs"].get_queue_attributes(
+        QueueUrl=probe_url, AttributeNames=["QueueArn"]
+    )["Attributes"]["QueueArn"]
+    clients["sns"].subscribe(TopicArn=resources.topic_arn, Protocol="sqs", Endpoint=probe_arn)
+
+    uploads = upload_run(clients["s3"], resources.names.raw_bucket, RUN_ID, params=PARAMS)
+    batches: dict[str, list[str]] = {}
+    for upload in uploads:
+        batches.setdefault(upload.batch_id, []).append(upload.key)
+    clients["sqs"].send_message(
+        QueueUrl=resources.runs_queue_url,
+        MessageBody=build_run_message(
+            run_id=RUN_ID,
+            bucket=resources.names.raw_bucket,
+            batches=batches,
+            images_per_batch=PARAMS.images_per_batch,
+            batches_per_run=PARAMS.batches,
+            now=datetime.now(UTC),
+        ),
+    )
+
+    # The process environment: a bare PATH with the image venv first, the Dockerfile's ENV
+    # (WORKDIR /app is the staged build context), the platform's AWS variables (here: moto),
+    # ECS_AGENT_URI (set by ECS inside a task) and exactly what the stack sets.
+    agent_uri, agent_calls = ecs_agent
+    environ = {"PATH": f"{image_venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for instruction in _dockerfile("ENV"):
+        for pair in instruction.split():
+            name, _, value = pair.partition("=")
+            environ[name] = value.replace("/app", str(build_context))
+    environ.update(aws)
+    environ["ECS_AGENT_URI"] = agent_uri
+    environ.update(_stack_environment(dev, resources, secret_arn))
+
+    (cmd,) = _dockerfile("CMD")
+    log_path = tmp_path / "worker.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            json.loads(cmd), cwd=build_context, env=environ, stdout=log, stderr=log
+        )
+        try:
+            deadline = time.monotonic() + 180
+            while _queue_depth(clients["sqs"], resources.runs_queue_url) > 0 or not _exists(
+                clients["s3"], resources.names.results_bucket, results_key(RUN_ID)
+            ):
+                assert process.poll() is None, log_path.read_text(errors="replace")
+                assert time.monotonic() < deadline, log_path.read_text(errors="replace")
+                time.sleep(0.5)
+            process.send_signal(signal.SIGTERM)
+            returncode = process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    output = log_path.read_text(errors="replace")
+    assert returncode == 0, output
+
+    # The results equal an independent computation from the uploaded PNGs.
+    seed = run_seed(RUN_ID)
+    counts: dict[str, list[tuple[int, int]]] = {}
+    for upload in uploads:
+        data = clients["s3"].get_object(Bucket=resources.names.raw_bucket, Key=upload.key)
+        image = decode_image(data["Body"].read(), name=upload.name, params=PARAMS)
+        rng = image_rng(seed, upload.batch_id, upload.name)
+        counts.setdefault(upload.batch_id, []).append(process_image(image, rng=rng, params=PARAMS))
+    expected = [summarize_batch(batch, c) for batch, c in sorted(counts.items())]
+    body = clients["s3"].get_object(Bucket=resources.names.results_bucket, Key=results_key(RUN_ID))
+    stats, _ = read_batch_stats(io.BytesIO(body["Body"].read()))
+    assert stats == expected
+
+    with psycopg.connect(postgres) as conn:
+        rows = conn.execute(
+            "SELECT batch_id, image_count FROM batch_stats WHERE run_id = %s ORDER BY batch_id",
+            (RUN_ID,),
+        ).fetchall()
+    assert rows == [("batch_001", 3), ("batch_002", 3)]
+
+    received = clients["sqs"].receive_message(QueueUrl=probe_url, MaxNumberOfMessages=10)
+    notes = [json.loads(m["Body"]) for m in received.get("Messages", [])]
+    assert [n["Subject"] for n in notes] == [f"imgpipe run {RUN_ID} finished"]
+
+    # Scale-in protection was on while the run was processed, and off afterwards.
+    states = [body["ProtectionEnabled"] for path, body in agent_calls]
+    assert {path for path, _ in agent_calls} == {"/api/task-1/task-protection/v1/state"}
+    assert states[0] is True
+    assert states[-1] is False
+    assert agent_calls[0][1]["ExpiresInMinutes"] >= 1
+
+    # EMF metrics for the dashboard and alarms went to stdout.
+    assert '"RunsFinished"' in output
+
+
+def _exists(s3: Any, bucket: str, key: str) -> bool:
+    return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0))
