@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from ._geometry import Placement, draw_crop, draw_squares
+from ._geometry import Placement, UniformIntegers, crop_origin, squares_placement
 from ._params import EngineParams
-from ._synthetic import synthetic_column_bytes
+from ._seeding import image_bit_generator
+from ._synthetic import column_bytes_from
 
 __all__ = ["ImagePlan", "count_white_black", "draw_plan", "process_image", "synthetic_counts"]
 
@@ -35,14 +36,18 @@ def draw_plan(
     Raises:
         ValueError: the image is smaller than the crop, or the squares cannot be placed.
     """
+    return _plan(UniformIntegers(rng.bit_generator), height=height, width=width, params=params)
+
+
+def _plan(draws: UniformIntegers, *, height: int, width: int, params: EngineParams) -> ImagePlan:
     if params.crop_height > height or params.crop_width > width:
         raise ValueError(
             f"the image ({height}x{width}) is smaller than the {params.crop_height}x"
             f"{params.crop_width} crop (height x width)"
         )
-    placement = draw_squares(rng, height=height, width=width, size=params.square_size)
-    crop = draw_crop(
-        rng,
+    placement = squares_placement(draws, height=height, width=width, size=params.square_size)
+    crop = crop_origin(
+        draws,
         height=height,
         width=width,
         crop_height=params.crop_height,
@@ -150,26 +155,27 @@ def process_image(
 
 
 def synthetic_counts(
-    seed: int, batch_id: str, image_name: str, *, rng: np.random.Generator, params: EngineParams
+    seed: int, batch_id: str, image_name: str, *, params: EngineParams
 ) -> tuple[int, int]:
-    """Counts of a generated image without producing the columns outside its crop.
+    """Counts of a generated image, producing only the pixel columns inside its crop.
 
-    Equal to ``process_image(synthetic_image(seed, batch_id, image_name, params=params), rng=rng,
-    params=params)``.
+    Equal to ``process_image(synthetic_image(seed, batch_id, image_name, params=params),
+    rng=image_rng(seed, batch_id, image_name), params=params)``, with one generator instead of two.
     """
-    plan = draw_plan(rng, height=params.image_height, width=params.image_width, params=params)
-    cy, cx = plan.crop
-    data, column_bytes = synthetic_column_bytes(
-        seed,
-        batch_id,
-        image_name,
+    bit_generator = image_bit_generator(seed, batch_id, image_name)
+    draws = UniformIntegers(bit_generator)
+    plan = _plan(draws, height=params.image_height, width=params.image_width, params=params)
+    cx = plan.crop[1]
+    data, column_bytes = column_bytes_from(
+        bit_generator,
+        draws.words,
         height=params.image_height,
         start=cx,
         stop=cx + params.crop_width,
     )
     return _count_packed(
         data,
-        offset=3 * cy,
+        offset=3 * plan.crop[0],
         shape=(params.crop_width, params.crop_height),
         strides=(column_bytes, 3),
         plan=plan,

@@ -15,11 +15,14 @@ The (white, black) pair is drawn uniformly over *all* valid ordered pairs, witho
 * The black corner is drawn uniformly among the ``w(p)`` compatible positions by mapping one integer
   onto the positions outside the overlap rectangle, in row-major order.
 
-Each pair therefore has probability ``w(p)/T * 1/w(p) = 1/T``. Integer arithmetic throughout.
+Each pair therefore has probability ``w(p)/T * 1/w(p) = 1/T``. Integer arithmetic throughout:
+every draw is an exact uniform integer made from the generator's raw 64-bit words
+(:class:`UniformIntegers`).
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -28,9 +31,43 @@ import numpy.typing as npt
 
 from ._params import check_square_room
 
-__all__ = ["Placement", "count_valid_pairs", "draw_crop", "draw_squares"]
+__all__ = [
+    "Placement",
+    "UniformIntegers",
+    "count_valid_pairs",
+    "crop_origin",
+    "draw_crop",
+    "draw_squares",
+    "squares_placement",
+]
 
 _I64 = npt.NDArray[np.int64]
+_WORD = 2**64
+
+
+class UniformIntegers:
+    """Exact uniform integers from a bit generator's raw 64-bit words, counting the words read.
+
+    ``below(n)`` rejects the top ``2**64 mod n`` word values so that every residue is equally
+    likely (for the sizes used here a rejection has a probability under 1e-12). Reading the words
+    directly is several times faster than ``Generator.integers`` for single values, and the count
+    lets a caller continue the same stream at a known position.
+    """
+
+    __slots__ = ("_next", "words")
+
+    def __init__(self, bit_generator: np.random.BitGenerator) -> None:
+        self._next = bit_generator.random_raw
+        self.words = 0
+
+    def below(self, n: int) -> int:
+        """A uniform integer in ``[0, n)``, ``1 <= n <= 2**64``."""
+        limit = _WORD - _WORD % n
+        while True:
+            word = int(self._next())
+            self.words += 1
+            if word < limit:
+                return word % n
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,30 +94,35 @@ class _PairSampler:
         self.ny = height - size + 1
         self.nx = width - size + 1
         self.positions = self.ny * self.nx
-        self.ry = _near_counts(self.ny, size)
-        self.rx = _near_counts(self.nx, size)
-        self.rx_cumsum = np.cumsum(self.rx)
-        self.col_index = np.arange(1, self.nx + 1, dtype=np.int64) * self.positions
-        # Weight of a row: sum over columns of (N - ry * rx).
-        row_weights = self.nx * self.positions - self.ry * int(self.rx_cumsum[-1])
-        self.row_cdf = np.cumsum(row_weights)
-        self.pairs = int(self.row_cdf[-1])
+        ry = _near_counts(self.ny, size)
+        rx_cumsum = np.cumsum(_near_counts(self.nx, size))
+        # Weight of a row: sum over its columns of (N - ry * rx). Python ints: exact, and fast to
+        # search with bisect for one value at a time.
+        row_weights = self.nx * self.positions - ry * int(rx_cumsum[-1])
+        self.row_cdf: list[int] = np.cumsum(row_weights).tolist()
+        self.ry: list[int] = ry.tolist()
+        self.rx_cumsum: list[int] = rx_cumsum.tolist()
+        self.pairs: int = self.row_cdf[-1]
         if self.pairs <= 0:  # pragma: no cover - excluded by check_square_room
             raise ValueError("no valid placement for the two squares")
 
-    def draw(self, rng: np.random.Generator) -> Placement:
+    def _col_cdf(self, near_rows: int, col: int) -> int:
+        """Total weight of columns 0..col in a row whose overlap spans ``near_rows`` rows."""
+        return self.positions * (col + 1) - near_rows * self.rx_cumsum[col]
+
+    def draw(self, draws: UniformIntegers) -> Placement:
         s, ny, nx = self.size, self.ny, self.nx
-        wy = int(np.searchsorted(self.row_cdf, rng.integers(self.pairs), side="right"))
-        near_rows = int(self.ry[wy])
-        col_cdf = self.col_index - near_rows * self.rx_cumsum
-        wx = int(np.searchsorted(col_cdf, rng.integers(int(col_cdf[-1])), side="right"))
+        wy = bisect_right(self.row_cdf, draws.below(self.pairs))
+        near_rows = self.ry[wy]
+        k = draws.below(self._col_cdf(near_rows, nx - 1))
+        wx = bisect_right(range(nx), k, key=lambda col: self._col_cdf(near_rows, col))
         # Positions of the black corner that would overlap: rows ya..yb, columns xa..xb.
         ya, yb = max(0, wy - s + 1), min(ny - 1, wy + s - 1)
         xa, xb = max(0, wx - s + 1), min(nx - 1, wx + s - 1)
         band_cols = nx - (xb - xa + 1)
         before = ya * nx
         band = (yb - ya + 1) * band_cols
-        k = int(rng.integers(self.positions - (yb - ya + 1) * (xb - xa + 1)))
+        k = draws.below(self.positions - (yb - ya + 1) * (xb - xa + 1))
         if k < before:
             by, bx = divmod(k, nx)
         elif k < before + band:
@@ -103,7 +145,7 @@ def draw_squares(rng: np.random.Generator, *, height: int, width: int, size: int
     Raises:
         ValueError: the square is larger than the image, or two cannot fit without overlapping.
     """
-    return _sampler(height, width, size).draw(rng)
+    return _sampler(height, width, size).draw(UniformIntegers(rng.bit_generator))
 
 
 def count_valid_pairs(*, height: int, width: int, size: int) -> int:
@@ -119,11 +161,28 @@ def draw_crop(
     Raises:
         ValueError: the image is smaller than the crop.
     """
+    return crop_origin(
+        UniformIntegers(rng.bit_generator),
+        height=height,
+        width=width,
+        crop_height=crop_height,
+        crop_width=crop_width,
+    )
+
+
+def squares_placement(draws: UniformIntegers, *, height: int, width: int, size: int) -> Placement:
+    """:func:`draw_squares` on an existing stream of draws."""
+    return _sampler(height, width, size).draw(draws)
+
+
+def crop_origin(
+    draws: UniformIntegers, *, height: int, width: int, crop_height: int, crop_width: int
+) -> tuple[int, int]:
+    """:func:`draw_crop` on an existing stream of draws: the row, then the column."""
     if crop_height > height or crop_width > width:
         raise ValueError(
             f"the image ({height}x{width}) is smaller than the {crop_height}x{crop_width} crop "
             "(height x width)"
         )
-    row = int(rng.integers(height - crop_height + 1))
-    col = int(rng.integers(width - crop_width + 1))
-    return row, col
+    row = draws.below(height - crop_height + 1)
+    return row, draws.below(width - crop_width + 1)

@@ -52,12 +52,12 @@ def iter_synthetic_stats(
     for batch_id in batch_ids(params):
         counts = []
         for name in image_names(params):
-            rng = image_rng(seed, batch_id, name)
             if materialize:
                 image = synthetic_image(seed, batch_id, name, params=params)
+                rng = image_rng(seed, batch_id, name)
                 counts.append(process_image(image, rng=rng, params=params))
             else:
-                counts.append(synthetic_counts(seed, batch_id, name, rng=rng, params=params))
+                counts.append(synthetic_counts(seed, batch_id, name, params=params))
             _tick(progress)
         yield summarize_batch(batch_id, counts)
 

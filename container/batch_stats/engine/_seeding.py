@@ -19,7 +19,14 @@ import numpy as np
 import numpy.typing as npt
 from numpy.random.bit_generator import ISeedSequence
 
-__all__ = ["DigestSeedSequence", "image_rng", "pixel_bit_generator", "run_seed", "validate_seed"]
+__all__ = [
+    "PIXEL_OFFSET",
+    "DigestSeedSequence",
+    "image_bit_generator",
+    "image_rng",
+    "run_seed",
+    "validate_seed",
+]
 
 _MAX_SEED = 2**128 - 1
 
@@ -74,15 +81,19 @@ def _seed_sequence(
     return cast(np.random.SeedSequence, DigestSeedSequence(digest.digest()))
 
 
+#: Where a synthetic image's pixels start in its stream (in 64-bit words). The squares and the crop
+#: use the first few words; 2**96 keeps the two uses apart by far more than either needs.
+PIXEL_OFFSET = 2**96
+
+
+def image_bit_generator(seed: int, batch_id: str, image_name: str) -> np.random.PCG64:
+    """The image's PCG64 stream: squares and crop from its start, pixels from ``PIXEL_OFFSET``."""
+    return np.random.PCG64(_seed_sequence(seed, "image", batch_id, image_name))
+
+
 def image_rng(seed: int, batch_id: str, image_name: str) -> np.random.Generator:
     """The generator that draws an image's squares and crop.
 
     ``image_name`` is the file name as uploaded, extension included (``img_0001.png``).
     """
-    sequence = _seed_sequence(seed, "process", batch_id, image_name)
-    return np.random.Generator(np.random.PCG64(sequence))
-
-
-def pixel_bit_generator(seed: int, batch_id: str, image_name: str) -> np.random.PCG64:
-    """The bit generator whose raw output is a synthetic image's pixels (see ``_synthetic``)."""
-    return np.random.PCG64(_seed_sequence(seed, "pixels", batch_id, image_name))
+    return np.random.Generator(image_bit_generator(seed, batch_id, image_name))

@@ -1,7 +1,7 @@
 """Synthetic runs: uniformly random RGB images, defined so that any window is cheap to produce.
 
-An image's pixels are the raw 64-bit output of its own PCG64 bit generator
-(:func:`pixel_bit_generator`), read as little-endian bytes and laid out column by column:
+An image's pixels are the raw 64-bit output of its own PCG64 stream (:func:`image_bit_generator`,
+from word ``PIXEL_OFFSET`` on), read as little-endian bytes and laid out column by column:
 column ``c`` (its ``3 * height`` bytes, top to bottom, RGB) comes from the words
 ``c * wpc .. (c + 1) * wpc - 1`` where ``wpc = ceil(3 * height / 8)``; bytes past
 ``3 * height`` are unused. Every byte is uniform on 0..255: the image is uniformly random RGB.
@@ -21,10 +21,11 @@ import numpy as np
 import numpy.typing as npt
 
 from ._params import EngineParams
-from ._seeding import pixel_bit_generator
+from ._seeding import PIXEL_OFFSET, image_bit_generator
 
 __all__ = [
     "batch_ids",
+    "column_bytes_from",
     "image_names",
     "synthetic_column_bytes",
     "synthetic_columns",
@@ -66,10 +67,20 @@ def synthetic_column_bytes(
     Column ``start + i`` starts at byte ``i * column_bytes``; one extra word follows the last
     column, so readers may look one byte past the last pixel.
     """
+    return column_bytes_from(
+        image_bit_generator(seed, batch_id, image_name), 0, height=height, start=start, stop=stop
+    )
+
+
+def column_bytes_from(
+    bit_generator: np.random.PCG64, position: int, *, height: int, start: int, stop: int
+) -> tuple[npt.NDArray[np.uint8], int]:
+    """:func:`synthetic_column_bytes` from an image stream that has already read ``position`` words.
+
+    Lets the squares and crop be drawn from the start of the same stream first.
+    """
     words_per_column = -(-3 * height // 8)
-    bit_generator = pixel_bit_generator(seed, batch_id, image_name)
-    if start:
-        bit_generator.advance(start * words_per_column)
+    bit_generator.advance(PIXEL_OFFSET + start * words_per_column - position)
     words = bit_generator.random_raw((stop - start) * words_per_column + 1)
     return words.astype("<u8", copy=False).view(np.uint8), 8 * words_per_column
 
@@ -81,4 +92,7 @@ def synthetic_image(
     columns = synthetic_columns(
         seed, batch_id, image_name, height=params.image_height, start=0, stop=params.image_width
     )
-    return np.ascontiguousarray(columns.transpose(1, 0, 2))
+    image = np.empty((params.image_height, params.image_width, 3), dtype=np.uint8)
+    for channel in range(3):  # 2-D transposes are much faster than one with a 3-byte inner axis
+        image[:, :, channel] = columns[:, :, channel].T
+    return image
