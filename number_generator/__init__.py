@@ -20,7 +20,7 @@ from number_generator._phone import (
 )
 from number_generator._png import save_png
 from number_generator._sequence import generate_numbers_batch, generate_numbers_sequence
-from number_generator._source import DigitSource, cache_dir, load_source
+from number_generator._source import DigitSource, cache_dir, clear_source_cache, load_source
 
 __all__ = [
     "JAPANESE_FORMATS",
@@ -29,6 +29,7 @@ __all__ = [
     "PhoneFormat",
     "PhoneNumber",
     "cache_dir",
+    "clear_source_cache",
     "download_mnist",
     "generate_numbers_batch",
     "generate_numbers_sequence",

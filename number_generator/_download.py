@@ -14,10 +14,9 @@ from typing import Final
 
 from number_generator._idx import IDXFormatError
 from number_generator._source import (
-    _cached_directory,
     _check_sha256,
-    _default_source,
     cache_dir,
+    clear_source_cache,
 )
 
 __all__ = ["DEFAULT_MIRROR", "MIRROR_ENV", "download_mnist"]
@@ -66,8 +65,7 @@ def download_mnist(
             data = _fetch(url, timeout)
             _valid(data, name, url, strict=True)  # raises IDXFormatError on a bad download
             _atomic_write(target, data)
-    _default_source.cache_clear()
-    _cached_directory.cache_clear()
+    clear_source_cache()  # the cache is the default source from now on
     return target_dir
 
 

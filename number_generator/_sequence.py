@@ -95,13 +95,20 @@ def generate_numbers_sequence(
     src = load_source(source)
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     n = len(seq)
-    narrow = sum([src.min_widths[d] for d in seq]) + (n - 1) * lo
-    wide = sum([src.max_widths[d] for d in seq]) + (n - 1) * hi
+    key = (tuple(seq), lo, hi)
+    bounds = src.fit_cache.get(key)
+    if bounds is None:
+        bounds = (
+            sum([src.min_widths[d] for d in seq]) + (n - 1) * lo,
+            sum([src.max_widths[d] for d in seq]) + (n - 1) * hi,
+        )
+        if len(src.fit_cache) >= 4096:
+            src.fit_cache.clear()
+        src.fit_cache[key] = bounds
+    narrow, wide = bounds
     exact = wide <= width
     if narrow > width or (not exact and overflow == "raise"):
-        _check_fit(
-            np.array([seq], dtype=np.intp), lo, hi, width, src, overflow
-        )  # raises the explanatory error
+        _check_fit(np.array([seq], dtype=np.intp), lo, hi, width, src, overflow)  # raises
 
     # Uniform integers as floor(u * count) from one vector of 53-bit uniforms: one Generator call
     # per attempt instead of two, and plain-Python arithmetic for a handful of digits.
@@ -241,6 +248,10 @@ def render_batch_u8(
 
 
 def _digit_list(digits: Iterable[int]) -> list[int]:
+    if type(digits) is list or type(digits) is tuple:  # fast path: plain ints 0-9
+        fast = list(digits)
+        if fast and all([type(d) is int for d in fast]) and min(fast) >= 0 and max(fast) <= 9:
+            return fast
     if isinstance(digits, (str, bytes)):
         raise TypeError(
             f"digits must be integers 0-9, not a string ({digits!r}); "
@@ -296,6 +307,10 @@ def _int(value: object, what: str) -> int:
 
 
 def _spacing(spacing_range: tuple[int, int]) -> tuple[int, int]:
+    if type(spacing_range) is tuple and len(spacing_range) == 2:  # fast path
+        lo, hi = spacing_range
+        if type(lo) is int and type(hi) is int and 0 <= lo <= hi:
+            return lo, hi
     try:
         lo_raw, hi_raw = spacing_range
     except (TypeError, ValueError):
@@ -312,6 +327,8 @@ def _spacing(spacing_range: tuple[int, int]) -> tuple[int, int]:
 
 
 def _width(image_width: int) -> int:
+    if type(image_width) is int and image_width > 0:  # fast path
+        return image_width
     width = _int(image_width, "image_width")
     if width <= 0:
         raise ValueError(f"image_width must be a positive number of pixels, got {width}")

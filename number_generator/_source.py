@@ -20,6 +20,7 @@ import gzip
 import hashlib
 import os
 import sys
+import threading
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -43,6 +44,7 @@ __all__ = [
     "DigitSource",
     "SourceLike",
     "cache_dir",
+    "clear_source_cache",
     "load_source",
     "to_float",
 ]
@@ -86,6 +88,8 @@ class DigitSource:
     starts_list: list[int] = field(init=False)
     counts_list: list[int] = field(init=False)
     widths_list: list[int] = field(init=False)
+    #: (digits, min gap, max gap) -> (narrowest, widest) total width, for repeated single calls.
+    fit_cache: dict[tuple[tuple[int, ...], int, int], tuple[int, int]] = field(init=False)
 
     @classmethod
     def from_arrays(
@@ -164,6 +168,7 @@ class DigitSource:
         object.__setattr__(self, "starts_list", starts.tolist())
         object.__setattr__(self, "counts_list", counts.tolist())
         object.__setattr__(self, "widths_list", widths.tolist())
+        object.__setattr__(self, "fit_cache", {})
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -206,23 +211,37 @@ def cache_dir() -> Path:
 def load_source(source: SourceLike = None) -> DigitSource:
     """Resolve ``source`` to a prepared :class:`DigitSource` (cached per directory).
 
-    ``None`` means: ``NUMBER_GENERATOR_MNIST_DIR`` if set, else the download cache if it holds a
-    split, else the MNIST test set shipped with the package.
+    ``None`` means the default: ``NUMBER_GENERATOR_MNIST_DIR`` if set, else the download cache if
+    it holds a split, else the MNIST test set shipped with the package. The default is resolved
+    once, on first use (environment variables are read then), and kept for the process; call
+    :func:`clear_source_cache` to resolve it again.
     """
+    if source is None:
+        default = _default
+        if default:
+            return default[0]
+        with _default_lock:
+            if not _default:
+                _default.append(_resolve_default())
+            return _default[0]
     if isinstance(source, DigitSource):
         return source
-    if source is not None:
-        return _cached_directory(str(Path(source).expanduser().resolve()), False)
-    environ = os.environ
-    return _default_source(
-        environ.get(MNIST_DIR_ENV), environ.get(CACHE_DIR_ENV), environ.get("XDG_CACHE_HOME")
-    )
+    return _cached_directory(str(Path(source).expanduser().resolve()), False)
 
 
-@functools.lru_cache(maxsize=4)
-def _default_source(mnist_dir: str | None, _cache_env: str | None, _xdg: str | None) -> DigitSource:
-    # Keyed on the environment variables that decide the answer, so that the per-call cost is a
-    # dictionary look-up; ``download`` clears it after filling the cache.
+def clear_source_cache() -> None:
+    """Forget the prepared sources (the default included), e.g. after changing the environment."""
+    with _default_lock:
+        _default.clear()
+        _cached_directory.cache_clear()
+
+
+_default: list[DigitSource] = []
+_default_lock = threading.Lock()
+
+
+def _resolve_default() -> DigitSource:
+    mnist_dir = os.environ.get(MNIST_DIR_ENV)
     if mnist_dir:
         return _cached_directory(str(Path(mnist_dir).expanduser().resolve()), False)
     cache = cache_dir()

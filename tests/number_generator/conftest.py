@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from number_generator import DigitSource, load_source
+from number_generator import DigitSource, clear_source_cache, load_source
 
 
 @pytest.fixture(scope="session")
@@ -24,11 +25,15 @@ def source() -> DigitSource:
 @pytest.fixture(autouse=True)
 def _isolated_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """No test reads the user's real cache or MNIST directory."""
+) -> Iterator[None]:
+    """No test reads the user's real cache or MNIST directory; every test resolves the default
+    source afresh (from its own environment)."""
     monkeypatch.delenv("NUMBER_GENERATOR_MNIST_DIR", raising=False)
     monkeypatch.delenv("NUMBER_GENERATOR_MNIST_MIRROR", raising=False)
     monkeypatch.setenv("NUMBER_GENERATOR_CACHE_DIR", str(tmp_path_factory.mktemp("empty-cache")))
+    clear_source_cache()
+    yield
+    clear_source_cache()
 
 
 @pytest.fixture(scope="session")

@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-from number_generator import IDXFormatError, download_mnist, load_source
+from number_generator import IDXFormatError, clear_source_cache, download_mnist, load_source
 from number_generator.__main__ import main as module_main
-from number_generator._source import _cached_directory, _default_source
 
 T10K = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
@@ -100,8 +99,7 @@ def test_a_truncated_download_is_rejected(mirror: _Mirror, cache: Path) -> None:
 def test_a_corrupted_cache_is_reported_when_loading(mirror: _Mirror, cache: Path) -> None:
     download_mnist(mirror=mirror.url, splits=["t10k"])
     (cache / T10K[1]).write_bytes(gzip.compress(b"\0\0\x08\x01\0\0\0\x01\x07"))
-    _default_source.cache_clear()  # a fresh process would not have the good copy in memory
-    _cached_directory.cache_clear()
+    clear_source_cache()  # as in a fresh process, which would not have the good copy in memory
     with pytest.raises(IDXFormatError, match="delete it and download again"):
         load_source()
     # Downloading again repairs it (the invalid file is replaced).

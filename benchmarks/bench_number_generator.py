@@ -1,0 +1,173 @@
+"""number_generator speed against a naive baseline measured in the same run.
+
+The baseline is what a straightforward implementation does: on every call it re-indexes MNIST
+(finds the images of each digit), crops and inverts the chosen images, and concatenates them;
+images are saved one at a time with Pillow's default settings, in one process.
+
+Measured (best of a few repeats; the machine may be shared, so the spread is printed too):
+
+1. single ``generate_numbers_sequence`` calls for a 10-digit sequence at width 300 (target
+   >= 15,000 calls/s);
+2. ``generate_numbers_batch`` sequences per second (target >= 50,000);
+3. the phone-number dataset (``write_phone_dataset``), PNG images per second on every CPU
+   available (target >= 8,000 on 2 cores).
+
+Usage: ``.venv/bin/python benchmarks/bench_number_generator.py [--quick]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
+
+from number_generator import (
+    DigitSource,
+    generate_numbers_batch,
+    generate_numbers_sequence,
+    generate_phone_numbers,
+    load_source,
+    write_phone_dataset,
+)
+from number_generator._dataset import default_workers
+
+DIGITS = [0, 9, 0, 1, 2, 3, 4, 5, 6, 7]
+SPACING = (2, 8)
+WIDTH = 300
+
+
+def naive_sequence(
+    digits: list[int],
+    spacing: tuple[int, int],
+    width: int,
+    images: npt.NDArray[np.uint8],
+    labels: npt.NDArray[np.uint8],
+    rng: np.random.Generator,
+) -> npt.NDArray[np.float32]:
+    """The baseline: re-index MNIST, crop and invert on every call, then concatenate."""
+    parts: list[npt.NDArray[np.float32]] = []
+    for j, digit in enumerate(digits):
+        candidates = np.flatnonzero(labels == digit)
+        image = images[rng.choice(candidates)].astype(np.float32) / 255.0
+        columns = np.flatnonzero(image.max(axis=0) > 0)
+        parts.append(1.0 - image[:, columns[0] : columns[-1] + 1])
+        if j < len(digits) - 1:
+            parts.append(np.ones((28, int(rng.integers(spacing[0], spacing[1] + 1))), np.float32))
+    row = np.concatenate(parts, axis=1)
+    if row.shape[1] > width:
+        raise ValueError("does not fit")
+    pad = width - row.shape[1]
+    left = np.ones((28, pad // 2), np.float32)
+    right = np.ones((28, pad - pad // 2), np.float32)
+    return np.concatenate([left, row, right], axis=1).astype(np.float32)
+
+
+def best_rate(
+    work: Callable[[], int], repeats: int, cleanup: Callable[[], None] = lambda: None
+) -> tuple[float, float]:
+    """(best, worst) items per second over ``repeats`` runs of ``work`` (which returns items);
+    ``cleanup`` runs after each, untimed."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        items = work()
+        rates.append(items / (time.perf_counter() - start))
+        cleanup()
+    return max(rates), min(rates)
+
+
+def report(name: str, ours: tuple[float, float], base: tuple[float, float], target: float) -> None:
+    verdict = "meets" if ours[0] >= target else "BELOW"
+    print(
+        f"{name:<34} {ours[0]:>10,.0f}/s (worst {ours[1]:>9,.0f})  baseline {base[0]:>8,.0f}/s  "
+        f"x{ours[0] / base[0]:>6.1f}  target {target:>7,.0f}: {verdict}"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and images")
+    args = parser.parse_args()
+    repeats = 2 if args.quick else 4
+    source: DigitSource = load_source()  # prepared once, like any long-running user
+    images, labels = source.images, source.labels
+    rng = np.random.default_rng(0)
+    cpus = default_workers()
+    print(f"number_generator benchmark: {source!r}, {cpus} CPUs available, load {os.getloadavg()}")
+
+    # 1. single calls --------------------------------------------------------------------------
+    calls = 5_000 if args.quick else 20_000
+
+    def single() -> int:
+        for _ in range(calls):
+            generate_numbers_sequence(DIGITS, SPACING, WIDTH, rng=rng)
+        return calls
+
+    def naive_single() -> int:
+        for _ in range(calls // 10):
+            naive_sequence(DIGITS, SPACING, WIDTH, images, labels, rng)
+        return calls // 10
+
+    report("single call, 10 digits, width 300", best_rate(single, repeats),
+           best_rate(naive_single, 2), 15_000)  # fmt: skip
+
+    # 2. batch ---------------------------------------------------------------------------------
+    rows = np.tile(DIGITS, (1_000, 1))
+    batches = 10 if args.quick else 40
+
+    def batch() -> int:
+        for _ in range(batches):
+            generate_numbers_batch(rows, SPACING, WIDTH, rng=rng)
+        return batches * len(rows)
+
+    report("batch, sequences", best_rate(batch, repeats), best_rate(naive_single, 2), 50_000)
+
+    # 3. phone-number PNG dataset --------------------------------------------------------------
+    count = 20_000 if args.quick else 60_000
+    scratch = Path(tempfile.mkdtemp(prefix="bench-ng-"))
+    try:
+        numbers = [n.digits for n in generate_phone_numbers(500, rng=1)]
+
+        def clean() -> None:
+            for path in scratch.iterdir():
+                shutil.rmtree(path)
+
+        def naive_dataset() -> int:
+            directory = scratch / f"naive-{time.perf_counter_ns()}"
+            directory.mkdir()
+            for i, digits in enumerate(numbers):
+                image = naive_sequence(
+                    [int(c) for c in digits], SPACING, WIDTH, images, labels, rng
+                )
+                Image.fromarray(np.rint(image * 255).astype(np.uint8)).save(
+                    directory / f"{i:06d}_{digits}.png"
+                )
+            return len(numbers)
+
+        base = best_rate(naive_dataset, 2, clean)
+        for workers, level in ((cpus, 1), (1, 1), (cpus, 0)):
+
+            def dataset(workers: int = workers, level: int = level) -> int:
+                directory = scratch / f"ours-{time.perf_counter_ns()}"
+                write_phone_dataset(directory, count, SPACING, WIDTH, rng=rng,
+                                    workers=workers, compress_level=level)  # fmt: skip
+                return count
+
+            name = f"phone PNGs, {workers} worker(s), zlib {level}"
+            report(name, best_rate(dataset, max(2, repeats - 1), clean), base, 8_000)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
