@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,3 +26,14 @@ def test_template_passes_cfn_lint(stage: str, request: pytest.FixtureRequest) ->
         if m.rule.id not in ALLOWED_WARNINGS
     ]
     assert problems == []
+
+
+def test_cfn_lint_reports_a_deprecated_engine_version(dev: Any, tmp_path: Path) -> None:
+    template = json.loads(dev.template_path.read_text(encoding="utf-8"))
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::RDS::DBInstance":
+            resource["Properties"]["EngineVersion"] = "16.6"
+    broken = tmp_path / "broken.template.json"
+    broken.write_text(json.dumps(template), encoding="utf-8")
+    matches = lint_file(broken, config=ManualArgs(regions=[dev.stack.region]))
+    assert "W3691" in {m.rule.id for m in matches}
