@@ -60,16 +60,29 @@ class DigestSeedSequence(ISeedSequence):
     def generate_state(
         self, n_words: int, dtype: npt.DTypeLike = np.uint32
     ) -> npt.NDArray[np.uint32 | np.uint64]:
-        word = np.dtype(dtype)
-        if word not in (np.dtype(np.uint32), np.dtype(np.uint64)):
-            raise ValueError(f"only uint32 and uint64 states are supported, got {word}")
+        word = _STATE_WORDS.get(dtype)
+        if word is None:
+            raise ValueError(f"only uint32 and uint64 states are supported, got {dtype!r}")
         size = n_words * word.itemsize
-        blocks = (
+        blocks = b"".join(
             hashlib.sha256(self._digest + i.to_bytes(4, "little")).digest()
             for i in range(-(-size // 32))
         )
-        state = np.frombuffer(b"".join(blocks)[:size], dtype=word.newbyteorder("<"))
-        return state.astype(word)
+        # Read as little-endian (the same state on every machine), return in native order: bit
+        # generators read the array's memory directly.
+        state: npt.NDArray[np.uint32 | np.uint64] = np.frombuffer(
+            blocks, dtype=word, count=n_words
+        ).astype(word.newbyteorder("="))
+        return state
+
+
+#: Little-endian state word types by the names numpy passes (PCG64 asks for 4 uint64 words).
+_STATE_WORDS: dict[object, np.dtype[np.uint32 | np.uint64]] = {
+    np.uint32: np.dtype("<u4"),
+    np.uint64: np.dtype("<u8"),
+    np.dtype(np.uint32): np.dtype("<u4"),
+    np.dtype(np.uint64): np.dtype("<u8"),
+}
 
 
 def _seed_sequence(
