@@ -11,7 +11,7 @@ not depend on processing order or concurrency.
 
 from ._counting import ImagePlan, count_white_black, draw_plan, process_image, synthetic_counts
 from ._decode import ImageRejected, decode_image
-from ._geometry import Placement, count_valid_pairs, draw_crop, draw_squares
+from ._geometry import Placement, UniformIntegers, count_valid_pairs, draw_crop, draw_squares
 from ._params import EngineParams
 from ._parquet import (
     COLUMNS,
@@ -45,6 +45,7 @@ __all__ = [
     "ImageRejected",
     "Placement",
     "SchemaError",
+    "UniformIntegers",
     "batch_ids",
     "count_valid_pairs",
     "count_white_black",

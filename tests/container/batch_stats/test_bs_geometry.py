@@ -7,7 +7,13 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from batch_stats.engine import EngineParams, count_valid_pairs, draw_crop, draw_squares
+from batch_stats.engine import (
+    EngineParams,
+    UniformIntegers,
+    count_valid_pairs,
+    draw_crop,
+    draw_squares,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import chisquare
@@ -157,3 +163,31 @@ def test_params_round_trip_through_json() -> None:
     assert EngineParams.from_json(params.to_json()) == params
     with pytest.raises(ValueError, match="unknown engine parameters"):
         EngineParams.from_json('{"square": 3}')
+
+
+class _ScriptedWords:
+    """Stands in for a bit generator whose next raw words are known."""
+
+    def __init__(self, words: list[int]) -> None:
+        self._words = list(words)
+
+    def random_raw(self) -> int:
+        return self._words.pop(0)
+
+
+def test_uniform_integers_reject_the_biased_top_words() -> None:
+    # 2**64 = 3 * q + 1: the top word would make 0 one count more likely than 1 or 2.
+    draws = UniformIntegers(_ScriptedWords([2**64 - 1, 2**64 - 2, 7]))  # type: ignore[arg-type]
+    assert draws.below(3) == (2**64 - 2) % 3
+    assert draws.words == 2
+    assert draws.below(5) == 2
+    assert draws.words == 3
+
+
+def test_uniform_integers_match_the_bit_generator_stream() -> None:
+    bit_generator = np.random.PCG64(5)
+    draws = UniformIntegers(bit_generator)
+    values = [draws.below(1000) for _ in range(50)]
+    expected = [int(w) % 1000 for w in np.random.PCG64(5).random_raw(50)]
+    assert values == expected
+    assert draws.words == 50

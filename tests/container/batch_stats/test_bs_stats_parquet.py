@@ -17,6 +17,7 @@ from batch_stats.engine import (
     BatchStats,
     EngineParams,
     SchemaError,
+    format_table,
     read_batch_stats,
     run_metadata,
     summarize_batch,
@@ -163,3 +164,11 @@ def test_read_rejects_nulls_outside_std(tmp_path: Path) -> None:
     )
     with pytest.raises(SchemaError, match="'white_avg' has null values"):
         read_batch_stats(path)
+
+
+def test_table_lists_batches_in_order_with_nulls() -> None:
+    lines = format_table(_stats()).splitlines()
+    assert lines[0].split() == list(COLUMNS)
+    assert [line.split()[0] for line in lines[1:]] == ["batch_001", "batch_002", "batch_010"]
+    assert lines[2].split()[1:] == ["2500.00", "2500", "2500", "null", "0.00", "0", "0", "null"]
+    assert len({len(line) for line in lines}) == 1  # aligned columns
