@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import numpy.typing as npt
 
 __all__ = ["STAT_FIELDS", "BatchStats", "summarize_batch"]
 
@@ -45,9 +45,13 @@ class BatchStats:
         return {"batch_id": self.batch_id, **{name: getattr(self, name) for name in STAT_FIELDS}}
 
 
-def _describe(values: npt.NDArray[np.float64]) -> tuple[float, float, float, float | None]:
-    std = float(np.std(values, ddof=1)) if values.size >= 2 else None
-    return float(values.mean()), float(values.min()), float(values.max()), std
+def _describe(values: list[int]) -> tuple[float, float, float, float | None]:
+    # Plain Python on a batch's handful of integers: exact sums (math.fsum), and several times
+    # faster than numpy's per-call overhead for 20 values.
+    n = len(values)
+    mean = math.fsum(values) / n
+    std = math.sqrt(math.fsum((v - mean) ** 2 for v in values) / (n - 1)) if n >= 2 else None
+    return mean, float(min(values)), float(max(values)), std
 
 
 def summarize_batch(batch_id: str, counts: Sequence[tuple[int, int]]) -> BatchStats:
@@ -60,12 +64,19 @@ def summarize_batch(batch_id: str, counts: Sequence[tuple[int, int]]) -> BatchSt
         raise ValueError(f"batch_id must be a non-empty string, got {batch_id!r}")
     if len(counts) == 0:
         raise ValueError(f"batch {batch_id!r} has no image counts to summarise")
-    array = np.asarray(counts)
-    if array.ndim != 2 or array.shape[1] != 2 or array.dtype.kind not in "iu" or (array < 0).any():
-        raise ValueError(
-            f"counts of batch {batch_id!r} must be (white, black) pairs of non-negative integers"
-        )
-    values = array.astype(np.float64)
-    white = _describe(values[:, 0])
-    black = _describe(values[:, 1])
-    return BatchStats(batch_id, *white, *black)
+    white: list[int] = []
+    black: list[int] = []
+    for pair in counts:
+        if (
+            len(pair) != 2
+            or not all(isinstance(v, int | np.integer) and not isinstance(v, bool) for v in pair)
+            or pair[0] < 0
+            or pair[1] < 0
+        ):
+            raise ValueError(
+                f"counts of batch {batch_id!r} must be (white, black) pairs of non-negative "
+                f"integers, got {pair!r}"
+            )
+        white.append(int(pair[0]))
+        black.append(int(pair[1]))
+    return BatchStats(batch_id, *_describe(white), *_describe(black))
