@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import numpy.typing as npt
 
@@ -15,17 +17,12 @@ __all__ = ["ImagePlan", "count_white_black", "draw_plan", "process_image", "synt
 _WHITE_SHIFTED = np.uint32(0xFFFFFF00)
 
 
+@dataclass(frozen=True, slots=True)
 class ImagePlan:
     """The random choices made for one image: the squares, then the crop's top-left corner."""
 
-    __slots__ = ("crop", "placement")
-
-    def __init__(self, placement: Placement, crop: tuple[int, int]) -> None:
-        self.placement = placement
-        self.crop = crop
-
-    def __repr__(self) -> str:
-        return f"ImagePlan(placement={self.placement!r}, crop={self.crop!r})"
+    placement: Placement
+    crop: tuple[int, int]
 
 
 def draw_plan(

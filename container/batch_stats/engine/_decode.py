@@ -152,10 +152,10 @@ def _to_rgb(image: Image.Image, name: str, colour: int) -> npt.NDArray[np.uint8]
                 f"the {_COLOUR_TYPES[colour]} image has transparent pixels, whose colour is "
                 f"undefined ({_ALLOWED})",
             )
-        return np.ascontiguousarray(rgba[..., :3])
+        return rgba[..., :3].copy()
     if image.mode != "RGB":
         image = image.convert("RGB")
-    array = np.asarray(image)
+    array = np.array(image)  # writable, unlike np.asarray of a Pillow image
     if array.dtype != np.uint8 or array.shape[2:] != (3,):  # pragma: no cover - defensive
         raise ImageRejected(name, "unsupported_mode", f"unexpected decoded mode {image.mode}")
     return array

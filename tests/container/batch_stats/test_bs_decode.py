@@ -36,6 +36,7 @@ def test_rgb_png_decodes_exactly(
     for level in (0, 9):
         decoded = decode_image(png_bytes(rgb, compress_level=level), name="x", params=small_params)
         assert decoded.dtype == np.uint8
+        assert decoded.flags.writeable
         np.testing.assert_array_equal(decoded, rgb)
 
 
