@@ -206,3 +206,27 @@ def test_image_without_room_for_two_squares_is_rejected(png_bytes: Callable[...,
     )
     error = _reject(png_bytes(np.zeros((15, 15, 3), np.uint8)), params, "too_small")
     assert "no valid placement" in str(error)
+
+
+@pytest.mark.parametrize("depth", [2, 4])
+def test_low_bit_depth_grayscale_scales_to_full_range(
+    depth: int, raw_png: Callable[..., bytes], small_params: EngineParams
+) -> None:
+    top = 2**depth - 1
+    levels = np.random.default_rng(depth).integers(0, top + 1, size=(HEIGHT, WIDTH))
+    levels[0, :2] = [0, top]
+    per_byte = 8 // depth
+    rows = b""
+    for row in levels:
+        packed = bytearray()
+        for start in range(0, WIDTH, per_byte):
+            value = 0
+            for level in row[start : start + per_byte]:
+                value = (value << depth) | int(level)
+            packed.append(value)
+        rows += b"\x00" + bytes(packed)
+    data = raw_png(width=WIDTH, height=HEIGHT, depth=depth, colour=0, rows=rows)
+    decoded = decode_image(data, name="x", params=small_params)
+    expected = (levels * (255 // top)).astype(np.uint8)
+    np.testing.assert_array_equal(decoded, np.repeat(expected[..., None], 3, axis=2))
+    assert decoded[0, 1].tolist() == [255, 255, 255]
