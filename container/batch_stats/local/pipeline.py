@@ -147,15 +147,18 @@ def local_pipeline(
             metrics=metrics,
             on_image=on_image,
         )
+        stack.callback(worker.close)
         version = worker.migrate()
         step(f"database schema at version {version}")
+        results = ResultsDatabase.from_url(database_url)
+        stack.callback(results.close)
         yield LocalPipeline(
             session=session,
             resources=resources,
             webhook=hook,
             settings=settings,
             worker=worker,
-            database=ResultsDatabase.from_url(database_url),
+            database=results,
             ingest=SqsEventSource(
                 sqs=session.client("sqs"),
                 queue_url=resources.ingest_queue_url,

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 
 import psycopg
@@ -76,11 +77,38 @@ class RunRecord:
     error: str | None = None
 
 
-class ResultsDatabase:
-    """Run results in PostgreSQL. ``connect`` opens a new connection (credentials may rotate)."""
+Connection = psycopg.Connection[tuple[object, ...]]
 
-    def __init__(self, connect: Callable[[], psycopg.Connection[tuple[object, ...]]]) -> None:
-        self._connect = connect
+
+class ResultsDatabase:
+    """Run results in PostgreSQL.
+
+    One connection is kept open and reused; after any error it is closed, and the next call
+    opens a new one through ``connect`` (which may fetch rotated credentials).
+    """
+
+    def __init__(self, connect: Callable[[], Connection]) -> None:
+        self._open = connect
+        self._conn: Connection | None = None
+
+    @contextmanager
+    def _connect(self) -> Iterator[Connection]:
+        if self._conn is None or self._conn.closed:
+            self._conn = self._open()
+        conn = self._conn
+        try:
+            yield conn
+            conn.commit()
+        except BaseException:
+            self._conn = None
+            with suppress(Exception):
+                conn.close()
+            raise
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
 
     @classmethod
     def from_url(cls, url: str) -> ResultsDatabase:
@@ -103,13 +131,17 @@ class ResultsDatabase:
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
         return MIGRATIONS[-1][0]
 
-    def save_run(self, record: RunRecord) -> None:
+    def save_run(self, record: RunRecord) -> str | None:
         """Upsert the run, its batch rows and rejections in one transaction.
 
         Rows of batches that are no longer in the result are removed, so a reprocessed run
-        leaves exactly its current rows.
+        leaves exactly its current rows. Returns the status last announced for the run (None:
+        never announced).
         """
         with self._connect() as conn, conn.transaction():
+            previous = conn.execute(
+                "SELECT notified_status FROM runs WHERE run_id = %s FOR UPDATE", (record.run_id,)
+            ).fetchone()
             conn.execute(
                 """
                 INSERT INTO runs (run_id, status, parquet_uri, images_processed,
@@ -160,6 +192,7 @@ class ResultsDatabase:
                     "VALUES (%s, %s, %s, %s)",
                     [(record.run_id, r.key, r.reason, r.detail) for r in record.rejections],
                 )
+        return None if previous is None or previous[0] is None else str(previous[0])
 
     def notified_status(self, run_id: str) -> str | None:
         """The status last announced for the run (None: not announced yet)."""

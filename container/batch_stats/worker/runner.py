@@ -230,7 +230,7 @@ class RunProcessor:
             )
             parquet_uri = f"s3://{self._results_bucket}/{key}"
         images_processed = sum(counts.values())
-        self._db.save_run(
+        announced = self._db.save_run(
             RunRecord(
                 run_id=run.run_id,
                 status=status,
@@ -252,7 +252,7 @@ class RunProcessor:
             error=error,
             notified=False,
         )
-        if self._db.notified_status(run.run_id) == status:
+        if announced == status:
             log.info("run %s was already announced as %s; not notifying again", run.run_id, status)
             return outcome
         self._notifier.publish(
@@ -274,12 +274,15 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
 
     def _beat(self) -> None:
+        # Extend at once (the queue's own timeout may be shorter than ours), then every third.
         interval = max(self._timeout / 3, 0.5)
-        while not self._stop.wait(interval):
+        while True:
             try:
                 self._queue.set_visibility(self._message, self._timeout)
             except Exception:
                 log.warning("could not extend the visibility of %s", self._message.message_id)
+            if self._stop.wait(interval):
+                return
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -323,6 +326,10 @@ class Worker:
         """Create or migrate the database schema (at start-up); return its version."""
         return self._processor.database.migrate()
 
+    def close(self) -> None:
+        """Close the database connection (the worker can be used again afterwards)."""
+        self._processor.database.close()
+
     def request_stop(self) -> None:
         """Stop taking runs; give the current run ``shutdown_grace_seconds`` to finish."""
         if self.stopping.is_set():
@@ -335,8 +342,11 @@ class Worker:
 
     def run_forever(self) -> None:
         log.info("worker polling for runs")
-        while not self.stopping.is_set():
-            self.poll_once()
+        try:
+            while not self.stopping.is_set():
+                self.poll_once()
+        finally:
+            self.close()
         log.info("worker stopped")
 
     def poll_once(self) -> bool:

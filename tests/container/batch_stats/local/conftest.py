@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,10 +22,26 @@ SMALL = EngineParams(
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalPipeline]:
-    work_dir: Path = tmp_path_factory.mktemp("local")
-    with local_pipeline(work_dir, params=SMALL, stage="test", runs_visibility_timeout=5) as running:
+def pipeline() -> Iterator[LocalPipeline]:
+    # Not under pytest's basetemp (see work_dir): PostgreSQL runs as another user when root.
+    with (
+        tempfile.TemporaryDirectory(prefix="imgpipe-test-local-") as work_dir,
+        local_pipeline(
+            Path(work_dir), params=SMALL, stage="test", runs_visibility_timeout=5
+        ) as running,
+    ):
         yield running
+
+
+@pytest.fixture
+def work_dir() -> Iterator[Path]:
+    """A scratch folder outside pytest's basetemp.
+
+    As root, pgserver runs PostgreSQL as the user "pgserver", which must traverse the parent
+    folders; pytest resets the permissions of its basetemp root to 0700 whenever a session starts.
+    """
+    with tempfile.TemporaryDirectory(prefix="imgpipe-test-demo-") as path:
+        yield Path(path)
 
 
 @pytest.fixture

@@ -84,10 +84,10 @@ def test_environment_matches_the_stack_contract(pipeline: LocalPipeline) -> None
     assert os.environ["AWS_ENDPOINT_URL"].startswith("http://127.0.0.1:")
 
 
-def _demo(tmp_path: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "TMPDIR": str(tmp_path)}
+def _demo(work_dir: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "TMPDIR": str(work_dir)}
     return subprocess.Popen(
-        [sys.executable, "-m", "batch_stats.cli", "demo", "--out", str(tmp_path / "out"), *args],
+        [sys.executable, "-m", "batch_stats.cli", "demo", "--out", str(work_dir / "out"), *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -108,8 +108,8 @@ def _processes_under(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_demo_command_shows_every_output(tmp_path: Path) -> None:
-    process = _demo(tmp_path, "--batches", "2", "--images-per-batch", "3")
+def test_demo_command_shows_every_output(work_dir: Path) -> None:
+    process = _demo(work_dir, "--batches", "2", "--images-per-batch", "3")
     stdout, stderr = process.communicate(timeout=180)
     assert process.returncode == 0, stderr
     for section in (
@@ -123,16 +123,16 @@ def test_demo_command_shows_every_output(tmp_path: Path) -> None:
         "local services stopped",
     ):
         assert section in stdout
-    out = tmp_path / "out"
+    out = work_dir / "out"
     for name in ("preview.png", "statistics.png", "batch_stats.parquet", "notification.json"):
         assert (out / name).stat().st_size > 0
     assert (out / "preview.png").read_bytes().startswith(b"\x89PNG")
-    assert _processes_under(tmp_path) == []
+    assert _processes_under(work_dir) == []
 
 
 @pytest.mark.slow
-def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
-    process = _demo(tmp_path)
+def test_demo_stops_everything_on_ctrl_c(work_dir: Path) -> None:
+    process = _demo(work_dir)
     assert process.stdout is not None
     for line in process.stdout:
         if "uploading run" in line:
@@ -141,4 +141,4 @@ def test_demo_stops_everything_on_ctrl_c(tmp_path: Path) -> None:
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "interrupted" in stderr
-    assert _processes_under(tmp_path) == []
+    assert _processes_under(work_dir) == []

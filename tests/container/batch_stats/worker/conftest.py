@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import tempfile
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -51,8 +53,13 @@ def moto_endpoint() -> Iterator[MotoEndpoint]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with embedded_postgres(tmp_path_factory.mktemp("pgdata")) as url:
+def postgres_url() -> Iterator[str]:
+    # Not under pytest's basetemp: as root, pgserver runs PostgreSQL as the user "pgserver",
+    # which must traverse the parent folders, and pytest resets its basetemp root to 0700.
+    with (
+        tempfile.TemporaryDirectory(prefix="imgpipe-test-pg-") as data_dir,
+        embedded_postgres(Path(data_dir) / "pgdata") as url,
+    ):
         yield url
 
 

@@ -222,6 +222,7 @@ def test_heartbeat_keeps_a_long_run_invisible(
 
     dispatch_run("run-slow")  # 6 images x 0.6 s, one at a time: longer than the 2 s timeout
     slow = assemble(session, settings, small, objects=SlowStore(session.client("s3")))
+    slow.migrate()
     done = threading.Event()
     thread = threading.Thread(target=lambda: (slow.poll_once(), done.set()))
     thread.start()
@@ -232,6 +233,7 @@ def test_heartbeat_keeps_a_long_run_invisible(
         time.sleep(0.2)
     thread.join()
     assert stolen == []
+    assert [row[0] for row in stored_rows(settings.database_url or "")] == ["run-slow"] * 2
 
 
 def test_shutdown_gives_up_the_run_and_releases_its_message(
