@@ -1,0 +1,204 @@
+"""Matching cells to tiles: nearest tile (repeats allowed) and the exact unique assignment.
+
+Costs are squared Euclidean distances between descriptors. Neither method builds a dense
+cells x tiles matrix:
+
+- :func:`assign_nearest` is one k-d tree query per cell.
+- :func:`assign_unique` solves the assignment problem exactly on a sparse candidate graph (each
+  cell's nearest tiles, plus one feasible matching along the lightness axis) and then certifies the
+  result on the *full* bipartite graph with the dual potentials: the most violated pair of a cell is
+  a nearest-neighbour query after lifting each tile by one coordinate ``sqrt(M - v_j)``. Violating
+  pairs are added to the graph and the problem re-solved until no pair violates, which proves the
+  assignment optimal for the full problem (linear-programming duality).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from scipy.spatial import cKDTree
+
+from photo_mosaic._sparse_lap import solve_sparse_lap
+
+__all__ = ["UniqueAssignment", "assign_nearest", "assign_unique", "max_uses"]
+
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class UniqueAssignment:
+    """Result of :func:`assign_unique`.
+
+    Attributes:
+        tile_for_cell: index of the tile given to each cell, shape ``(n_cells,)``.
+        total_cost: sum of the squared descriptor distances of the chosen pairs.
+        max_uses: the most times any tile may be used (1 when there are at least as many tiles
+            as cells, else ``ceil(n_cells / n_tiles)``).
+        rounds: how many solve-and-certify rounds were needed.
+        n_edges: size of the final sparse candidate graph.
+    """
+
+    tile_for_cell: IntArray
+    total_cost: float
+    max_uses: int
+    rounds: int
+    n_edges: int
+
+
+def max_uses(n_cells: int, n_tiles: int) -> int:
+    """How often one tile may be used in unique mode: ``ceil(n_cells / n_tiles)``, at least 1."""
+    if n_cells < 1 or n_tiles < 1:
+        raise ValueError(f"need at least one cell and one tile, got {n_cells} and {n_tiles}")
+    return max(1, math.ceil(n_cells / n_tiles))
+
+
+def _check_descriptors(cells: npt.ArrayLike, tiles: npt.ArrayLike) -> tuple[FloatArray, FloatArray]:
+    c = np.asarray(cells, dtype=np.float64)
+    t = np.asarray(tiles, dtype=np.float64)
+    for name, arr in (("cells", c), ("tiles", t)):
+        if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
+            raise ValueError(
+                f"{name} must be a non-empty 2-D array (one descriptor per row), got shape "
+                f"{arr.shape}"
+            )
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name} contains NaN or infinite values")
+    if c.shape[1] != t.shape[1]:
+        raise ValueError(
+            f"cells and tiles must have descriptors of the same length, got {c.shape[1]} and "
+            f"{t.shape[1]}"
+        )
+    return np.ascontiguousarray(c), np.ascontiguousarray(t)
+
+
+def assign_nearest(cells: npt.ArrayLike, tiles: npt.ArrayLike) -> IntArray:
+    """Index of the closest tile (squared Euclidean distance) for each cell; tiles may repeat.
+
+    Ties go to the tile with the lower index.
+    """
+    c, t = _check_descriptors(cells, tiles)
+    tree = cKDTree(t)
+    _, idx = tree.query(c, k=1)
+    return np.asarray(idx, dtype=np.int64)
+
+
+def _pair_costs(cells: FloatArray, tiles: FloatArray, rows: IntArray, tile_idx: IntArray) -> FloatArray:
+    diff = cells[rows] - tiles[tile_idx]
+    return np.einsum("ij,ij->i", diff, diff)
+
+
+def _rank_matching(cells: FloatArray, slot_tiles: FloatArray) -> tuple[IntArray, IntArray]:
+    """A feasible matching of every cell to a distinct slot: both sorted by their first coordinate
+    (lightness) and paired rank to rank. It guarantees that the sparse graph has a full matching."""
+    n_cells, n_slots = cells.shape[0], slot_tiles.shape[0]
+    cell_order = np.argsort(cells[:, 0], kind="stable")
+    slot_order = np.argsort(slot_tiles[:, 0], kind="stable")
+    picks = (np.arange(n_cells, dtype=np.int64) * n_slots) // n_cells
+    return cell_order.astype(np.int64), slot_order[picks].astype(np.int64)
+
+
+def _to_csr(
+    n_rows: int, rows: IntArray, cols: IntArray, costs: FloatArray, n_cols: int
+) -> tuple[IntArray, IntArray, FloatArray]:
+    key = rows * n_cols + cols
+    key, first = np.unique(key, return_index=True)
+    rows, cols, costs = rows[first], cols[first], costs[first]
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return indptr, cols.astype(np.int64), costs
+
+
+def assign_unique(
+    cells: npt.ArrayLike,
+    tiles: npt.ArrayLike,
+    *,
+    k: int = 12,
+    k_add: int = 8,
+    rtol: float = 1e-9,
+    max_rounds: int = 200,
+) -> UniqueAssignment:
+    """Exact minimum-cost assignment of tiles to cells, each tile used at most ``max_uses`` times.
+
+    With at least as many tiles as cells every tile is used at most once; with fewer tiles each is
+    used at most ``ceil(n_cells / n_tiles)`` times. The cost of a pair is the squared Euclidean
+    distance of the descriptors, and the returned total is the optimum over *all* pairs (the same
+    as a dense solver such as ``scipy.optimize.linear_sum_assignment``), without a dense matrix.
+
+    Args:
+        cells: descriptors of the cells, shape ``(n_cells, d)``.
+        tiles: descriptors of the tiles, shape ``(n_tiles, d)``.
+        k: initial candidate edges per cell (its ``k`` nearest tile slots).
+        k_add: most violated pairs added per cell and round during certification.
+        rtol: floating-point tolerance of the optimality check, relative to the largest cost
+            or potential (a pair violates when its reduced cost is below ``-rtol * scale``).
+        max_rounds: give up (``RuntimeError``) after this many solve-and-certify rounds.
+
+    Raises:
+        ValueError: on empty, non-finite or mismatched descriptors, or bad options.
+    """
+    c, t = _check_descriptors(cells, tiles)
+    if k < 1 or k_add < 1:
+        raise ValueError(f"k and k_add must be at least 1, got k={k}, k_add={k_add}")
+    if not (0.0 <= rtol <= 1e-3):
+        raise ValueError(f"rtol must be in [0, 1e-3], got {rtol}")
+    n_cells, n_tiles = c.shape[0], t.shape[0]
+    uses = max_uses(n_cells, n_tiles)
+    n_slots = n_tiles * uses
+    # Slot s is copy s // n_tiles of tile s % n_tiles.
+    slot_tiles = np.tile(t, (uses, 1)) if uses > 1 else t
+
+    # Initial candidate graph: nearest tiles (every copy of each) plus a feasible matching.
+    k_tiles = min(n_tiles, max(1, math.ceil(k / uses)))
+    _, near = cKDTree(t).query(c, k=k_tiles)
+    near = np.asarray(near, dtype=np.int64).reshape(n_cells, k_tiles)
+    copies = (np.arange(uses, dtype=np.int64) * n_tiles)[None, None, :]
+    slots = (near[:, :, None] + copies).reshape(n_cells, -1)
+    rows = np.repeat(np.arange(n_cells, dtype=np.int64), slots.shape[1])
+    cols = slots.ravel()
+    r_rows, r_cols = _rank_matching(c, slot_tiles)
+    rows = np.concatenate([rows, r_rows])
+    cols = np.concatenate([cols, r_cols])
+    costs = _pair_costs(c, t, rows, cols % n_tiles)
+
+    k_query = min(n_slots, k_add)
+    all_cells = np.arange(n_cells, dtype=np.int64)
+    cold_match = np.full(n_cells, -1, dtype=np.int64)
+    cold_v = np.zeros(n_slots, dtype=np.float64)
+    for round_no in range(1, max_rounds + 1):
+        indptr, indices, csr_costs = _to_csr(n_cells, rows, cols, costs, n_slots)
+        scale = max(1.0, float(csr_costs.max()))
+        col4row, u, v, feasible = solve_sparse_lap(
+            n_slots, indptr, indices, csr_costs, cold_match, cold_v, 0.0
+        )
+        if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
+            raise RuntimeError("internal error: the candidate graph has no full matching")
+        # Certify on the full graph. The duals satisfy v <= 0 with v == 0 on unused slots, so
+        # every pair must have c_ij - v_j >= u_i; lifting slot j by sqrt(-v_j) turns the
+        # minimum over j of c_ij - v_j into a nearest-neighbour query.
+        tree = cKDTree(np.column_stack([slot_tiles, np.sqrt(np.maximum(-v, 0.0))]))
+        d2, idx = tree.query(np.column_stack([c, np.zeros(n_cells)]), k=k_query)
+        d2 = np.asarray(d2).reshape(n_cells, k_query) ** 2
+        idx = np.asarray(idx, dtype=np.int64).reshape(n_cells, k_query)
+        tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
+        violated = d2 < (u - tol)[:, None]
+        if not violated.any():
+            chosen = col4row % n_tiles
+            return UniqueAssignment(
+                tile_for_cell=chosen,
+                total_cost=float(_pair_costs(c, t, all_cells, chosen).sum()),
+                max_uses=uses,
+                rounds=round_no,
+                n_edges=int(indices.shape[0]),
+            )
+        new_rows = np.nonzero(violated)[0].astype(np.int64)
+        new_cols = idx[violated]
+        rows = np.concatenate([rows, new_rows])
+        cols = np.concatenate([cols, new_cols])
+        costs = np.concatenate([costs, _pair_costs(c, t, new_rows, new_cols % n_tiles)])
+    raise RuntimeError(
+        f"the assignment was not certified optimal within max_rounds={max_rounds} rounds"
+    )
