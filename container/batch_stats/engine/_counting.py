@@ -12,7 +12,14 @@ from ._params import EngineParams
 from ._seeding import image_bit_generator
 from ._synthetic import column_bytes_from
 
-__all__ = ["ImagePlan", "count_white_black", "draw_plan", "process_image", "synthetic_counts"]
+__all__ = [
+    "ImagePlan",
+    "count_columns",
+    "count_white_black",
+    "draw_plan",
+    "process_image",
+    "synthetic_counts",
+]
 
 _WHITE_SHIFTED = np.uint32(0xFFFFFF00)
 
@@ -170,12 +177,58 @@ def synthetic_counts(
         start=cx,
         stop=cx + params.crop_width,
     )
-    return _count_packed(
-        data,
-        offset=3 * plan.crop[0],
-        shape=(params.crop_width, params.crop_height),
-        strides=(column_bytes, 3),
-        plan=plan,
-        params=params,
-        transposed=True,
-    )
+    return count_columns(data, column_bytes=column_bytes, plan=plan, params=params)
+
+
+#: Above this many candidate pairs, count_columns hands over to _count_packed (never for random
+#: pixels, which give about 2.3 per crop; always for images full of pure colour).
+_MAX_CANDIDATES = 64
+_PURE = {b"\xff\xff\xff": 0, b"\x00\x00\x00": 1}
+
+
+def count_columns(
+    data: npt.NDArray[np.uint8], *, column_bytes: int, plan: ImagePlan, params: EngineParams
+) -> tuple[int, int]:
+    """White and black counts of a crop whose columns lie in ``data``, fast when few are pure.
+
+    ``data`` holds the crop's columns, column ``cx`` first, ``column_bytes`` (an even number) each,
+    top to bottom, plus at least one spare byte. Every pixel whose three bytes are all 0xFF (or all
+    0x00) contains an aligned pair of them: bytes 3r, 3r+1 when 3r is even, else 3r+1, 3r+2. One
+    vectorised pass over the aligned pairs (as int16: 0xFFFF is -1, and -1 and 0 are the values
+    equal to their own sign) finds the candidates, about 2.3 per 200x200 crop of random pixels;
+    each is checked exactly. The counts are the squares' areas inside the crop plus the pure pixels
+    outside them. Many candidates (large pure areas) go to :func:`_count_packed` instead.
+    """
+    cy = plan.crop[0]
+    ch, cw = params.crop_height, params.crop_width
+    pairs = data[: cw * column_bytes].view("<i2")
+    candidates = np.flatnonzero((pairs >> 15) == pairs)
+    if candidates.size > _MAX_CANDIDATES:
+        return _count_packed(
+            data,
+            offset=3 * cy,
+            shape=(cw, ch),
+            strides=(column_bytes, 3),
+            plan=plan,
+            params=params,
+            transposed=True,
+        )
+    squares = [
+        _clipped(corner, plan.placement.size, plan, params)
+        for corner in (plan.placement.white, plan.placement.black)
+    ]
+    counts = [max(0, r1 - r0) * max(0, c1 - c0) for r0, r1, c0, c1 in squares]
+    seen: set[tuple[int, int]] = set()
+    for pair in candidates.tolist():
+        column, byte = divmod(2 * pair, column_bytes)
+        for row in {byte // 3 - cy, (byte + 1) // 3 - cy}:  # relative to the crop
+            if not 0 <= row < ch or (column, row) in seen:
+                continue
+            seen.add((column, row))
+            if any(r0 <= row < r1 and c0 <= column < c1 for r0, r1, c0, c1 in squares):
+                continue  # painted over
+            start = column * column_bytes + 3 * (row + cy)
+            colour = _PURE.get(data[start : start + 3].tobytes())
+            if colour is not None:
+                counts[colour] += 1
+    return counts[0], counts[1]

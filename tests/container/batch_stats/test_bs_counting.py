@@ -172,3 +172,46 @@ def test_image_without_room_for_the_squares_is_rejected() -> None:
     )
     with pytest.raises(ValueError, match="no valid placement"):
         process_image(np.zeros((99, 99, 3), np.uint8), rng=np.random.default_rng(0), params=params)
+
+
+def _column_buffer(
+    image: np.ndarray, start: int, stop: int, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
+    """Columns start:stop of ``image`` laid out as synthetic images store them (random padding)."""
+    height = image.shape[0]
+    column_bytes = 8 * -(-3 * height // 8)
+    data = rng.choice(np.array([0, 255, 7], np.uint8), size=(stop - start) * column_bytes + 8)
+    for j, column in enumerate(range(start, stop)):
+        data[j * column_bytes : j * column_bytes + 3 * height] = image[:, column].reshape(-1)
+    return data, column_bytes
+
+
+@pytest.mark.parametrize(
+    ("shape", "injected"),
+    [((37, 45), 6), ((37, 45), 400), ((256, 512), 40), ((40, 48), 0)],
+    ids=["padded-columns-few", "padded-columns-many", "default-size", "nothing-pure"],
+)
+def test_column_counting_equals_brute_force(shape: tuple[int, int], injected: int) -> None:
+    from batch_stats.engine._counting import count_columns
+
+    height, width = shape
+    params = EngineParams(
+        image_height=height,
+        image_width=width,
+        crop_height=min(200, height - 7),
+        crop_width=min(200, width - 9),
+        square_size=min(50, height // 2),
+    )
+    rng = np.random.default_rng(height * width + injected)
+    for trial in range(15):
+        image = rng.integers(0, 256, size=(height, width, 3), dtype=np.uint8)
+        rows = rng.integers(height, size=injected)
+        cols = rng.integers(width, size=injected)
+        image[rows, cols] = rng.choice([0, 255], size=(injected, 1))
+        image[rows[: injected // 3], cols[: injected // 3], 1] = 1  # near misses
+        seed = 1000 * trial + injected
+        plan = draw_plan(np.random.default_rng(seed), height=height, width=width, params=params)
+        cx = plan.crop[1]
+        data, column_bytes = _column_buffer(image, cx, cx + params.crop_width, rng)
+        counts = count_columns(data, column_bytes=column_bytes, plan=plan, params=params)
+        assert counts == _reference(image, seed, params)
