@@ -25,7 +25,7 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ._params import EngineParams, check_square_room
+from ._params import MAX_SIDE, EngineParams, check_square_room
 
 __all__ = ["PNG_SIGNATURE", "ImageRejected", "decode_image"]
 
@@ -96,6 +96,12 @@ def decode_image(data: bytes, *, name: str, params: EngineParams) -> npt.NDArray
             "decompression_bomb",
             f"the header declares {width}x{height} = {width * height} pixels; at most "
             f"{params.max_image_pixels} are allowed",
+        )
+    if width > MAX_SIDE or height > MAX_SIDE:
+        raise ImageRejected(
+            name,
+            "too_large",
+            f"the image is {height}x{width} (height x width); each side may be at most {MAX_SIDE}",
         )
     if depth == 16:
         raise ImageRejected(

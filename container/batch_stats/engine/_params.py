@@ -41,6 +41,11 @@ class EngineParams:
                 raise ValueError(f"{field.name} must be a positive integer, got {value!r}")
         if self.batches > 999_999 or self.images_per_batch > 999_999:
             raise ValueError("batches and images_per_batch must be at most 999999")
+        if self.max_image_pixels > MAX_SIDE * MAX_SIDE:
+            raise ValueError(
+                f"max_image_pixels must be at most {MAX_SIDE * MAX_SIDE} ({MAX_SIDE}x{MAX_SIDE}), "
+                f"got {self.max_image_pixels}"
+            )
         for name in ("image_height", "image_width"):
             if getattr(self, name) > MAX_SIDE:
                 raise ValueError(f"{name} must be at most {MAX_SIDE}, got {getattr(self, name)}")

@@ -172,6 +172,14 @@ def test_decompression_bomb_is_rejected_before_decoding(
     assert "10000000000 pixels" in str(error)
 
 
+def test_overlong_side_is_rejected_before_decoding(
+    raw_png: Callable[..., bytes], small_params: EngineParams
+) -> None:
+    data = raw_png(width=20_000, height=16, depth=8, colour=2, idat=False)
+    error = _reject(data, small_params, "too_large")
+    assert "at most 16384" in str(error)
+
+
 def test_file_over_the_byte_limit_is_rejected(
     rgb: np.ndarray, png_bytes: Callable[..., bytes]
 ) -> None:

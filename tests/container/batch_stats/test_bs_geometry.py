@@ -151,6 +151,7 @@ def test_image_smaller_than_the_crop_raises(height: int, width: int) -> None:
         ({"square_size": 130, "image_width": 250}, "no valid placement"),
         ({"image_height": 20000}, "at most 16384"),
         ({"max_image_pixels": 1000}, "more pixels than max_image_pixels"),
+        ({"max_image_pixels": 2**30}, "max_image_pixels must be at most"),
     ],
 )
 def test_invalid_params_raise_clear_errors(options: dict[str, object], message: str) -> None:
