@@ -1,0 +1,211 @@
+"""Worker throughput on 100 real PNGs against PNG decoding alone, measured in the same run.
+
+Run: ``.venv/bin/python benchmarks/bench_worker.py`` (or ``make bench``).
+
+* Baseline: decoding the 100 PNGs with Pillow into numpy arrays, from bytes already in memory,
+  one after the other.
+* Worker: ``RunProcessor.process`` on a run message for the same 100 files, with one download
+  thread (so both sides use one core), reading the objects from local files (an ObjectStore over
+  a folder: the I/O part is local disk, not moto's HTTP server, whose per-request cost would
+  measure moto), validating and decoding with the engine, squares + crop + counts, per-batch
+  statistics, Parquet written to the folder, the rows upserted into a real PostgreSQL
+  (pgserver), the notification built and handed to a notifier that keeps it in memory.
+
+Everything that is not decoding must cost at most 15% of the decoding time. Each side is timed
+``REPEATS`` times, interleaved, and the best time of each is compared.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+from batch_counter.counter import build_run_message
+from batch_stats.engine import (
+    EngineParams,
+    batch_ids,
+    decode_image,
+    image_names,
+    image_rng,
+    process_image,
+    run_seed,
+    synthetic_image,
+)
+from batch_stats.local.services import embedded_postgres
+from batch_stats.worker.adapters import ObjectMissingError
+from batch_stats.worker.database import ResultsDatabase
+from batch_stats.worker.messages import RunMessage
+from batch_stats.worker.runner import RunProcessor
+from PIL import Image
+
+RUN_ID = "bench-run"
+PARAMS = EngineParams(images_per_batch=20, batches=5)  # 100 images of 256 x 512
+REPEATS = 5
+BUDGET = 0.15
+
+
+class FolderStore:
+    """ObjectStore over a local folder: ``<root>/<bucket>/<key>``."""
+
+    def __init__(self, root: Path) -> None:
+        self._root = root
+
+    def get(self, bucket: str, key: str) -> bytes:
+        try:
+            return (self._root / bucket / key).read_bytes()
+        except FileNotFoundError:
+            raise ObjectMissingError(key) from None
+
+    def put(
+        self, bucket: str, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        del content_type, metadata
+        path = self._root / bucket / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+    def copy(self, *, bucket: str, key: str, to_key: str, metadata: Mapping[str, str]) -> None:
+        self.put(bucket, to_key, self.get(bucket, key), content_type="", metadata=metadata)
+
+
+class MemoryNotifier:
+    def __init__(self) -> None:
+        self.messages: list[str] = []
+
+    def publish(self, *, subject: str, message: str) -> str:
+        del subject
+        self.messages.append(message)
+        return str(len(self.messages))
+
+
+def write_pngs(root: Path) -> dict[str, list[str]]:
+    seed = run_seed(RUN_ID)
+    batches: dict[str, list[str]] = {}
+    for batch_id in batch_ids(PARAMS):
+        for name in image_names(PARAMS):
+            key = f"uploads/{RUN_ID}/{batch_id}/{name}"
+            path = root / "raw" / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # Pillow's default compression: what a real PNG upload looks like.
+            Image.fromarray(synthetic_image(seed, batch_id, name, params=PARAMS)).save(path)
+            batches.setdefault(batch_id, []).append(key)
+    return batches
+
+
+def decode_only(blobs: list[bytes]) -> float:
+    """The baseline: Pillow decodes each PNG into a numpy array."""
+    started = time.perf_counter()
+    for data in blobs:
+        with Image.open(io.BytesIO(data)) as image:
+            pixels = np.asarray(image)
+        assert pixels.shape == (PARAMS.image_height, PARAMS.image_width, 3)
+    return time.perf_counter() - started
+
+
+def timed(function: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    function()
+    return time.perf_counter() - started
+
+
+def breakdown(
+    processor: RunProcessor, message: RunMessage, store: FolderStore, blobs: list[bytes]
+) -> dict[str, Callable[[], object]]:
+    """The parts of the worker's time, each timed on its own (for the report only)."""
+    params = processor.run_params(message)
+    refs = message.images
+    images = [decode_image(data, name="x.png", params=params) for data in blobs[:10]]
+    seed = run_seed(message.run_id)
+
+    def process() -> None:
+        for i, ref in enumerate(refs):
+            process_image(
+                images[i % 10], rng=image_rng(seed, ref.batch_id, ref.name), params=params
+            )
+
+    return {
+        "read the files": lambda: [store.get("raw", ref.key) for ref in refs],
+        "engine decode_image (checks + decode)": lambda: [
+            decode_image(data, name="x.png", params=params) for data in blobs
+        ],
+        "squares + crop + counts": process,
+    }
+
+
+def main() -> int:
+    with tempfile.TemporaryDirectory(prefix="bench-worker-") as tmp:
+        root = Path(tmp)
+        batches = write_pngs(root)
+        keys = [key for batch in batches.values() for key in batch]
+        total_bytes = sum((root / "raw" / key).stat().st_size for key in keys)
+        message = RunMessage.from_json(
+            build_run_message(
+                run_id=RUN_ID,
+                bucket="raw",
+                batches=batches,
+                images_per_batch=PARAMS.images_per_batch,
+                batches_per_run=PARAMS.batches,
+                now=datetime.now(UTC),
+            )
+        )
+        with embedded_postgres(root / "pgdata") as url:
+            database = ResultsDatabase.from_url(url)
+            database.migrate()
+            notifier = MemoryNotifier()
+            processor = RunProcessor(
+                objects=FolderStore(root),
+                database=database,
+                notifier=notifier,
+                raw_bucket="raw",
+                results_bucket="results",
+                concurrency=1,
+                params=PARAMS,
+            )
+            blobs = [(root / "raw" / key).read_bytes() for key in keys]
+            decode_only(blobs)  # warm-up (imports, caches)
+            processor.process(message)
+            parts = breakdown(processor, message, FolderStore(root), blobs)
+            decode_times, worker_times = [], []
+            part_times: dict[str, list[float]] = {name: [] for name in parts}
+            for _ in range(REPEATS):
+                decode_times.append(decode_only(blobs))
+                worker_times.append(timed(lambda: processor.process(message)))
+                for name, part in parts.items():
+                    part_times[name].append(timed(part))
+            outcome = processor.process(message)
+            assert outcome.images_processed == len(keys)
+            assert json.loads(notifier.messages[0])["status"] == "finished"
+
+    decode, worker = min(decode_times), min(worker_times)
+    overhead = (worker - decode) / decode
+    print(
+        f"{len(keys)} PNGs of {PARAMS.image_height}x{PARAMS.image_width} RGB, "
+        f"{total_bytes / len(keys) / 1024:.0f} KiB each; best of {REPEATS}, one core"
+    )
+    print(
+        f"  decoding alone (Pillow -> numpy):  {decode * 1000:8.1f} ms  "
+        f"{len(keys) / decode:7.1f} img/s"
+    )
+    print(
+        f"  worker run (I/O: local files):      {worker * 1000:8.1f} ms  "
+        f"{len(keys) / worker:7.1f} img/s"
+    )
+    print("  of which, timed separately:")
+    for name, times in part_times.items():
+        print(f"    {name:40s} {min(times) * 1000:8.1f} ms")
+    print(
+        f"  everything but decoding: {overhead:+.1%} of the decoding time "
+        f"(budget {BUDGET:.0%}): {'OK' if overhead <= BUDGET else 'OVER BUDGET'}"
+    )
+    return 0 if overhead <= BUDGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
