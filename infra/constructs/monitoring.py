@@ -213,7 +213,21 @@ class Monitoring(Construct):
                 ],
             ),
         )
+        tasks = {
+            name: cloudwatch.Metric(
+                namespace="ECS/ContainerInsights",
+                metric_name=name,
+                dimensions_map={
+                    "ClusterName": service.cluster.cluster_name,
+                    "ServiceName": service.service_name,
+                },
+                statistic="Maximum",
+                period=Duration.minutes(1),
+            )
+            for name in ("DesiredTaskCount", "RunningTaskCount")
+        }
         self.dashboard.add_widgets(
+            graph("Worker tasks (scaling from zero)", list(tasks.values())),
             graph(
                 "Run duration (s)",
                 [

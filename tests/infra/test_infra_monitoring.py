@@ -33,6 +33,7 @@ def dashboard_body(dev: Any) -> str:
         '"Duration"',
         '"CPUUtilization"',
         '"MemoryUtilization"',
+        '"RunningTaskCount"',
     ],
 )
 def test_dashboard_shows(dashboard_body: str, needle: str) -> None:
