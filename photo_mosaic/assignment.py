@@ -86,9 +86,11 @@ def assign_nearest(cells: npt.ArrayLike, tiles: npt.ArrayLike) -> IntArray:
     return np.asarray(idx, dtype=np.int64)
 
 
-def _pair_costs(cells: FloatArray, tiles: FloatArray, rows: IntArray, tile_idx: IntArray) -> FloatArray:
+def _pair_costs(
+    cells: FloatArray, tiles: FloatArray, rows: IntArray, tile_idx: IntArray
+) -> FloatArray:
     diff = cells[rows] - tiles[tile_idx]
-    return np.einsum("ij,ij->i", diff, diff)
+    return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float64)
 
 
 def _rank_matching(cells: FloatArray, slot_tiles: FloatArray) -> tuple[IntArray, IntArray]:
