@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 import io
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import boto3
 import psycopg
+from batch_counter.counter import build_run_message
 from batch_stats.engine import (
     EngineParams,
     decode_image,
@@ -154,4 +156,26 @@ def test_run_without_any_valid_image_fails_and_is_announced(
     assert note["parquet_uri"] is None
     assert note["rejected_count"] == 2
     assert "no image" in note["error"]
+    assert queue_depth(session, resources.runs_queue_url) == 0
+
+
+def test_run_naming_another_bucket_is_refused_and_announced_as_failed(
+    worker: Worker,
+    session: boto3.Session,
+    resources: LocalResources,
+    notifications: Callable[[], list[dict[str, Any]]],
+) -> None:
+    body = build_run_message(
+        run_id="run-elsewhere",
+        bucket="someone-elses-bucket",
+        batches={"b1": ["uploads/run-elsewhere/b1/a.png"]},
+        images_per_batch=1,
+        batches_per_run=1,
+        now=datetime.now(UTC),
+    )
+    session.client("sqs").send_message(QueueUrl=resources.runs_queue_url, MessageBody=body)
+    assert worker.poll_once()
+    (note,) = notifications()
+    assert note["status"] == "failed"
+    assert "someone-elses-bucket" in note["error"]
     assert queue_depth(session, resources.runs_queue_url) == 0
