@@ -119,10 +119,8 @@ class Monitoring(Construct):
             default_interval=Duration.hours(6),
         )
 
-        def graph(
-            title: str, metrics: list[cloudwatch.IMetric], **kwargs: object
-        ) -> cloudwatch.GraphWidget:
-            return cloudwatch.GraphWidget(title=title, left=metrics, width=8, height=6, **kwargs)  # type: ignore[arg-type]
+        def graph(title: str, metrics: list[cloudwatch.IMetric]) -> cloudwatch.GraphWidget:
+            return cloudwatch.GraphWidget(title=title, left=metrics, width=8, height=6)
 
         self.dashboard.add_widgets(
             cloudwatch.AlarmStatusWidget(

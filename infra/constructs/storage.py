@@ -27,35 +27,25 @@ class Storage(Construct):
     ) -> None:
         super().__init__(scope, construct_id)
         destroy = config.destroy_on_removal
-        removal = RemovalPolicy.DESTROY if destroy else RemovalPolicy.RETAIN
-        common = {
-            "encryption": s3.BucketEncryption.S3_MANAGED,
-            "block_public_access": s3.BlockPublicAccess.BLOCK_ALL,
-            "enforce_ssl": True,
-            "minimum_tls_version": 1.2,
-            "object_ownership": s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
-            "removal_policy": removal,
-            "auto_delete_objects": destroy,
-        }
-
-        self.access_logs = s3.Bucket(
+        self.access_logs = _hardened_bucket(
             self,
             "AccessLogs",
+            destroy=destroy,
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-access-logs",
                     expiration=Duration.days(config.access_log_expiration_days),
                 )
             ],
-            **common,  # type: ignore[arg-type]
         )
-        self.raw = s3.Bucket(
+        self.raw = _hardened_bucket(
             self,
             "Raw",
+            destroy=destroy,
             bucket_name=names.raw_bucket,
             versioned=True,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="raw/",
+            access_logs=self.access_logs,
+            access_logs_prefix="raw/",
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="expire-rejected",
@@ -75,20 +65,52 @@ class Storage(Construct):
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 ),
             ],
-            **common,  # type: ignore[arg-type]
         )
 
-        self.results = s3.Bucket(
+        self.results = _hardened_bucket(
             self,
             "Results",
+            destroy=destroy,
             bucket_name=names.results_bucket,
-            server_access_logs_bucket=self.access_logs,
-            server_access_logs_prefix="results/",
+            access_logs=self.access_logs,
+            access_logs_prefix="results/",
             lifecycle_rules=[
                 s3.LifecycleRule(
                     id="abort-incomplete-uploads",
                     abort_incomplete_multipart_upload_after=Duration.days(1),
                 ),
             ],
-            **common,  # type: ignore[arg-type]
         )
+
+
+def _hardened_bucket(
+    scope: Construct,
+    construct_id: str,
+    *,
+    destroy: bool,
+    lifecycle_rules: list[s3.LifecycleRule],
+    bucket_name: str | None = None,
+    versioned: bool = False,
+    access_logs: s3.IBucket | None = None,
+    access_logs_prefix: str | None = None,
+) -> s3.Bucket:
+    """A bucket with SSE-S3, all public access blocked, TLS 1.2+ only and ACLs disabled.
+
+    ``destroy``: ``cdk destroy`` empties and deletes it; otherwise it is retained.
+    """
+    return s3.Bucket(
+        scope,
+        construct_id,
+        bucket_name=bucket_name,
+        versioned=versioned,
+        encryption=s3.BucketEncryption.S3_MANAGED,
+        block_public_access=s3.BlockPublicAccess.BLOCK_ALL,
+        enforce_ssl=True,
+        minimum_tls_version=1.2,
+        object_ownership=s3.ObjectOwnership.BUCKET_OWNER_ENFORCED,
+        server_access_logs_bucket=access_logs,
+        server_access_logs_prefix=access_logs_prefix,
+        lifecycle_rules=lifecycle_rules,
+        removal_policy=RemovalPolicy.DESTROY if destroy else RemovalPolicy.RETAIN,
+        auto_delete_objects=destroy,
+    )
