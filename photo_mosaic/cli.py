@@ -10,7 +10,7 @@ from pathlib import Path
 
 from photo_mosaic.index import build_index, load_index
 from photo_mosaic.match import METHODS, load_matches, match_tiles, matches_path_for, save_matches
-from photo_mosaic.render import render_mosaic, save_mosaic
+from photo_mosaic.render import check_output_path, render_mosaic, save_mosaic
 
 DEFAULT_CACHE = Path("mosaic-cache") / "tiles.h5"
 
@@ -173,8 +173,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "match":
             _match(args)
         elif args.command == "render":
+            check_output_path(args.output)
             _render(args)
         elif args.command == "run":
+            check_output_path(args.output)
             _index(args)
             _match(args)
             _render(args)

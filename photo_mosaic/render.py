@@ -12,7 +12,7 @@ from PIL import Image
 from photo_mosaic.index import TileIndex
 from photo_mosaic.match import Matches
 
-__all__ = ["OUTPUT_SUFFIXES", "render_mosaic", "save_mosaic"]
+__all__ = ["OUTPUT_SUFFIXES", "check_output_path", "render_mosaic", "save_mosaic"]
 
 OUTPUT_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
 
@@ -41,6 +41,18 @@ def render_mosaic(index: TileIndex, matches: Matches, *, blend: float = 0.0) -> 
         tiles = np.clip(np.rint(mixed), 0, 255).astype(np.uint8)
     mosaic = tiles.transpose(0, 2, 1, 3, 4).reshape(rows * size, cols * size, 3)
     return Image.fromarray(np.ascontiguousarray(mosaic))
+
+
+def check_output_path(output: str | os.PathLike[str]) -> Path:
+    """Check that the mosaic can be saved there (suffix and an existing, writable folder)."""
+    out = Path(output)
+    if out.suffix.lower() not in OUTPUT_SUFFIXES:
+        raise ValueError(f"the output must end in .jpg, .jpeg or .png, got {str(out)!r}")
+    if not out.parent.is_dir():
+        raise ValueError(f"the output folder {str(out.parent)!r} does not exist")
+    if not os.access(out.parent, os.W_OK):
+        raise ValueError(f"the output folder {str(out.parent)!r} is not writable")
+    return out
 
 
 def save_mosaic(image: Image.Image, output: str | os.PathLike[str], *, quality: int = 92) -> Path:

@@ -1,0 +1,104 @@
+"""Nearest and exact unique assignment against brute force and scipy's dense solver."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.optimize import linear_sum_assignment
+from scipy.spatial.distance import cdist
+
+from photo_mosaic import assign_nearest, assign_unique, max_uses
+
+
+def dense_optimum(cells: np.ndarray, tiles: np.ndarray) -> float:
+    """Optimal total with each tile used at most ceil(cells / tiles) times (tiles replicated)."""
+    cost = cdist(cells, tiles, "sqeuclidean")
+    cost = np.tile(cost, (1, max_uses(len(cells), len(tiles))))
+    rows, cols = linear_sum_assignment(cost)
+    return float(cost[rows, cols].sum())
+
+
+@pytest.mark.parametrize(
+    ("n_cells", "n_tiles", "dim"),
+    [(40, 40, 3), (60, 150, 3), (150, 60, 3), (90, 90, 12), (200, 7, 3), (1, 5, 3), (5, 1, 3)],
+)
+def test_unique_total_equals_the_dense_optimum(
+    rng: np.random.Generator, n_cells: int, n_tiles: int, dim: int
+) -> None:
+    cells = rng.normal(50, 20, size=(n_cells, dim))
+    tiles = rng.normal(45, 25, size=(n_tiles, dim))
+
+    result = assign_unique(cells, tiles)
+
+    assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-9)
+    chosen_cost = ((cells - tiles[result.tile_for_cell]) ** 2).sum()
+    assert result.total_cost == pytest.approx(chosen_cost, rel=1e-12)
+
+
+def test_unique_is_exact_when_many_cells_share_one_colour(rng: np.random.Generator) -> None:
+    # A flat sky: the cells' nearest tiles coincide, so the candidate graph must grow.
+    cells = np.repeat(rng.uniform(0, 100, size=(4, 3)), 60, axis=0)
+    tiles = rng.uniform(0, 100, size=(300, 3))
+
+    result = assign_unique(cells, tiles)
+
+    assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-9)
+    assert result.rounds > 1
+
+
+@pytest.mark.parametrize(("n_cells", "n_tiles"), [(100, 100), (100, 250), (100, 30), (101, 10)])
+def test_unique_never_uses_a_tile_more_than_allowed(
+    rng: np.random.Generator, n_cells: int, n_tiles: int
+) -> None:
+    cells = rng.uniform(0, 100, size=(n_cells, 3))
+    tiles = rng.uniform(0, 100, size=(n_tiles, 3))
+
+    result = assign_unique(cells, tiles)
+
+    allowed = -(-n_cells // n_tiles) if n_tiles < n_cells else 1
+    assert result.max_uses == allowed
+    assert np.bincount(result.tile_for_cell, minlength=n_tiles).max() <= allowed
+    assert result.tile_for_cell.min() >= 0
+    assert result.tile_for_cell.max() < n_tiles
+
+
+def test_unique_handles_identical_tiles(rng: np.random.Generator) -> None:
+    cells = rng.uniform(0, 100, size=(30, 3))
+    tiles = np.repeat(rng.uniform(0, 100, size=(5, 3)), 8, axis=0)
+
+    result = assign_unique(cells, tiles)
+
+    assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-9)
+    assert len(set(result.tile_for_cell.tolist())) == 30
+
+
+def test_nearest_picks_the_closest_tile(rng: np.random.Generator) -> None:
+    cells = rng.uniform(0, 100, size=(500, 6))
+    tiles = rng.uniform(0, 100, size=(80, 6))
+
+    chosen = assign_nearest(cells, tiles)
+
+    dist = cdist(cells, tiles, "sqeuclidean")
+    np.testing.assert_allclose(dist[np.arange(500), chosen], dist.min(axis=1))
+
+
+@pytest.mark.parametrize(
+    ("cells", "tiles", "message"),
+    [
+        (np.zeros((0, 3)), np.zeros((4, 3)), "cells must be a non-empty 2-D array"),
+        (np.zeros((3, 3)), np.zeros((0, 3)), "tiles must be a non-empty 2-D array"),
+        (np.zeros(3), np.zeros((4, 3)), "cells must be a non-empty 2-D array"),
+        (np.zeros((3, 3)), np.zeros((4, 2)), "same length, got 3 and 2"),
+        (np.full((3, 3), np.nan), np.zeros((4, 3)), "cells contains NaN"),
+    ],
+)
+def test_bad_descriptors_are_rejected(cells: np.ndarray, tiles: np.ndarray, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        assign_unique(cells, tiles)
+    with pytest.raises(ValueError, match=message):
+        assign_nearest(cells, tiles)
+
+
+def test_bad_solver_options_are_rejected() -> None:
+    with pytest.raises(ValueError, match="k and k_add must be at least 1"):
+        assign_unique(np.zeros((2, 3)), np.ones((2, 3)), k=0)
