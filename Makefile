@@ -67,3 +67,7 @@ cdk-synth: install node_modules/.installed
 	done
 
 test: cdk-synth
+
+.PHONY: demo-mosaic
+demo-mosaic: install  ## photo mosaics (nearest and unique) from scikit-image's bundled photos, offline
+	$(BIN)/photo-mosaic demo --out out/mosaic
