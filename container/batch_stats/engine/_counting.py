@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -18,6 +19,7 @@ __all__ = [
     "count_white_black",
     "draw_plan",
     "process_image",
+    "synthetic_batch_counts",
     "synthetic_counts",
 ]
 
@@ -166,18 +168,35 @@ def synthetic_counts(
     Equal to ``process_image(synthetic_image(seed, batch_id, image_name, params=params),
     rng=image_rng(seed, batch_id, image_name), params=params)``, with one generator instead of two.
     """
-    bit_generator = image_bit_generator(seed, batch_id, image_name)
-    draws = UniformIntegers(bit_generator)
-    plan = _plan(draws, height=params.image_height, width=params.image_width, params=params)
-    cx = plan.crop[1]
-    data, column_bytes = column_bytes_from(
-        bit_generator,
-        draws.words,
-        height=params.image_height,
-        start=cx,
-        stop=cx + params.crop_width,
-    )
-    return count_columns(data, column_bytes=column_bytes, plan=plan, params=params)
+    return synthetic_batch_counts(seed, batch_id, [image_name], params=params)[0]
+
+
+def synthetic_batch_counts(
+    seed: int, batch_id: str, image_names: Sequence[str], *, params: EngineParams
+) -> list[tuple[int, int]]:
+    """:func:`synthetic_counts` of several images of one batch, in the order of ``image_names``.
+
+    All the draws are made first and all the pixel work after: keeping the interpreter-heavy and
+    the memory-heavy steps apart is markedly faster than alternating them image by image.
+    """
+    planned = []
+    for name in image_names:
+        bit_generator = image_bit_generator(seed, batch_id, name)
+        draws = UniformIntegers(bit_generator)
+        plan = _plan(draws, height=params.image_height, width=params.image_width, params=params)
+        planned.append((bit_generator, draws.words, plan))
+    counts = []
+    for bit_generator, position, plan in planned:
+        cx = plan.crop[1]
+        data, column_bytes = column_bytes_from(
+            bit_generator,
+            position,
+            height=params.image_height,
+            start=cx,
+            stop=cx + params.crop_width,
+        )
+        counts.append(count_columns(data, column_bytes=column_bytes, plan=plan, params=params))
+    return counts
 
 
 #: Above this many candidate pairs, count_columns hands over to _count_packed (never for random

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ._counting import process_image, synthetic_counts
+from ._counting import process_image, synthetic_batch_counts
 from ._decode import ImageRejected, decode_image
 from ._params import EngineParams
 from ._seeding import image_rng, validate_seed
@@ -49,16 +49,19 @@ def iter_synthetic_stats(
     those of :func:`iter_folder_stats` on the folder :func:`write_synthetic_run` writes.
     """
     validate_seed(seed)
+    names = list(image_names(params))
     for batch_id in batch_ids(params):
-        counts = []
-        for name in image_names(params):
-            if materialize:
+        if materialize:
+            counts = []
+            for name in names:
                 image = synthetic_image(seed, batch_id, name, params=params)
                 rng = image_rng(seed, batch_id, name)
                 counts.append(process_image(image, rng=rng, params=params))
-            else:
-                counts.append(synthetic_counts(seed, batch_id, name, params=params))
-            _tick(progress)
+                _tick(progress)
+        else:
+            counts = synthetic_batch_counts(seed, batch_id, names, params=params)
+            if progress is not None:
+                progress(len(names))
         yield summarize_batch(batch_id, counts)
 
 
