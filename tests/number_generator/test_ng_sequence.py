@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from scipy import stats
 
@@ -263,3 +265,46 @@ def test_bad_options() -> None:
         generate_numbers_sequence([1], (1, 2), 50, align="middle")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="overflow must be one of"):
         generate_numbers_sequence([1], (1, 2), 50, overflow="crop")  # type: ignore[arg-type]
+
+
+# --- any arguments: a valid image or a clear error ------------------------------------------
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    digits=st.lists(st.integers(0, 9), min_size=1, max_size=12),
+    lo=st.integers(1, 6),
+    extra=st.integers(0, 6),
+    width=st.integers(1, 360),
+    align=st.sampled_from(["left", "center", "right", "random"]),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_any_arguments_give_a_faithful_image_or_a_clear_error(
+    source: DigitSource,
+    decoder: Any,
+    digits: list[int],
+    lo: int,
+    extra: int,
+    width: int,
+    align: Any,
+    seed: int,
+) -> None:
+    hi = lo + extra
+    narrow = sum(source.min_widths[d] for d in digits) + (len(digits) - 1) * lo
+    if narrow > width:
+        with pytest.raises(ValueError, match="too small"):
+            generate_numbers_sequence(digits, (lo, hi), width, rng=seed, align=align)
+        return
+    message = ""
+    try:
+        image = generate_numbers_sequence(digits, (lo, hi), width, rng=seed, align=align)
+    except ValueError as exc:  # only when almost no draw fits
+        message = str(exc)
+    if message:
+        assert "too tight" in message
+        return
+    assert image.shape == (28, width)
+    decoded = decoder.decode(image, digits, source)
+    assert all(lo <= gap <= hi for gap in decoded.gaps)
