@@ -14,6 +14,7 @@ import os
 import tempfile
 from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Never
@@ -201,6 +202,12 @@ def _run_pool(
         try:
             for future in as_completed(futures):
                 bar.update(future.result())
+        except BrokenProcessPool as exc:
+            for future in futures:
+                future.cancel()
+            raise RuntimeError(
+                "a worker process died (killed, or out of memory?); try fewer --workers"
+            ) from exc
         except BaseException:
             for future in futures:
                 future.cancel()

@@ -73,7 +73,9 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seed", type=_integer, default=None, help="seed for reproducible output")
+    parser.add_argument(
+        "--seed", type=_non_negative, default=None, help="seed (>= 0) for reproducible output"
+    )
     parser.add_argument(
         "--align",
         choices=("left", "center", "right", "random"),
@@ -199,7 +201,7 @@ def phone_main(argv: Sequence[str] | None = None) -> int:
             compress_level=args.compress_level,
             progress=not args.quiet,
         )
-    except (ValueError, TypeError, OSError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError) as exc:
         return _fail(parser.prog, exc)
     print(labels)
     return 0
