@@ -149,8 +149,11 @@ class RunProcessor:
             return result
 
         refs = run.images
-        with ThreadPoolExecutor(self._concurrency, thread_name_prefix="image") as pool:
-            results = list(pool.map(one, refs))
+        if self._concurrency == 1:
+            results = [one(ref) for ref in refs]
+        else:
+            with ThreadPoolExecutor(self._concurrency, thread_name_prefix="image") as pool:
+                results = list(pool.map(one, refs))
         if cancel.is_set():
             raise RunAbandonedError(run.run_id)
         per_batch: dict[str, list[tuple[int, int]]] = {}
