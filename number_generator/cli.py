@@ -178,8 +178,8 @@ def phone_main(argv: Sequence[str] | None = None) -> int:
         choices=range(10),
         default=1,
         metavar="0-9",
-        help="0 stores raw pixels (4x larger files); 1-9 (default 1) compress with zlib's "
-        "run-length strategy, where the level barely matters for these images",
+        help="0 stores raw pixels (files several times larger); 1-9 (default 1) compress "
+        "with zlib's run-length strategy, where the level barely matters for these images",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)

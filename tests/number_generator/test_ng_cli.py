@@ -213,3 +213,18 @@ def test_phone_cli_output_is_a_file(tmp_path: Path, capsys: pytest.CaptureFixtur
     blocker.write_text("")
     assert phone_main(["1", "2", "200", "5", str(blocker), "--quiet"]) == 1
     assert "cannot write to output directory" in _one_line_error(capsys, "generate-phone-numbers")
+
+
+def test_progress_bar_and_uncompressed_output(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    packed = write_phone_dataset(tmp_path / "packed", 30, (1, 3), 200, rng=4, workers=1)
+    raw = write_phone_dataset(
+        tmp_path / "raw", 30, (1, 3), 200, rng=4, workers=1, compress_level=0, progress=True
+    )
+    assert "phone numbers: 100%" in capsys.readouterr().err
+    assert packed.read_text() == raw.read_text()
+    for row in _labels(tmp_path / "raw")[:5]:
+        stored, compressed = tmp_path / "raw" / row["file"], tmp_path / "packed" / row["file"]
+        np.testing.assert_array_equal(_png(stored), _png(compressed))
+        assert stored.stat().st_size > 2 * compressed.stat().st_size
