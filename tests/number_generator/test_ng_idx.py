@@ -123,3 +123,15 @@ def test_source_from_arrays_validates() -> None:
     images[3] = 0
     with pytest.raises(ValueError, match="blank images"):
         DigitSource.from_arrays(images, list(range(10)))
+
+
+def test_glyphs_are_the_ink_cropped_inverted_images(source: DigitSource) -> None:
+    k = 17
+    index = int(source.order[int(source.starts[3]) + k])  # the image behind glyph 17 of digit 3
+    image = source.images[index]
+    assert source.labels[index] == 3
+    columns = np.flatnonzero(image.max(axis=0) > 0)
+    expected = 1 - image[:, columns[0] : columns[-1] + 1].astype(np.float32) / 255
+    np.testing.assert_allclose(source.glyph(3, k), expected, atol=1e-7)
+    with pytest.raises(IndexError, match="digit 3 has 1010 glyphs"):
+        source.glyph(3, 1010)
