@@ -421,3 +421,35 @@ def test_task_protection_is_held_while_a_run_is_processed(
         ("/task-protection/v1/state", {"ProtectionEnabled": True, "ExpiresInMinutes": 60}),
         ("/task-protection/v1/state", {"ProtectionEnabled": False}),
     ]
+
+
+def test_sigterm_during_a_run_finishes_it_then_exits_cleanly(
+    settings: WorkerSettings,
+    database_url: str,
+    dispatch_run: Callable[..., Any],
+    notifications: Callable[[], list[dict[str, Any]]],
+) -> None:
+    dispatch_run("run-term", params=EngineParams(images_per_batch=10, batches=2))
+    env = {**os.environ, **worker_environ(settings), "DOWNLOAD_CONCURRENCY": "1"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "batch_stats.worker"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if "run run-term: processing" in line:
+                process.send_signal(signal.SIGTERM)
+                break
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, stderr
+    assert "finishing the current run" in stderr
+    assert "run run-term finished" in stderr
+    assert len(stored_rows(database_url)) == 2
+    assert [note["run_id"] for note in notifications()] == ["run-term"]
