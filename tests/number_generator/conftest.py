@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib import resources
@@ -53,14 +52,6 @@ def mnist_dir(tmp_path: Path, packaged_gz: dict[str, bytes]) -> Path:
     directory.mkdir()
     for name, data in packaged_gz.items():
         (directory / name.removesuffix(".gz")).write_bytes(gzip.decompress(data))
-    return directory
-
-
-@pytest.fixture
-def mnist_gz_dir(tmp_path: Path) -> Path:
-    """A copy of the shipped gzip files (a mirror's layout)."""
-    directory = tmp_path / "mirror"
-    shutil.copytree(Path(str(resources.files("number_generator") / "data")), directory)
     return directory
 
 
