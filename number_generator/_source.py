@@ -21,6 +21,7 @@ import hashlib
 import os
 import sys
 import threading
+import zlib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -269,7 +270,7 @@ def _read_verified(path: Path, expected_magic: int, verify: bool) -> npt.NDArray
     if raw[:2] == b"\x1f\x8b":
         try:
             raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             raise IDXFormatError(f"{path}: corrupt or truncated gzip data ({exc})") from exc
     _check_sha256(raw, path.name.removesuffix(".gz"), str(path))
     return parse_idx(raw, name=str(path), expected_magic=expected_magic)
