@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -107,23 +108,24 @@ def plan_run(run_id: str, params: EngineParams, *, bad: Sequence[str] = ()) -> l
     return planned
 
 
+def _synthetic_png(seed: int, batch_id: str, name: str, params: EngineParams) -> bytes:
+    return encode_png(synthetic_image(seed, batch_id, name, params=params))
+
+
 def iter_run_files(
     run_id: str, params: EngineParams, *, bad: Sequence[str] = (), seed: int | None = None
 ) -> Iterator[tuple[PlannedUpload, Callable[[], bytes]]]:
-    """(upload, function returning its bytes) for every image of a synthetic run."""
+    """(upload, function returning its bytes) for every image of a synthetic run.
+
+    The bytes are made when the function is called, so an uploader holds only the images it is
+    sending.
+    """
     seed = run_seed(run_id) if seed is None else seed
     for upload in plan_run(run_id, params, bad=bad):
         if upload.bad_kind is not None:
-            kind = upload.bad_kind
-            yield upload, lambda kind=kind: bad_upload(kind, params)  # type: ignore[misc]
+            yield upload, partial(bad_upload, upload.bad_kind, params)
         else:
-            b, n = upload.batch_id, upload.name
-            yield (
-                upload,
-                lambda b=b, n=n: encode_png(  # type: ignore[misc]
-                    synthetic_image(seed, b, n, params=params)
-                ),
-            )
+            yield upload, partial(_synthetic_png, seed, upload.batch_id, upload.name, params)
 
 
 def upload_run(
