@@ -19,11 +19,16 @@ from number_generator._phone import (
     generate_phone_numbers,
 )
 from number_generator._png import save_png
-from number_generator._sequence import generate_numbers_batch, generate_numbers_sequence
+from number_generator._sequence import (
+    ArgumentTypeError,
+    generate_numbers_batch,
+    generate_numbers_sequence,
+)
 from number_generator._source import DigitSource, cache_dir, clear_source_cache, load_source
 
 __all__ = [
     "JAPANESE_FORMATS",
+    "ArgumentTypeError",
     "DigitSource",
     "IDXFormatError",
     "PhoneFormat",

@@ -19,6 +19,8 @@ from typing import Final, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from number_generator._sequence import ArgumentTypeError
+
 __all__ = ["JAPANESE_FORMATS", "PhoneFormat", "PhoneNumber", "generate_phone_numbers"]
 
 #: Populations up to this size may be materialised (8 bytes each) when sampling.
@@ -125,7 +127,7 @@ def generate_phone_numbers(
     Raises ValueError when ``count`` is not positive or exceeds what the formats hold.
     """
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
-        raise TypeError(f"count must be an integer, got {count!r}")
+        raise ArgumentTypeError(f"count must be an integer, got {count!r}")
     if count <= 0:
         raise ValueError(f"count must be a positive number of phone numbers, got {count}")
     if not formats:

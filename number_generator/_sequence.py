@@ -23,6 +23,7 @@ from number_generator._source import HEIGHT, DigitSource, SourceLike, load_sourc
 
 __all__ = [
     "Align",
+    "ArgumentTypeError",
     "Overflow",
     "RNGLike",
     "generate_numbers_batch",
@@ -34,6 +35,16 @@ Overflow = Literal["resample", "raise"]
 RNGLike = np.random.Generator | np.random.BitGenerator | np.random.SeedSequence | int | None
 
 _ALIGNS: Final = ("left", "center", "right", "random")
+
+
+class ArgumentTypeError(TypeError, ValueError):
+    """An argument of the wrong type (a float digit, a string instead of a list of ints...).
+
+    A TypeError, as Python convention has it, and also a ValueError, because the contract promises
+    a ValueError for every bad argument: ``except ValueError`` catches all of them.
+    """
+
+
 _OVERFLOWS: Final = ("resample", "raise")
 #: Redraws allowed (per sequence) before a too-tight width is reported instead of looping on.
 MAX_ATTEMPTS: Final = 1000
@@ -253,14 +264,14 @@ def _digit_list(digits: Iterable[int]) -> list[int]:
         if fast and all([type(d) is int for d in fast]) and min(fast) >= 0 and max(fast) <= 9:
             return fast
     if isinstance(digits, (str, bytes)):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"digits must be integers 0-9, not a string ({digits!r}); "
             "convert it first, e.g. [int(c) for c in text]"
         )
     if isinstance(digits, np.ndarray) and (
         digits.ndim != 1 or not np.issubdtype(digits.dtype, np.integer)
     ):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"digits must be a 1-D sequence of integers 0-9, got an array of {digits.dtype} "
             f"with shape {digits.shape}"
         )
@@ -268,7 +279,7 @@ def _digit_list(digits: Iterable[int]) -> list[int]:
     for position, d in enumerate(digits):
         if type(d) is not int:
             if isinstance(d, (bool, np.bool_)) or not hasattr(d, "__index__"):
-                raise TypeError(
+                raise ArgumentTypeError(
                     f"digits must be integers 0-9; position {position} is {d!r} "
                     f"({type(d).__name__})"
                 )
@@ -289,7 +300,7 @@ def _digit_matrix(digits: npt.ArrayLike) -> npt.NDArray[np.intp]:
             f"{arr.shape}; for a single sequence use generate_numbers_sequence"
         )
     if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        raise TypeError(f"digits must be integers 0-9, got an array of {arr.dtype}")
+        raise ArgumentTypeError(f"digits must be integers 0-9, got an array of {arr.dtype}")
     if arr.shape[1] == 0:
         raise ValueError("digits has empty rows: every sequence needs at least one digit 0-9")
     if arr.size and (arr.min() < 0 or arr.max() > 9):
@@ -302,7 +313,9 @@ def _digit_matrix(digits: npt.ArrayLike) -> npt.NDArray[np.intp]:
 
 def _int(value: object, what: str) -> int:
     if isinstance(value, (bool, np.bool_)) or not hasattr(value, "__index__"):
-        raise TypeError(f"{what} must be an integer, got {value!r} ({type(value).__name__})")
+        raise ArgumentTypeError(
+            f"{what} must be an integer, got {value!r} ({type(value).__name__})"
+        )
     return operator.index(value)
 
 
@@ -314,7 +327,7 @@ def _spacing(spacing_range: tuple[int, int]) -> tuple[int, int]:
     try:
         lo_raw, hi_raw = spacing_range
     except (TypeError, ValueError):
-        raise TypeError(
+        raise ArgumentTypeError(
             f"spacing_range must be a pair (min, max) of integers, got {spacing_range!r}"
         ) from None
     lo = _int(lo_raw, "spacing_range min")
