@@ -310,3 +310,15 @@ def test_any_arguments_give_a_faithful_image_or_a_clear_error(
     assert image.shape == (28, width)
     decoded = decoder.decode(image, digits, source)
     assert all(lo <= gap <= hi for gap in decoded.gaps)
+
+
+@pytest.mark.slow
+def test_single_calls_reach_every_image_of_a_digit(source: DigitSource) -> None:
+    lo, count = int(source.starts[5]), int(source.counts[5])
+    expected = {source.glyphs[k].tobytes() for k in range(lo, lo + count)}
+    rng = np.random.default_rng(16)
+    seen = set()
+    for _ in range(15_000):
+        image = generate_numbers_sequence([5], (0, 0), 20, rng=rng, align="left")
+        seen.add(np.rint(image * 255).astype(np.uint8).tobytes())
+    assert seen == expected
