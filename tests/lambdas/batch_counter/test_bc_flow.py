@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
@@ -266,3 +267,38 @@ def test_non_s3_records_do_not_loop(use_counter: BatchCounter) -> None:
         queue_arn="arn:aws:sqs:us-east-1:123456789012:ingest",
     )
     assert handler.lambda_handler(event, LocalLambdaContext())["batchItemFailures"] == []
+
+
+def test_event_source_redelivers_only_the_failed_record(
+    monkeypatch: pytest.MonkeyPatch,
+    store: DynamoTrackingStore,
+    run_queue: SqsRunQueue,
+    resources: LocalResources,
+    session: boto3.Session,
+    drain: Any,
+) -> None:
+    queue = FailingOnce(run_queue)
+    counter = BatchCounter(store=store, queue=queue, images_per_batch=3, batches_per_run=2)
+    monkeypatch.setattr(handler, "_counter", lambda: counter)
+    upload_run(session.client("s3"), resources.names.raw_bucket, "run-r")
+    sqs = session.client("sqs")
+    source = SqsEventSource(
+        sqs=sqs, queue_url=resources.ingest_queue_url, handler=handler.lambda_handler
+    )
+    failed = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        polled = source.poll_once()
+        failed += polled.failed
+        if not polled.received and run_queue_has_message(sqs, resources.runs_queue_url):
+            break
+    assert failed == 1  # the record whose send failed, redelivered after its visibility timeout
+    (message,) = drain(sqs, resources.runs_queue_url)
+    assert json.loads(message["Body"])["run_id"] == "run-r"
+
+
+def run_queue_has_message(sqs: Any, url: str) -> bool:
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return int(attributes["ApproximateNumberOfMessages"]) > 0
