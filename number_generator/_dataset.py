@@ -118,12 +118,12 @@ def write_phone_dataset(
         for a, seed in zip(bounds, seeds.spawn(len(bounds)), strict=True)
     ]
     job = _Job(str(directory), (lo, hi), width, align, overflow, compress_level)
-    with tqdm(total=count, unit="img", disable=not progress, desc="phone numbers") as bar:
-        if workers == 1 or len(chunks) == 1:
+    if workers == 1 or len(chunks) == 1:
+        with _progress(count, progress) as bar:
             for chunk in chunks:
                 bar.update(_render_chunk(job, src, chunk))
-        else:
-            _run_pool(job, source, chunks, min(workers, len(chunks)), bar)
+    else:
+        _run_pool(job, source, chunks, min(workers, len(chunks)), count, progress)
 
     labels = directory / LABELS_FILE
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".labels-", suffix=".csv")
@@ -192,16 +192,28 @@ def _worker(job: _Job, chunk: _Chunk) -> int:
     return _render_chunk(job, source, chunk)
 
 
+def _progress(count: int, progress: bool) -> tqdm[Never]:
+    return tqdm(total=count, unit="img", disable=not progress, desc="phone numbers")
+
+
 def _run_pool(
-    job: _Job, source: SourceLike, chunks: list[_Chunk], workers: int, bar: tqdm[Never]
+    job: _Job,
+    source: SourceLike,
+    chunks: list[_Chunk],
+    workers: int,
+    count: int,
+    progress: bool,
 ) -> None:
     with ProcessPoolExecutor(
         max_workers=workers, initializer=_init_worker, initargs=(source,)
     ) as pool:
+        # Submitting starts the workers; the progress bar (and its monitor thread) comes after,
+        # so that no thread exists in this process when the workers are forked.
         futures: list[Future[int]] = [pool.submit(_worker, job, chunk) for chunk in chunks]
         try:
-            for future in as_completed(futures):
-                bar.update(future.result())
+            with _progress(count, progress) as bar:
+                for future in as_completed(futures):
+                    bar.update(future.result())
         except BrokenProcessPool as exc:
             for future in futures:
                 future.cancel()
