@@ -135,9 +135,8 @@ def test_worker_killed_mid_run_is_redelivered_with_identical_results(
     worker: Worker,
     notifications: Callable[[], list[dict[str, Any]]],
 ) -> None:
-    # A reference result from an uninterrupted run of the same images under another run id
-    # would differ (the seed comes from the run id), so the reference is the recovered run
-    # compared with a second, clean reprocessing of the same message.
+    # What the crashed attempt left (Parquet, rows) must equal what the redelivery writes, and a
+    # further clean reprocessing of the same run must write exactly the same again.
     dispatch_run("run-k")
     crashing = assemble(
         session,
@@ -153,12 +152,21 @@ def test_worker_killed_mid_run_is_redelivered_with_identical_results(
     with pytest.raises(Killed):
         crashing.poll_once()
     assert notifications() == []
+    before_crash_parquet = (
+        results(session, resources, "run-k") if crash != "during_downloads" else None
+    )
+    before_crash_rows = stored_rows(database_url)
+    assert len(before_crash_rows) == (2 if crash == "after_database" else 0)
 
     poll_until_handled(worker)  # redelivered once the visibility timeout expires
     first_parquet = results(session, resources, "run-k")
     first_rows = stored_rows(database_url)
     assert len(first_rows) == 2
     assert len(notifications()) == 1
+    if before_crash_parquet is not None:
+        assert first_parquet == before_crash_parquet
+    if before_crash_rows:
+        assert first_rows == before_crash_rows
 
     # Reprocessing the same run again gives byte-identical Parquet and identical rows,
     # and announces nothing new.
