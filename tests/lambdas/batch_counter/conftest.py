@@ -11,19 +11,22 @@ import pytest
 from batch_counter.aws import DynamoTrackingStore, SqsRunQueue
 from batch_counter.counter import BatchCounter
 from batch_stats.local.resources import LocalResources, create_resources
-from batch_stats.local.services import MotoEndpoint, moto_server, patched_environ
+from batch_stats.local.services import MotoEndpoint, moto_server
 
 _stages = itertools.count()
 
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[MotoEndpoint]:
-    with moto_server() as endpoint, patched_environ(endpoint.environ()):
+    with moto_server() as endpoint:
         yield endpoint
 
 
 @pytest.fixture
-def session(moto_endpoint: MotoEndpoint) -> boto3.Session:
+def session(moto_endpoint: MotoEndpoint, monkeypatch: pytest.MonkeyPatch) -> boto3.Session:
+    """A boto3 session on the moto server; the variables stay set for the test (subprocesses)."""
+    for name, value in moto_endpoint.environ().items():
+        monkeypatch.setenv(name, value)
     return boto3.Session(region_name="us-east-1")
 
 

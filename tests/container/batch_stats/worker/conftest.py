@@ -20,7 +20,6 @@ from batch_stats.local.services import (
     MotoEndpoint,
     embedded_postgres,
     moto_server,
-    patched_environ,
 )
 from batch_stats.worker.app import build_worker
 from batch_stats.worker.config import WorkerSettings
@@ -48,7 +47,7 @@ def small() -> EngineParams:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[MotoEndpoint]:
-    with moto_server() as endpoint, patched_environ(endpoint.environ()):
+    with moto_server() as endpoint:
         yield endpoint
 
 
@@ -73,7 +72,10 @@ def database_url(postgres_url: str) -> str:
 
 
 @pytest.fixture
-def session(moto_endpoint: MotoEndpoint) -> boto3.Session:
+def session(moto_endpoint: MotoEndpoint, monkeypatch: pytest.MonkeyPatch) -> boto3.Session:
+    """A boto3 session on the moto server; the variables stay set for the test (subprocesses)."""
+    for name, value in moto_endpoint.environ().items():
+        monkeypatch.setenv(name, value)
     return boto3.Session(region_name="us-east-1")
 
 
