@@ -64,18 +64,18 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
     params = options.params
     options.out_dir.mkdir(parents=True, exist_ok=True)
     total = params.batches * params.images_per_batch
+    worker_bars: list[tqdm[Any]] = []  # the worker's bar, opened when the worker starts
     with (
         tempfile.TemporaryDirectory(prefix="imgpipe-local-") as tmp,
-        console.bar(total, "worker", "img") as worker_bar,
+        open(options.out_dir / "worker-metrics.jsonl", "w") as worker_emf,
     ):
-        worker_bar.clear()
         with local_pipeline(
             Path(tmp),
             params=params,
-            on_image=lambda ref: worker_bar.update(),
+            on_image=lambda ref: worker_bars[-1].update(),
             step=console.step,
             lambda_log_level="ERROR",
-            metrics=EmfMetrics(open(options.out_dir / "worker-metrics.jsonl", "w")),
+            metrics=EmfMetrics(worker_emf),
         ) as pipeline:
             raw = pipeline.resources.names.raw_bucket
             console.step(
@@ -109,8 +109,9 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             _show_tracking(pipeline, options.run_id, console)
 
             console.step("worker: processing the run from the runs queue")
-            (outcome,) = pipeline.run_worker(runs=1)
-            worker_bar.close()
+            with console.bar(total, "worker", "img") as bar:
+                worker_bars.append(bar)
+                (outcome,) = pipeline.run_worker(runs=1)
             console.step(f"run {outcome.run_id} {outcome.status}")
             envelope = pipeline.webhook.get(timeout=30)
             notification: dict[str, Any] = envelope["Message"]
