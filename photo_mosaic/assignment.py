@@ -21,7 +21,10 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from photo_mosaic._sparse_lap import solve_sparse_lap
+from photo_mosaic._sparse_lap import auction, solve_sparse_lap
+
+# Final auction step and tightness tolerance, relative to the largest candidate cost.
+AUCTION_EPS = 1e-11
 
 __all__ = ["UniqueAssignment", "assign_nearest", "assign_unique", "max_uses"]
 
@@ -93,14 +96,28 @@ def _pair_costs(
     return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float64)
 
 
-def _rank_matching(cells: FloatArray, slot_tiles: FloatArray) -> tuple[IntArray, IntArray]:
-    """A feasible matching of every cell to a distinct slot: both sorted by their first coordinate
-    (lightness) and paired rank to rank. It guarantees that the sparse graph has a full matching."""
+def _sliced_matchings(
+    cells: FloatArray, slot_tiles: FloatArray, n_directions: int
+) -> tuple[IntArray, IntArray]:
+    """Rank-to-rank matchings of cells and slots along several directions (sliced transport).
+
+    Each is a matching of every cell to a distinct slot, so the sparse graph always has a full
+    matching; together they reach the far tiles that the optimal transport uses and the nearest
+    neighbours miss. The first direction is the first descriptor axis (lightness); the others are
+    fixed pseudo-random directions, so results are reproducible.
+    """
     n_cells, n_slots = cells.shape[0], slot_tiles.shape[0]
-    cell_order = np.argsort(cells[:, 0], kind="stable")
-    slot_order = np.argsort(slot_tiles[:, 0], kind="stable")
+    dim = cells.shape[1]
+    directions = np.random.default_rng(0).normal(size=(max(n_directions, 1), dim))
+    directions[0] = np.eye(dim)[0]
     picks = (np.arange(n_cells, dtype=np.int64) * n_slots) // n_cells
-    return cell_order.astype(np.int64), slot_order[picks].astype(np.int64)
+    rows, cols = [], []
+    for direction in directions:
+        cell_order = np.argsort(cells @ direction, kind="stable")
+        slot_order = np.argsort(slot_tiles @ direction, kind="stable")
+        rows.append(cell_order.astype(np.int64))
+        cols.append(slot_order[picks].astype(np.int64))
+    return np.concatenate(rows), np.concatenate(cols)
 
 
 def _to_csr(
@@ -119,7 +136,8 @@ def assign_unique(
     tiles: npt.ArrayLike,
     *,
     k: int = 12,
-    k_add: int = 8,
+    k_add: int = 32,
+    n_slices: int = 32,
     rtol: float = 1e-9,
     max_rounds: int = 200,
 ) -> UniqueAssignment:
@@ -135,6 +153,8 @@ def assign_unique(
         tiles: descriptors of the tiles, shape ``(n_tiles, d)``.
         k: initial candidate edges per cell (its ``k`` nearest tile slots).
         k_add: most violated pairs added per cell and round during certification.
+        n_slices: rank-to-rank matchings along this many directions added to the initial graph
+            (they guarantee a full matching and shorten the certification).
         rtol: floating-point tolerance of the optimality check, relative to the largest cost
             or potential (a pair violates when its reduced cost is below ``-rtol * scale``).
         max_rounds: give up (``RuntimeError``) after this many solve-and-certify rounds.
@@ -143,8 +163,11 @@ def assign_unique(
         ValueError: on empty, non-finite or mismatched descriptors, or bad options.
     """
     c, t = _check_descriptors(cells, tiles)
-    if k < 1 or k_add < 1:
-        raise ValueError(f"k and k_add must be at least 1, got k={k}, k_add={k_add}")
+    if k < 1 or k_add < 1 or n_slices < 1:
+        raise ValueError(
+            f"k, k_add and n_slices must be at least 1, got k={k}, k_add={k_add}, "
+            f"n_slices={n_slices}"
+        )
     if not (0.0 <= rtol <= 1e-3):
         raise ValueError(f"rtol must be in [0, 1e-3], got {rtol}")
     n_cells, n_tiles = c.shape[0], t.shape[0]
@@ -161,32 +184,50 @@ def assign_unique(
     slots = (near[:, :, None] + copies).reshape(n_cells, -1)
     rows = np.repeat(np.arange(n_cells, dtype=np.int64), slots.shape[1])
     cols = slots.ravel()
-    r_rows, r_cols = _rank_matching(c, slot_tiles)
+    r_rows, r_cols = _sliced_matchings(c, slot_tiles, n_slices)
     rows = np.concatenate([rows, r_rows])
     cols = np.concatenate([cols, r_cols])
     costs = _pair_costs(c, t, rows, cols % n_tiles)
 
     k_query = min(n_slots, k_add)
     all_cells = np.arange(n_cells, dtype=np.int64)
-    cold_match = np.full(n_cells, -1, dtype=np.int64)
-    cold_v = np.zeros(n_slots, dtype=np.float64)
     for round_no in range(1, max_rounds + 1):
         indptr, indices, csr_costs = _to_csr(n_cells, rows, cols, costs, n_slots)
-        scale = max(1.0, float(csr_costs.max()))
+        if round_no == 1:
+            # A fast epsilon-optimal start (auction); the shortest-path solver makes it exact
+            # up to matched edges within ``tight`` of tightness.
+            scale = max(1.0, float(csr_costs.max()))
+            tight = scale * AUCTION_EPS
+            col4row, prices = auction(
+                n_slots, indptr, indices, csr_costs, scale / 4.0, tight, scale
+            )
+            v = -prices
+        # Warm start: the previous matching and potentials (only rows undercut by a new edge
+        # are re-augmented).
         col4row, u, v, feasible = solve_sparse_lap(
-            n_slots, indptr, indices, csr_costs, cold_match, cold_v, 0.0
+            n_slots, indptr, indices, csr_costs, col4row, v, tight
         )
         if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
             raise RuntimeError("internal error: the candidate graph has no full matching")
-        # Certify on the full graph. The duals satisfy v <= 0 with v == 0 on unused slots, so
-        # every pair must have c_ij - v_j >= u_i; lifting slot j by sqrt(-v_j) turns the
-        # minimum over j of c_ij - v_j into a nearest-neighbour query.
-        tree = cKDTree(np.column_stack([slot_tiles, np.sqrt(np.maximum(-v, 0.0))]))
-        d2, idx = tree.query(np.column_stack([c, np.zeros(n_cells)]), k=k_query)
+        # Certify on the full graph: every pair needs c_ij - u_i - v_j >= 0. The duals have
+        # v <= 0 (0 on unused slots) and u <= top_u; lifting slot j to (y_j, sqrt(-v_j), 0) and
+        # cell i to (x_i, 0, sqrt(top_u - u_i)) makes the squared distance of a pair
+        # c_ij - v_j - u_i + top_u, so the violating pairs are exactly those closer than
+        # sqrt(top_u): a bounded nearest-neighbour query in two more dimensions.
+        tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
+        top_u = float(u.max())
+        tree = cKDTree(
+            np.column_stack([slot_tiles, np.sqrt(np.maximum(-v, 0.0)), np.zeros(n_slots)])
+        )
+        d2, idx = tree.query(
+            np.column_stack([c, np.zeros(n_cells), np.sqrt(np.maximum(top_u - u, 0.0))]),
+            k=k_query,
+            distance_upper_bound=math.sqrt(max(top_u - tol, 0.0)),
+            workers=-1,
+        )
         d2 = np.asarray(d2).reshape(n_cells, k_query) ** 2
         idx = np.asarray(idx, dtype=np.int64).reshape(n_cells, k_query)
-        tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
-        violated = d2 < (u - tol)[:, None]
+        violated = d2 < top_u - tol
         if not violated.any():
             chosen = col4row % n_tiles
             return UniqueAssignment(
