@@ -40,7 +40,8 @@ def test_unique_is_exact_when_many_cells_share_one_colour(rng: np.random.Generat
     cells = np.repeat(rng.uniform(0, 100, size=(4, 3)), 60, axis=0)
     tiles = rng.uniform(0, 100, size=(300, 3))
 
-    result = assign_unique(cells, tiles)
+    # A small initial graph, so that the certificate has to find the missing pairs.
+    result = assign_unique(cells, tiles, k=3, n_slices=1, k_add=4)
 
     assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-9)
     assert result.rounds > 1
@@ -100,5 +101,5 @@ def test_bad_descriptors_are_rejected(cells: np.ndarray, tiles: np.ndarray, mess
 
 
 def test_bad_solver_options_are_rejected() -> None:
-    with pytest.raises(ValueError, match="k and k_add must be at least 1"):
+    with pytest.raises(ValueError, match="k, k_add and n_slices must be at least 1, got k=0"):
         assign_unique(np.zeros((2, 3)), np.ones((2, 3)), k=0)
