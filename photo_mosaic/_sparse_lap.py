@@ -63,18 +63,19 @@ def auction(
     indptr: npt.NDArray[np.int64],
     indices: npt.NDArray[np.int64],
     costs: npt.NDArray[np.float64],
+    prices_start: npt.NDArray[np.float64],
     eps_start: float,
     eps_end: float,
     big: float,
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:  # pragma: no cover - compiled
-    """Forward auction with epsilon scaling (Bertsekas), Gauss-Seidel bidding.
+    """Forward auction with epsilon scaling (Bertsekas), Gauss-Seidel bidding, from given prices.
 
     Returns ``(col4row, prices)`` of an assignment satisfying epsilon-complementary slackness
     with ``eps_end`` on the sparse graph: a fast, nearly optimal warm start (``v = -prices``) for
     :func:`solve_sparse_lap`. ``big`` is the bid increment of a row with a single edge.
     """
     n_rows = indptr.shape[0] - 1
-    prices = np.zeros(n_cols, dtype=np.float64)
+    prices = prices_start.copy()
     col4row = np.full(n_rows, -1, dtype=np.int64)
     row4col = np.full(n_cols, -1, dtype=np.int64)
     queue = np.empty(n_rows, dtype=np.int64)

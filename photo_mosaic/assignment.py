@@ -23,8 +23,10 @@ from scipy.spatial import cKDTree
 
 from photo_mosaic._sparse_lap import auction, solve_sparse_lap
 
-# Final auction step and tightness tolerance, relative to the largest candidate cost.
+# Final auction step (and half the tightness tolerance of the exact solver) and the first step
+# of a re-solve from the previous prices, relative to the largest candidate cost.
 AUCTION_EPS = 1e-11
+AUCTION_RESTART = 1e-4
 
 __all__ = ["UniqueAssignment", "assign_nearest", "assign_unique", "max_uses"]
 
@@ -136,7 +138,7 @@ def assign_unique(
     tiles: npt.ArrayLike,
     *,
     k: int = 12,
-    k_add: int = 32,
+    k_add: int = 16,
     n_slices: int = 32,
     rtol: float = 1e-9,
     max_rounds: int = 200,
@@ -191,21 +193,25 @@ def assign_unique(
 
     k_query = min(n_slots, k_add)
     all_cells = np.arange(n_cells, dtype=np.int64)
+    v = np.zeros(n_slots, dtype=np.float64)
+    scale = tight = 1.0
     for round_no in range(1, max_rounds + 1):
         indptr, indices, csr_costs = _to_csr(n_cells, rows, cols, costs, n_slots)
+        # Each round: an epsilon-scaling auction (from the previous prices after the first
+        # round) gives a nearly optimal matching and potentials fast; the shortest-augmenting-
+        # path solver then repairs them into an exact, dual-feasible state.
         if round_no == 1:
-            # A fast epsilon-optimal start (auction); the shortest-path solver makes it exact
-            # up to matched edges within ``tight`` of tightness.
             scale = max(1.0, float(csr_costs.max()))
             tight = scale * AUCTION_EPS
-            col4row, prices = auction(
-                n_slots, indptr, indices, csr_costs, scale / 4.0, tight, scale
-            )
-            v = -prices
-        # Warm start: the previous matching and potentials (only rows undercut by a new edge
-        # are re-augmented).
+            prices0 = np.zeros(n_slots, dtype=np.float64)
+            eps0 = scale / 4.0
+        else:
+            prices0 = -v
+            eps0 = scale * AUCTION_RESTART
+        col4row, prices = auction(n_slots, indptr, indices, csr_costs, prices0, eps0, tight, scale)
+        v = -prices
         col4row, u, v, feasible = solve_sparse_lap(
-            n_slots, indptr, indices, csr_costs, col4row, v, tight
+            n_slots, indptr, indices, csr_costs, col4row, v, 2.0 * tight
         )
         if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
             raise RuntimeError("internal error: the candidate graph has no full matching")
