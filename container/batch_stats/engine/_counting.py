@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numpy.lib.array_utils import byte_bounds
+from numpy.lib.stride_tricks import as_strided
 
 from ._geometry import Placement, UniformIntegers, crop_origin, squares_placement
 from ._params import EngineParams
@@ -88,11 +90,21 @@ def _count_packed(
 
     Each pixel's 3 bytes are read as the low 24 bits of a little-endian uint32 at ``offset +
     i * strides[0] + j * strides[1]`` in the flat byte buffer ``data``, which must hold at least one
-    byte after the crop's last pixel. Shifting left by 8 drops that neighbouring byte, so in the
-    result a pixel is white when it equals 0xFFFFFF00 and black when it is 0. The squares are
-    painted on these words; ``transposed`` means the crop's axes are (column, row).
+    byte after the crop's last pixel. ``transposed`` means the crop's axes are (column, row).
     """
     pixels = np.ndarray(shape=shape, dtype="<u4", buffer=data, offset=offset, strides=strides)
+    return _count_words(pixels, plan=plan, params=params, transposed=transposed)
+
+
+def _count_words(
+    pixels: npt.NDArray[np.uint32], *, plan: ImagePlan, params: EngineParams, transposed: bool
+) -> tuple[int, int]:
+    """:func:`_count_packed` on the crop's little-endian words (a pixel in the low 3 bytes).
+
+    Shifting left by 8 drops the fourth byte, so in the result a pixel is white when it equals
+    0xFFFFFF00 and black when it is 0. The squares are painted on these shifted words (a new
+    array: ``pixels`` is not modified).
+    """
     words = pixels << np.uint32(8)
     size = plan.placement.size
     for corner, value in ((plan.placement.white, _WHITE_SHIFTED), (plan.placement.black, 0)):
@@ -103,6 +115,28 @@ def _count_packed(
             else:
                 words[r0:r1, c0:c1] = value
     return int(np.count_nonzero(words == _WHITE_SHIFTED)), int(np.count_nonzero(words == 0))
+
+
+def _padded_words(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32] | None:
+    """The image as ``(height, width)`` little-endian words when its pixels are 4 bytes apart.
+
+    Such an image is a view that skips a fourth byte per pixel (what :func:`decode_image` returns:
+    Pillow's RGB memory). Each word then holds a pixel in its low 3 bytes and that fourth byte on
+    top. Only when every pixel's fourth byte lies inside the memory the image is a view of;
+    otherwise None (the caller copies the crop instead).
+    """
+    if image.strides[1:] != (4, 1) or image.size == 0:
+        return None
+    root = image
+    while isinstance(root.base, np.ndarray):
+        root = root.base
+    low, high = byte_bounds(image)
+    root_low, root_high = byte_bounds(root)
+    if low < root_low or high + 1 > root_high:
+        return None
+    height, width = image.shape[:2]
+    padded = as_strided(image, shape=(height, width, 4), strides=image.strides, writeable=False)
+    return padded.view("<u4")[..., 0]
 
 
 def count_white_black(image: npt.NDArray[np.uint8]) -> tuple[int, int]:
@@ -134,8 +168,10 @@ def process_image(
 ) -> tuple[int, int]:
     """Draw the squares and the crop with ``rng``; return the (white, black) counts in the crop.
 
-    The white square is painted first, then the black one (they never overlap); only the crop is
-    copied, so ``image`` is not modified. Noise pixels that happen to be pure white or black count.
+    The white square is painted first, then the black one (they never overlap), on the crop's
+    pixels read as words: ``image`` is not modified, and may be read-only. The crop is counted in
+    place when the pixels are 4 bytes apart (:func:`decode_image`'s arrays), else copied first.
+    Noise pixels that happen to be pure white or black count.
 
     Raises:
         ValueError: not a (height, width, 3) uint8 array, smaller than the crop, or no room for the
@@ -146,6 +182,11 @@ def process_image(
     plan = draw_plan(rng, height=height, width=width, params=params)
     cy, cx = plan.crop
     ch, cw = params.crop_height, params.crop_width
+    words = _padded_words(image)
+    if words is not None:  # counted in place
+        return _count_words(
+            words[cy : cy + ch, cx : cx + cw], plan=plan, params=params, transposed=False
+        )
     # A contiguous copy of the crop plus one spare byte, for the packed reading in _count_packed.
     data = np.empty(ch * cw * 3 + 1, dtype=np.uint8)
     data[:-1].reshape(ch, cw, 3)[...] = image[cy : cy + ch, cx : cx + cw]

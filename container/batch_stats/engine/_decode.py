@@ -23,6 +23,7 @@ import zlib
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 from PIL import Image
 
 from ._params import MAX_SIDE, EngineParams, check_square_room
@@ -69,7 +70,7 @@ def _header(data: bytes, name: str) -> tuple[int, int, int, int]:
 
 
 def decode_image(data: bytes, *, name: str, params: EngineParams) -> npt.NDArray[np.uint8]:
-    """Decode an uploaded PNG into a ``(height, width, 3)`` uint8 RGB array.
+    """Decode an uploaded PNG into a read-only ``(height, width, 3)`` uint8 RGB array.
 
     Size limits (file bytes, pixel count) are checked from the header before anything is
     decompressed. See the module docstring for the mode policy.
@@ -121,7 +122,8 @@ def decode_image(data: bytes, *, name: str, params: EngineParams) -> npt.NDArray
         check_square_room(height, width, params.square_size)
     except ValueError as error:
         raise ImageRejected(name, "too_small", str(error)) from None
-    if _IEND not in data:
+    # A well-formed file ends with IEND: O(1). Otherwise search for it (data after IEND is allowed).
+    if not data.endswith(_IEND) and _IEND not in data:
         raise ImageRejected(name, "truncated", "the PNG file is truncated (no IEND chunk)")
     return _decode_pixels(data, name, colour)
 
@@ -158,10 +160,27 @@ def _to_rgb(image: Image.Image, name: str, colour: int) -> npt.NDArray[np.uint8]
                 f"the {_COLOUR_TYPES[colour]} image has transparent pixels, whose colour is "
                 f"undefined ({_ALLOWED})",
             )
-        return rgba[..., :3].copy()
+        return rgba[..., :3]
     if image.mode != "RGB":
         image = image.convert("RGB")
-    array = np.array(image)  # writable, unlike np.asarray of a Pillow image
+    array = _rgb_pixels(image)
     if array.dtype != np.uint8 or array.shape[2:] != (3,):  # pragma: no cover - defensive
         raise ImageRejected(name, "unsupported_mode", f"unexpected decoded mode {image.mode}")
     return array
+
+
+def _rgb_pixels(image: Image.Image) -> npt.NDArray[np.uint8]:
+    """A read-only ``(height, width, 3)`` view of a loaded RGB image's pixels, without a copy.
+
+    Pillow stores an RGB pixel in 4 bytes (R, G, B, padding) and exports that memory through the
+    Arrow C data interface; the view skips the padding byte and keeps the memory alive. Images
+    whose rows are not in one block of Pillow's allocator (tens of MB) cannot be exported that
+    way and are copied out with ``np.asarray`` instead.
+    """
+    try:
+        words = pa.array(image).values.to_numpy(zero_copy_only=True)
+    except (ValueError, pa.ArrowException):
+        return np.asarray(image)
+    pixels: npt.NDArray[np.uint8] = words.reshape(image.height, image.width, 4)[..., :3]
+    pixels.flags.writeable = False
+    return pixels

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pytest
 from batch_stats.engine import (
     EngineParams,
     count_white_black,
+    decode_image,
     draw_plan,
     image_rng,
     process_image,
@@ -15,6 +18,7 @@ from batch_stats.engine import (
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from numpy.lib.stride_tricks import as_strided
 
 
 def _reference(image: np.ndarray, seed: int, params: EngineParams) -> tuple[int, int]:
@@ -69,6 +73,44 @@ def test_default_sizes_count_squares_and_noise() -> None:
         assert process_image(image, rng=np.random.default_rng(seed), params=params) == _reference(
             image, seed, params
         )
+
+
+@pytest.mark.parametrize("levels", [(0, 255), (0, 1, 254, 255), tuple(range(256))])
+def test_decoded_pngs_count_as_brute_force(
+    levels: tuple[int, ...], png_bytes: Callable[..., bytes]
+) -> None:
+    # decode_image returns a read-only view of Pillow's 4-byte pixels, counted in place.
+    params = EngineParams()
+    data_rng = np.random.default_rng(len(levels))
+    for seed in range(8):
+        image = np.asarray(levels, dtype=np.uint8)[
+            data_rng.integers(len(levels), size=(256, 512, 3))
+        ]
+        decoded = decode_image(png_bytes(image), name="x.png", params=params)
+        assert decoded.strides[1:] == (4, 1)
+        assert not decoded.flags.writeable
+        expected = _reference(image, seed, params)
+        assert process_image(decoded, rng=np.random.default_rng(seed), params=params) == expected
+        copied = np.ascontiguousarray(decoded)
+        assert process_image(copied, rng=np.random.default_rng(seed), params=params) == expected
+
+
+def test_four_byte_pixel_views_ignore_the_fourth_byte() -> None:
+    params = EngineParams(
+        square_size=3, crop_height=9, crop_width=11, image_height=12, image_width=14
+    )
+    data_rng = np.random.default_rng(3)
+    padded = data_rng.integers(0, 2, size=(12, 14, 4), dtype=np.uint8) * 255
+    padded[..., 3] = data_rng.integers(0, 256, size=(12, 14), dtype=np.uint8)
+    view = padded[..., :3]
+    # The same pixels in memory that ends right after the last pixel's blue byte: the fourth
+    # byte of the last pixel is not part of it, so the crop is copied instead.
+    short = np.frombuffer(padded.tobytes()[:-1], dtype=np.uint8)
+    clipped = as_strided(short, shape=(12, 14, 3), strides=(14 * 4, 4, 1), writeable=False)
+    for seed in range(40):
+        expected = _reference(np.ascontiguousarray(view), seed, params)
+        assert process_image(view, rng=np.random.default_rng(seed), params=params) == expected
+        assert process_image(clipped, rng=np.random.default_rng(seed), params=params) == expected
 
 
 def test_process_image_does_not_modify_its_input() -> None:

@@ -36,8 +36,29 @@ def test_rgb_png_decodes_exactly(
     for level in (0, 9):
         decoded = decode_image(png_bytes(rgb, compress_level=level), name="x", params=small_params)
         assert decoded.dtype == np.uint8
-        assert decoded.flags.writeable
+        assert not decoded.flags.writeable  # a view of the decoded pixels, not a copy
         np.testing.assert_array_equal(decoded, rgb)
+
+
+def test_bytes_after_the_end_chunk_are_ignored(
+    rgb: np.ndarray, png_bytes: Callable[..., bytes], small_params: EngineParams
+) -> None:
+    data = png_bytes(rgb) + b"trailing bytes"
+    np.testing.assert_array_equal(decode_image(data, name="x", params=small_params), rgb)
+
+
+def test_image_larger_than_one_allocator_block_decodes_exactly(
+    png_bytes: Callable[..., bytes],
+) -> None:
+    # 2304 x 2048 pixels of 4 bytes in Pillow's memory: more than one 16 MiB block, so the
+    # pixels cannot be exported as one array and are copied out instead.
+    height, width = 2304, 2048
+    image = np.zeros((height, width, 3), dtype=np.uint8)
+    image[::7, :, 0] = 255
+    image[:, ::5, 1] = 128
+    image[-1, -1] = (1, 2, 3)
+    decoded = decode_image(png_bytes(image, compress_level=1), name="x", params=EngineParams())
+    np.testing.assert_array_equal(decoded, image)
 
 
 def test_grayscale_becomes_gray_rgb(
