@@ -9,7 +9,14 @@ Every random choice comes from a per-image numpy generator derived from the run 
 not depend on processing order or concurrency.
 """
 
-from ._counting import ImagePlan, count_white_black, draw_plan, process_image, synthetic_counts
+from ._counting import (
+    ImagePlan,
+    count_crop,
+    count_white_black,
+    draw_plan,
+    process_image,
+    synthetic_counts,
+)
 from ._decode import ImageRejected, decode_image
 from ._geometry import Placement, UniformIntegers, count_valid_pairs, draw_crop, draw_squares
 from ._params import EngineParams
@@ -47,6 +54,7 @@ __all__ = [
     "SchemaError",
     "UniformIntegers",
     "batch_ids",
+    "count_crop",
     "count_valid_pairs",
     "count_white_black",
     "decode_image",

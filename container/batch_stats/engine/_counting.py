@@ -7,8 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-from numpy.lib.array_utils import byte_bounds
-from numpy.lib.stride_tricks import as_strided
 
 from ._geometry import Placement, UniformIntegers, crop_origin, squares_placement
 from ._params import EngineParams
@@ -18,6 +16,7 @@ from ._synthetic import column_bytes_from
 __all__ = [
     "ImagePlan",
     "count_columns",
+    "count_crop",
     "count_white_black",
     "draw_plan",
     "process_image",
@@ -122,21 +121,27 @@ def _padded_words(image: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint32] | None
 
     Such an image is a view that skips a fourth byte per pixel (what :func:`decode_image` returns:
     Pillow's RGB memory). Each word then holds a pixel in its low 3 bytes and that fourth byte on
-    top. Only when every pixel's fourth byte lies inside the memory the image is a view of;
-    otherwise None (the caller copies the crop instead).
+    top. The words are a view of the contiguous array the image is a view of; numpy checks that
+    every word, fourth bytes included, lies inside it. Otherwise None (the caller copies the crop).
     """
-    if image.strides[1:] != (4, 1) or image.size == 0:
+    if image.strides[1:] != (4, 1):
         return None
-    root = image
-    while isinstance(root.base, np.ndarray):
+    root = image.base
+    while isinstance(root, np.ndarray) and isinstance(root.base, np.ndarray):
         root = root.base
-    low, high = byte_bounds(image)
-    root_low, root_high = byte_bounds(root)
-    if low < root_low or high + 1 > root_high:
+    if not isinstance(root, np.ndarray) or not root.flags.c_contiguous:
         return None
-    height, width = image.shape[:2]
-    padded = as_strided(image, shape=(height, width, 4), strides=image.strides, writeable=False)
-    return padded.view("<u4")[..., 0]
+    offset = image.__array_interface__["data"][0] - root.__array_interface__["data"][0]
+    try:
+        return np.ndarray(
+            shape=image.shape[:2],
+            dtype="<u4",
+            buffer=root,
+            offset=offset,
+            strides=image.strides[:2],
+        )
+    except (TypeError, ValueError):  # a word would reach outside the memory
+        return None
 
 
 def count_white_black(image: npt.NDArray[np.uint8]) -> tuple[int, int]:
@@ -169,9 +174,8 @@ def process_image(
     """Draw the squares and the crop with ``rng``; return the (white, black) counts in the crop.
 
     The white square is painted first, then the black one (they never overlap), on the crop's
-    pixels read as words: ``image`` is not modified, and may be read-only. The crop is counted in
-    place when the pixels are 4 bytes apart (:func:`decode_image`'s arrays), else copied first.
-    Noise pixels that happen to be pure white or black count.
+    pixels read as words: ``image`` is not modified, and may be read-only. Noise pixels that happen
+    to be pure white or black count. Equal to ``count_crop(image, draw_plan(rng, ...))``.
 
     Raises:
         ValueError: not a (height, width, 3) uint8 array, smaller than the crop, or no room for the
@@ -180,8 +184,32 @@ def process_image(
     image = _check_image(image)
     height, width = image.shape[:2]
     plan = draw_plan(rng, height=height, width=width, params=params)
+    return count_crop(image, plan=plan, params=params)
+
+
+def count_crop(
+    image: npt.NDArray[np.uint8], *, plan: ImagePlan, params: EngineParams
+) -> tuple[int, int]:
+    """The (white, black) counts of :func:`process_image` for a plan drawn beforehand.
+
+    ``plan`` must have been drawn for this image's height and width. The crop is counted in place
+    when the pixels are 4 bytes apart (:func:`decode_image`'s arrays), else copied first.
+
+    Raises:
+        ValueError: not a (height, width, 3) uint8 array, or the plan does not fit in the image.
+    """
+    image = _check_image(image)
     cy, cx = plan.crop
     ch, cw = params.crop_height, params.crop_width
+    size = plan.placement.size
+    height, width = image.shape[:2]
+    if (
+        cy + ch > height
+        or cx + cw > width
+        or max(plan.placement.white[0], plan.placement.black[0]) + size > height
+        or max(plan.placement.white[1], plan.placement.black[1]) + size > width
+    ):
+        raise ValueError(f"the plan {plan} does not fit in a {height}x{width} image")
     words = _padded_words(image)
     if words is not None:  # counted in place
         return _count_words(

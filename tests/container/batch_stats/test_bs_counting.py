@@ -8,6 +8,9 @@ import numpy as np
 import pytest
 from batch_stats.engine import (
     EngineParams,
+    ImagePlan,
+    Placement,
+    count_crop,
     count_white_black,
     decode_image,
     draw_plan,
@@ -111,6 +114,30 @@ def test_four_byte_pixel_views_ignore_the_fourth_byte() -> None:
         expected = _reference(np.ascontiguousarray(view), seed, params)
         assert process_image(view, rng=np.random.default_rng(seed), params=params) == expected
         assert process_image(clipped, rng=np.random.default_rng(seed), params=params) == expected
+
+
+def test_count_crop_with_a_plan_drawn_beforehand_equals_process_image() -> None:
+    params = EngineParams()
+    image = synthetic_image(2, "batch_001", "img_0001.png", params=params)
+    for seed in range(10):
+        plan = draw_plan(np.random.default_rng(seed), height=256, width=512, params=params)
+        expected = process_image(image, rng=np.random.default_rng(seed), params=params)
+        assert count_crop(image, plan=plan, params=params) == expected
+
+
+def test_count_crop_refuses_a_plan_that_does_not_fit() -> None:
+    params = EngineParams()
+    image = np.zeros((256, 512, 3), np.uint8)
+    fits = ImagePlan(Placement(white=(206, 462), black=(0, 0), size=50), crop=(56, 312))
+    assert count_crop(image, plan=fits, params=params) == (50 * 50, 200 * 200 - 50 * 50)
+    for plan in (
+        ImagePlan(Placement(white=(0, 0), black=(100, 100), size=50), crop=(57, 0)),
+        ImagePlan(Placement(white=(0, 0), black=(100, 100), size=50), crop=(0, 313)),
+        ImagePlan(Placement(white=(207, 0), black=(100, 100), size=50), crop=(0, 0)),
+        ImagePlan(Placement(white=(0, 0), black=(100, 463), size=50), crop=(0, 0)),
+    ):
+        with pytest.raises(ValueError, match="does not fit"):
+            count_crop(image, plan=plan, params=params)
 
 
 def test_process_image_does_not_modify_its_input() -> None:

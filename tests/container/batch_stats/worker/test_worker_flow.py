@@ -19,9 +19,11 @@ from batch_stats.engine import (
     read_batch_stats,
     run_seed,
     summarize_batch,
+    synthetic_image,
 )
 from batch_stats.local.resources import LocalResources
 from batch_stats.worker.runner import Worker, results_key
+from PIL import Image
 
 
 def parquet_bytes(session: boto3.Session, resources: LocalResources, run_id: str) -> bytes:
@@ -102,6 +104,38 @@ def test_whole_run_is_stored_announced_and_deleted(
     assert [row["batch_id"] for row in note["statistics"]] == ["batch_001", "batch_002"]
     assert note["statistics"][1]["black_avg"] == expected[1].black_avg
     assert queue_depth(session, resources.runs_queue_url) == 0
+
+
+def test_images_of_other_sizes_get_their_own_draws(
+    worker: Worker,
+    small: EngineParams,
+    dispatch_run: Callable[..., Any],
+    session: boto3.Session,
+    resources: LocalResources,
+) -> None:
+    # The worker draws every image's squares and crop for the run's size up front; an image of
+    # another size is drawn for its own size, exactly as process_image would.
+    uploads = dispatch_run("run-sizes", params=dataclasses.replace(small, image_height=57))
+    s3 = session.client("s3")
+    raw = resources.names.raw_bucket
+    buffer = io.BytesIO()
+    Image.fromarray(synthetic_image(3, "batch_001", "own-size", params=small)).save(buffer, "PNG")
+    s3.put_object(Bucket=raw, Key=uploads[0].key, Body=buffer.getvalue())
+    assert worker.poll_once()
+
+    seed = run_seed("run-sizes")
+    counts: dict[str, list[tuple[int, int]]] = {}
+    sizes = set()
+    for upload in uploads:
+        data = s3.get_object(Bucket=raw, Key=upload.key)["Body"].read()
+        image = decode_image(data, name=upload.name, params=small)
+        sizes.add(image.shape[:2])
+        rng = image_rng(seed, upload.batch_id, upload.name)
+        counts.setdefault(upload.batch_id, []).append(process_image(image, rng=rng, params=small))
+    assert sizes == {(57, 64), (48, 64)}
+    expected = [summarize_batch(b, c) for b, c in sorted(counts.items())]
+    stats, _ = read_batch_stats(io.BytesIO(parquet_bytes(session, resources, "run-sizes")))
+    assert stats == expected
 
 
 def test_bad_uploads_are_rejected_and_reported_and_the_run_finishes(
