@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
-from numba import njit
+from numba import njit, prange
 
 _INF = np.inf
 
@@ -343,3 +343,47 @@ def solve_sparse_lap(
     for i in range(n_rows):
         u[i] += top
     return col4row, u, v, True
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def violated_pairs(
+    cells: npt.NDArray[np.float64],
+    slots: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    bound: npt.NDArray[np.float64],
+    k: int,
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:  # pragma: no cover - compiled
+    """For each cell, the ``k`` slots with the smallest ``|x_i - y_j|^2 - v_j`` below ``bound_i``.
+
+    A brute-force scan of every cell-slot pair (parallel over cells), for problems small enough
+    that it beats a k-d tree query in the lifted space. Returns the values and slot indices sorted
+    ascending per cell, padded with ``inf`` and -1.
+    """
+    n_cells, dim = cells.shape
+    n_slots = slots.shape[0]
+    vals = np.full((n_cells, k), _INF, dtype=np.float64)
+    idx = np.full((n_cells, k), -1, dtype=np.int64)
+    for i in prange(n_cells):
+        worst = bound[i]
+        found = 0
+        for j in range(n_slots):
+            d = -v[j]
+            for a in range(dim):
+                diff = cells[i, a] - slots[j, a]
+                d += diff * diff
+            if d >= worst:
+                continue
+            # Insert into the sorted list of the k best so far.
+            pos = found if found < k else k - 1
+            while pos > 0 and vals[i, pos - 1] > d:
+                if pos < k:
+                    vals[i, pos] = vals[i, pos - 1]
+                    idx[i, pos] = idx[i, pos - 1]
+                pos -= 1
+            vals[i, pos] = d
+            idx[i, pos] = j
+            if found < k:
+                found += 1
+            if found == k:
+                worst = vals[i, k - 1]
+    return vals, idx

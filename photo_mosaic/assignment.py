@@ -21,12 +21,15 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from photo_mosaic._sparse_lap import auction, solve_sparse_lap
+from photo_mosaic._sparse_lap import auction, solve_sparse_lap, violated_pairs
 
 # Final auction step (and half the tightness tolerance of the exact solver) and the first step
 # of a re-solve from the previous prices, relative to the largest candidate cost.
 AUCTION_EPS = 1e-11
 AUCTION_RESTART = 1e-4
+# Up to this many cell-slot pairs the certificate scans every pair (numba, parallel), which is
+# faster than a k-d tree query in the lifted space; above it the k-d tree is used.
+BRUTE_FORCE_PAIRS = 400_000_000
 
 __all__ = ["UniqueAssignment", "assign_nearest", "assign_unique", "max_uses"]
 
@@ -133,6 +136,53 @@ def _to_csr(
     return indptr, cols.astype(np.int64), costs
 
 
+def _identical_groups(cells: FloatArray) -> tuple[FloatArray, list[IntArray]]:
+    """Distinct descriptors and, for each, the cells that have it (a flat sky: many cells)."""
+    distinct, inverse = np.unique(cells, axis=0, return_inverse=True)
+    inverse = np.asarray(inverse, dtype=np.int64).ravel()
+    order = np.argsort(inverse, kind="stable")
+    bounds = np.cumsum(np.bincount(inverse, minlength=distinct.shape[0]))[:-1]
+    return distinct, [g.astype(np.int64) for g in np.split(order, bounds)]
+
+
+def _banded_candidates(
+    slot_tiles: FloatArray,
+    v: FloatArray,
+    points: FloatArray,
+    members: list[IntArray],
+    k: int,
+) -> tuple[IntArray, IntArray]:
+    """Edges from groups of identical cells to their best slots under the potentials ``v``.
+
+    For a group of ``m`` identical cells at ``points[g]`` the ``m + k - 1`` slots with the smallest
+    ``|x - y_j|^2 - v_j`` (a k-nearest query after lifting slot j by ``sqrt(max v - v_j)``) are
+    shared out in overlapping bands: member r gets slots r .. r + k - 1 of that list. Identical
+    cells then reach as many distinct slots as they need (a query per cell would give them all
+    the same ``k``), with ``k`` edges each.
+    """
+    n_slots = slot_tiles.shape[0]
+    top = float(v.max())
+    tree = cKDTree(np.column_stack([slot_tiles, np.sqrt(np.maximum(top - v, 0.0))]))
+    sizes = np.array([g.shape[0] for g in members], dtype=np.int64)
+    need = np.minimum(sizes + k - 1, n_slots)
+    # Query in a few batches of equal k (powers of two), not once per group.
+    batch_k = np.minimum(2 ** np.ceil(np.log2(np.maximum(need, k))).astype(np.int64), n_slots)
+    rows: list[IntArray] = []
+    cols: list[IntArray] = []
+    for kq in np.unique(batch_k):
+        sel = np.nonzero(batch_k == kq)[0]
+        queries = np.column_stack([points[sel], np.zeros(sel.shape[0])])
+        _, found = tree.query(queries, k=int(kq), workers=-1)
+        found = np.asarray(found, dtype=np.int64).reshape(sel.shape[0], int(kq))
+        for pos, g in enumerate(sel):
+            group = members[g]
+            width = min(k, int(kq))
+            offsets = (np.arange(group.shape[0])[:, None] + np.arange(width)[None, :]) % int(kq)
+            rows.append(np.repeat(group, width))
+            cols.append(found[pos][offsets].ravel())
+    return np.concatenate(rows), np.concatenate(cols)
+
+
 def assign_unique(
     cells: npt.ArrayLike,
     tiles: npt.ArrayLike,
@@ -178,18 +228,18 @@ def assign_unique(
     # Slot s is copy s // n_tiles of tile s % n_tiles.
     slot_tiles = np.tile(t, (uses, 1)) if uses > 1 else t
 
-    # Initial candidate graph: nearest tiles (every copy of each) plus a feasible matching.
-    k_tiles = min(n_tiles, max(1, math.ceil(k / uses)))
-    _, near = cKDTree(t).query(c, k=k_tiles)
-    near = np.asarray(near, dtype=np.int64).reshape(n_cells, k_tiles)
-    copies = (np.arange(uses, dtype=np.int64) * n_tiles)[None, None, :]
-    slots = (near[:, :, None] + copies).reshape(n_cells, -1)
-    rows = np.repeat(np.arange(n_cells, dtype=np.int64), slots.shape[1])
-    cols = slots.ravel()
+    # Initial candidate graph: nearest slots (identical cells share them out in bands) plus
+    # rank matchings along several directions, each a full matching.
+    distinct, members = _identical_groups(c)
+    rows, cols = _banded_candidates(slot_tiles, np.zeros(n_slots), distinct, members, k)
     r_rows, r_cols = _sliced_matchings(c, slot_tiles, n_slices)
     rows = np.concatenate([rows, r_rows])
     cols = np.concatenate([cols, r_cols])
     costs = _pair_costs(c, t, rows, cols % n_tiles)
+    group_of = np.empty(n_cells, dtype=np.int64)
+    for g, group in enumerate(members):
+        group_of[group] = g
+    brute = n_cells * n_slots <= BRUTE_FORCE_PAIRS
 
     k_query = min(n_slots, k_add)
     all_cells = np.arange(n_cells, dtype=np.int64)
@@ -219,22 +269,25 @@ def assign_unique(
         # v <= 0 (0 on unused slots) and u <= top_u; lifting slot j to (y_j, sqrt(-v_j), 0) and
         # cell i to (x_i, 0, sqrt(top_u - u_i)) makes the squared distance of a pair
         # c_ij - v_j - u_i + top_u, so the violating pairs are exactly those closer than
-        # sqrt(top_u): a bounded nearest-neighbour query in two more dimensions.
+        # sqrt(top_u): a bounded nearest-neighbour query in two more dimensions. Small
+        # problems scan every pair instead (faster than the tree there).
         tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
-        top_u = float(u.max())
-        tree = cKDTree(
-            np.column_stack([slot_tiles, np.sqrt(np.maximum(-v, 0.0)), np.zeros(n_slots)])
-        )
-        d2, idx = tree.query(
-            np.column_stack([c, np.zeros(n_cells), np.sqrt(np.maximum(top_u - u, 0.0))]),
-            k=k_query,
-            distance_upper_bound=math.sqrt(max(top_u - tol, 0.0)),
-            workers=-1,
-        )
-        d2 = np.asarray(d2).reshape(n_cells, k_query) ** 2
-        idx = np.asarray(idx, dtype=np.int64).reshape(n_cells, k_query)
-        violated = d2 < top_u - tol
-        if not violated.any():
+        if brute:
+            _, idx = violated_pairs(c, slot_tiles, v, u - tol, 1)
+            bad = idx[:, 0] >= 0
+        else:
+            top_u = float(u.max())
+            tree = cKDTree(
+                np.column_stack([slot_tiles, np.sqrt(np.maximum(-v, 0.0)), np.zeros(n_slots)])
+            )
+            d2, _ = tree.query(
+                np.column_stack([c, np.zeros(n_cells), np.sqrt(np.maximum(top_u - u, 0.0))]),
+                k=1,
+                distance_upper_bound=math.sqrt(max(top_u - tol, 0.0)),
+                workers=-1,
+            )
+            bad = np.asarray(d2).ravel() ** 2 < top_u - tol
+        if not bad.any():
             chosen = col4row % n_tiles
             return UniqueAssignment(
                 tile_for_cell=chosen,
@@ -243,8 +296,26 @@ def assign_unique(
                 rounds=round_no,
                 n_edges=int(indices.shape[0]),
             )
-        new_rows = np.nonzero(violated)[0].astype(np.int64)
-        new_cols = idx[violated]
+        # Each cell with a violated pair gets its k_add best slots under the current potentials
+        # (violated or not: that saves rounds); identical cells share a longer list out in bands
+        # (else they would all get the same slots).
+        n_bad = np.bincount(group_of[bad], minlength=len(members))
+        single = bad & (n_bad[group_of] == 1)
+        new_rows = np.zeros(0, dtype=np.int64)
+        new_cols = np.zeros(0, dtype=np.int64)
+        if brute and single.any():
+            single_cells = np.nonzero(single)[0].astype(np.int64)
+            no_bound = np.full(single_cells.shape[0], np.inf)
+            _, idx = violated_pairs(c[single_cells], slot_tiles, v, no_bound, k_query)
+            new_rows = np.repeat(single_cells, k_query)
+            new_cols = idx.ravel()
+            n_bad[group_of[single_cells]] = 0
+        groups = np.nonzero(n_bad)[0]
+        if groups.shape[0]:
+            bad_members = [members[g][bad[members[g]]] for g in groups]
+            b_rows, b_cols = _banded_candidates(slot_tiles, v, distinct[groups], bad_members, k_add)
+            new_rows = np.concatenate([new_rows, b_rows])
+            new_cols = np.concatenate([new_cols, b_cols])
         rows = np.concatenate([rows, new_rows])
         cols = np.concatenate([cols, new_cols])
         costs = np.concatenate([costs, _pair_costs(c, t, new_rows, new_cols % n_tiles)])

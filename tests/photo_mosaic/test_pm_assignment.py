@@ -103,3 +103,47 @@ def test_bad_descriptors_are_rejected(cells: np.ndarray, tiles: np.ndarray, mess
 def test_bad_solver_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="k, k_add and n_slices must be at least 1, got k=0"):
         assign_unique(np.zeros((2, 3)), np.ones((2, 3)), k=0)
+
+
+@pytest.mark.parametrize("brute_force", [True, False])
+@pytest.mark.parametrize(("n_cells", "n_tiles"), [(300, 300), (300, 500), (300, 140)])
+def test_unique_is_exact_when_the_target_colours_are_far_from_the_tiles(
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+    n_cells: int,
+    n_tiles: int,
+    brute_force: bool,
+) -> None:
+    # As in the benchmark: a photo with a flat white area (many identical cells) against tiles
+    # whose colours are shifted and spread differently, so optimal pairs are far apart.
+    import photo_mosaic.assignment as assignment
+
+    monkeypatch.setattr(assignment, "BRUTE_FORCE_PAIRS", 10**12 if brute_force else 0)
+    cells = rng.normal([60, 10, -20], [15, 20, 20], size=(n_cells, 3))
+    cells[: n_cells // 3] = [100.0, 0.0, 0.0]
+    tiles = rng.normal([40, -15, 25], [25, 10, 10], size=(n_tiles, 3))
+
+    result = assign_unique(cells, tiles, k=4, n_slices=2, k_add=4)
+
+    assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-9)
+    assert np.bincount(result.tile_for_cell, minlength=n_tiles).max() <= result.max_uses
+
+
+def test_violated_pairs_scan_finds_the_smallest_reduced_values_below_the_bound(
+    rng: np.random.Generator,
+) -> None:
+    from photo_mosaic._sparse_lap import violated_pairs
+
+    cells = rng.normal(size=(200, 3))
+    slots = rng.normal(size=(300, 3))
+    v = -rng.uniform(0, 2, size=300)
+    bound = rng.uniform(-1, 1, size=200)
+
+    vals, idx = violated_pairs(cells, slots, v, bound, 5)
+
+    full = cdist(cells, slots, "sqeuclidean") - v[None, :]
+    for i in range(200):
+        expected = np.sort(full[i][full[i] < bound[i]])[:5]
+        np.testing.assert_allclose(vals[i, : expected.shape[0]], expected)
+        np.testing.assert_allclose(full[i, idx[i, : expected.shape[0]]], expected)
+        assert np.all(idx[i, expected.shape[0] :] == -1)
