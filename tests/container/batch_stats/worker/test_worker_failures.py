@@ -234,6 +234,10 @@ def test_heartbeat_keeps_a_long_run_invisible(
     done = threading.Event()
     thread = threading.Thread(target=lambda: (slow.poll_once(), done.set()))
     thread.start()
+    # Only once the worker holds the message: before that, receiving it here would be a race
+    # with the worker's own first receive, not a failure of the heartbeat.
+    while not slow.busy and not done.is_set():
+        time.sleep(0.01)
     sqs = session.client("sqs")
     stolen = []
     while not done.is_set():
