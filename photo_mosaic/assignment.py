@@ -30,6 +30,12 @@ AUCTION_RESTART = 1e-4
 # Up to this many cell-slot pairs the certificate scans every pair (numba, parallel), which is
 # faster than a k-d tree query in the lifted space; above it the k-d tree is used.
 BRUTE_FORCE_PAIRS = 400_000_000
+# After the first round, a round whose certificate found at most this fraction of the cells
+# violated is re-solved by the shortest-augmenting-path repair alone (a few short searches),
+# not by a new auction over the whole graph.
+REPAIR_FRACTION = 0.1
+# Lloyd iterations of the k-means that builds the coarse problem.
+KMEANS_ITERATIONS = 3
 
 __all__ = ["UniqueAssignment", "assign_nearest", "assign_unique", "max_uses"]
 
@@ -136,6 +142,64 @@ def _to_csr(
     return indptr, cols.astype(np.int64), costs
 
 
+def _kmeans(points: FloatArray, n_clusters: int) -> tuple[FloatArray, FloatArray]:
+    """Centres and sizes of ``n_clusters`` k-means clusters (few Lloyd steps, seeded, k-d tree)."""
+    rng = np.random.default_rng(0)
+    centres = points[rng.choice(points.shape[0], min(n_clusters, points.shape[0]), replace=False)]
+    counts = np.ones(centres.shape[0])
+    for _ in range(KMEANS_ITERATIONS + 1):
+        _, label = cKDTree(centres).query(points, k=1, workers=-1)
+        label = np.asarray(label, dtype=np.int64)
+        counts = np.bincount(label, minlength=centres.shape[0]).astype(np.float64)
+        sums = np.stack(
+            [
+                np.bincount(label, weights=points[:, a], minlength=centres.shape[0])
+                for a in range(points.shape[1])
+            ],
+            axis=1,
+        )
+        keep = counts > 0
+        centres, counts = sums[keep] / counts[keep][:, None], counts[keep]
+    return centres, counts
+
+
+def _coarse_potentials(
+    cells: FloatArray, tiles: FloatArray, uses: int, n_clusters: int
+) -> FloatArray:
+    """Approximate tile potentials from an exact transport problem between k-means clusters.
+
+    Cells and tiles are clustered (``n_clusters`` each); POT's network simplex solves the small
+    transport problem with the cluster sizes as masses (spare tile slots go to a dummy cluster
+    at cost 0) and returns its duals ``alpha``. A tile then gets the c-transform
+    ``v(y) = min_A |x_A - y|^2 - alpha_A`` over the cell clusters A (a nearest-neighbour query
+    after lifting), which follows the potential inside a cluster far better than the cluster's
+    own dual. Returns one potential per slot.
+    """
+    import ot  # POT: imported here, only large problems need it
+
+    n_cells, n_slots = cells.shape[0], tiles.shape[0] * uses
+    cell_centres, cell_mass = _kmeans(cells, n_clusters)
+    tile_centres, tile_mass = _kmeans(tiles, n_clusters)
+    diff = cell_centres[:, None, :] - tile_centres[None, :, :]
+    cost = np.einsum("ijk,ijk->ij", diff, diff)
+    tile_mass = tile_mass * uses
+    spare = n_slots - n_cells
+    if spare > 0:
+        cost = np.vstack([cost, np.zeros(tile_centres.shape[0])])
+        cell_mass = np.append(cell_mass, float(spare))
+    _, log = ot.emd(cell_mass, tile_mass, cost, numItermax=10**8, log=True)
+    alpha = np.asarray(log["u"], dtype=np.float64)
+    if spare > 0:
+        alpha = alpha[:-1] - alpha[-1]
+    top = float(alpha.max())
+    tree = cKDTree(np.column_stack([cell_centres, np.sqrt(np.maximum(top - alpha, 0.0))]))
+    dist, _ = tree.query(np.column_stack([tiles, np.zeros(tiles.shape[0])]), k=1, workers=-1)
+    v = np.asarray(dist, dtype=np.float64) ** 2 - top
+    if spare > 0:
+        v = np.minimum(v, 0.0)  # as in the exact duals: unused slots sit at the top, 0
+    return np.tile(v, uses)
+
+
 def _identical_groups(cells: FloatArray) -> tuple[FloatArray, list[IntArray]]:
     """Distinct descriptors and, for each, the cells that have it (a flat sky: many cells)."""
     distinct, inverse = np.unique(cells, axis=0, return_inverse=True)
@@ -188,8 +252,10 @@ def assign_unique(
     tiles: npt.ArrayLike,
     *,
     k: int = 12,
+    k_coarse: int = 32,
     k_add: int = 16,
     n_slices: int = 32,
+    coarse: int = 300,
     rtol: float = 1e-9,
     max_rounds: int = 200,
 ) -> UniqueAssignment:
@@ -204,9 +270,14 @@ def assign_unique(
         cells: descriptors of the cells, shape ``(n_cells, d)``.
         tiles: descriptors of the tiles, shape ``(n_tiles, d)``.
         k: initial candidate edges per cell (its ``k`` nearest tile slots).
-        k_add: most violated pairs added per cell and round during certification.
+        k_coarse: more initial edges per cell: its best slots under the potentials of the
+            coarse problem (only with ``coarse``).
+        k_add: edges added per cell and round during certification (the cell's best slots
+            under the current potentials, for each cell with a violated pair).
         n_slices: rank-to-rank matchings along this many directions added to the initial graph
             (they guarantee a full matching and shorten the certification).
+        coarse: clusters per side of the coarse transport problem that seeds the candidate graph
+            when there are at least ``4 * coarse`` cells (0: never).
         rtol: floating-point tolerance of the optimality check, relative to the largest cost
             or potential (a pair violates when its reduced cost is below ``-rtol * scale``).
         max_rounds: give up (``RuntimeError``) after this many solve-and-certify rounds.
@@ -215,11 +286,13 @@ def assign_unique(
         ValueError: on empty, non-finite or mismatched descriptors, or bad options.
     """
     c, t = _check_descriptors(cells, tiles)
-    if k < 1 or k_add < 1 or n_slices < 1:
+    if k < 1 or k_coarse < 1 or k_add < 1 or n_slices < 1:
         raise ValueError(
-            f"k, k_add and n_slices must be at least 1, got k={k}, k_add={k_add}, "
-            f"n_slices={n_slices}"
+            f"k, k_coarse, k_add and n_slices must be at least 1, got k={k}, "
+            f"k_coarse={k_coarse}, k_add={k_add}, n_slices={n_slices}"
         )
+    if coarse < 0:
+        raise ValueError(f"coarse must be 0 or more, got {coarse}")
     if not (0.0 <= rtol <= 1e-3):
         raise ValueError(f"rtol must be in [0, 1e-3], got {rtol}")
     n_cells, n_tiles = c.shape[0], t.shape[0]
@@ -232,6 +305,13 @@ def assign_unique(
     # rank matchings along several directions, each a full matching.
     distinct, members = _identical_groups(c)
     rows, cols = _banded_candidates(slot_tiles, np.zeros(n_slots), distinct, members, k)
+    if coarse and n_cells >= 4 * coarse:
+        # The optimal transport moves colours far when the target's palette differs from the
+        # tiles': add each cell's best slots under approximate potentials from a coarse problem.
+        v_coarse = _coarse_potentials(c, t, uses, coarse)
+        c_rows, c_cols = _banded_candidates(slot_tiles, v_coarse, distinct, members, k_coarse)
+        rows = np.concatenate([rows, c_rows])
+        cols = np.concatenate([cols, c_cols])
     r_rows, r_cols = _sliced_matchings(c, slot_tiles, n_slices)
     rows = np.concatenate([rows, r_rows])
     cols = np.concatenate([cols, r_cols])
@@ -245,11 +325,13 @@ def assign_unique(
     all_cells = np.arange(n_cells, dtype=np.int64)
     v = np.zeros(n_slots, dtype=np.float64)
     scale = tight = 1.0
+    n_violated = 0
     for round_no in range(1, max_rounds + 1):
         indptr, indices, csr_costs = _to_csr(n_cells, rows, cols, costs, n_slots)
         # Each round: an epsilon-scaling auction (from the previous prices after the first
         # round) gives a nearly optimal matching and potentials fast; the shortest-augmenting-
-        # path solver then repairs them into an exact, dual-feasible state.
+        # path solver then repairs them into an exact, dual-feasible state. When only a few
+        # cells had violated pairs, the repair alone starts from the previous exact solution.
         if round_no == 1:
             scale = max(1.0, float(csr_costs.max()))
             tight = scale * AUCTION_EPS
@@ -258,8 +340,11 @@ def assign_unique(
         else:
             prices0 = -v
             eps0 = scale * AUCTION_RESTART
-        col4row, prices = auction(n_slots, indptr, indices, csr_costs, prices0, eps0, tight, scale)
-        v = -prices
+        if round_no == 1 or n_violated > REPAIR_FRACTION * n_cells:
+            col4row, prices = auction(
+                n_slots, indptr, indices, csr_costs, prices0, eps0, tight, scale
+            )
+            v = -prices
         col4row, u, v, feasible = solve_sparse_lap(
             n_slots, indptr, indices, csr_costs, col4row, v, 2.0 * tight
         )
@@ -299,6 +384,7 @@ def assign_unique(
         # Each cell with a violated pair gets its k_add best slots under the current potentials
         # (violated or not: that saves rounds); identical cells share a longer list out in bands
         # (else they would all get the same slots).
+        n_violated = int(bad.sum())
         n_bad = np.bincount(group_of[bad], minlength=len(members))
         single = bad & (n_bad[group_of] == 1)
         new_rows = np.zeros(0, dtype=np.int64)

@@ -101,10 +101,13 @@ def test_bad_descriptors_are_rejected(cells: np.ndarray, tiles: np.ndarray, mess
 
 
 def test_bad_solver_options_are_rejected() -> None:
-    with pytest.raises(ValueError, match="k, k_add and n_slices must be at least 1, got k=0"):
+    with pytest.raises(ValueError, match="k, k_coarse, k_add and n_slices must be at least 1"):
         assign_unique(np.zeros((2, 3)), np.ones((2, 3)), k=0)
+    with pytest.raises(ValueError, match="coarse must be 0 or more, got -1"):
+        assign_unique(np.zeros((2, 3)), np.ones((2, 3)), coarse=-1)
 
 
+@pytest.mark.parametrize("coarse", [0, 20])
 @pytest.mark.parametrize("brute_force", [True, False])
 @pytest.mark.parametrize(("n_cells", "n_tiles"), [(300, 300), (300, 500), (300, 140)])
 def test_unique_is_exact_when_the_target_colours_are_far_from_the_tiles(
@@ -113,6 +116,7 @@ def test_unique_is_exact_when_the_target_colours_are_far_from_the_tiles(
     n_cells: int,
     n_tiles: int,
     brute_force: bool,
+    coarse: int,
 ) -> None:
     # As in the benchmark: a photo with a flat white area (many identical cells) against tiles
     # whose colours are shifted and spread differently, so optimal pairs are far apart.
@@ -123,7 +127,9 @@ def test_unique_is_exact_when_the_target_colours_are_far_from_the_tiles(
     cells[: n_cells // 3] = [100.0, 0.0, 0.0]
     tiles = rng.normal([40, -15, 25], [25, 10, 10], size=(n_tiles, 3))
 
-    result = assign_unique(cells, tiles, k=4, n_slices=2, k_add=4)
+    # Small options, so that the certificate has work to do; coarse=20: the graph is seeded
+    # from a 20 x 20 cluster problem.
+    result = assign_unique(cells, tiles, k=4, k_coarse=4, n_slices=2, k_add=4, coarse=coarse)
 
     assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-9)
     assert np.bincount(result.tile_for_cell, minlength=n_tiles).max() <= result.max_uses
