@@ -346,44 +346,63 @@ def solve_sparse_lap(
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def violated_pairs(
+def best_pairs_blocked(
     cells: npt.NDArray[np.float64],
     slots: npt.NDArray[np.float64],
     v: npt.NDArray[np.float64],
+    leaf_ptr: npt.NDArray[np.int64],
+    leaf_lo: npt.NDArray[np.float64],
+    leaf_hi: npt.NDArray[np.float64],
+    leaf_vmax: npt.NDArray[np.float64],
     bound: npt.NDArray[np.float64],
     k: int,
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:  # pragma: no cover - compiled
     """For each cell, the ``k`` slots with the smallest ``|x_i - y_j|^2 - v_j`` below ``bound_i``.
 
-    A brute-force scan of every cell-slot pair (parallel over cells), for problems small enough
-    that it beats a k-d tree query in the lifted space. Returns the values and slot indices sorted
-    ascending per cell, padded with ``inf`` and -1.
+    Returns the values and slot positions (in this storage order) sorted ascending per cell,
+    padded with ``inf`` and -1. Parallel over cells. Slots are stored leaf by leaf: leaf ``b``
+    holds slots ``leaf_ptr[b]:leaf_ptr[b + 1]`` inside the box ``leaf_lo[b]`` .. ``leaf_hi[b]``
+    with potentials at most ``leaf_vmax[b]``, so none of them is below the squared distance from
+    the cell to the box minus ``leaf_vmax[b]``; leaves whose bound is not below the cell's
+    current k-th best (or ``bound_i``) are skipped. The result is exactly that of scanning every
+    pair.
     """
     n_cells, dim = cells.shape
-    n_slots = slots.shape[0]
+    n_leaves = leaf_ptr.shape[0] - 1
     vals = np.full((n_cells, k), _INF, dtype=np.float64)
     idx = np.full((n_cells, k), -1, dtype=np.int64)
     for i in prange(n_cells):
         worst = bound[i]
         found = 0
-        for j in range(n_slots):
-            d = -v[j]
+        for b in range(n_leaves):
+            low = -leaf_vmax[b]
             for a in range(dim):
-                diff = cells[i, a] - slots[j, a]
-                d += diff * diff
-            if d >= worst:
+                x = cells[i, a]
+                if x < leaf_lo[b, a]:
+                    gap = leaf_lo[b, a] - x
+                    low += gap * gap
+                elif x > leaf_hi[b, a]:
+                    gap = x - leaf_hi[b, a]
+                    low += gap * gap
+            if low >= worst:
                 continue
-            # Insert into the sorted list of the k best so far.
-            pos = found if found < k else k - 1
-            while pos > 0 and vals[i, pos - 1] > d:
-                if pos < k:
-                    vals[i, pos] = vals[i, pos - 1]
-                    idx[i, pos] = idx[i, pos - 1]
-                pos -= 1
-            vals[i, pos] = d
-            idx[i, pos] = j
-            if found < k:
-                found += 1
-            if found == k:
-                worst = vals[i, k - 1]
+            for j in range(leaf_ptr[b], leaf_ptr[b + 1]):
+                d = -v[j]
+                for a in range(dim):
+                    diff = cells[i, a] - slots[j, a]
+                    d += diff * diff
+                if d >= worst:
+                    continue
+                pos = found if found < k else k - 1
+                while pos > 0 and vals[i, pos - 1] > d:
+                    if pos < k:
+                        vals[i, pos] = vals[i, pos - 1]
+                        idx[i, pos] = idx[i, pos - 1]
+                    pos -= 1
+                vals[i, pos] = d
+                idx[i, pos] = j
+                if found < k:
+                    found += 1
+                if found == k:
+                    worst = vals[i, k - 1]
     return vals, idx

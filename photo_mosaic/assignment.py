@@ -5,11 +5,13 @@ cells x tiles matrix:
 
 - :func:`assign_nearest` is one k-d tree query per cell.
 - :func:`assign_unique` solves the assignment problem exactly on a sparse candidate graph (each
-  cell's nearest tiles, plus one feasible matching along the lightness axis) and then certifies the
-  result on the *full* bipartite graph with the dual potentials: the most violated pair of a cell is
-  a nearest-neighbour query after lifting each tile by one coordinate ``sqrt(M - v_j)``. Violating
-  pairs are added to the graph and the problem re-solved until no pair violates, which proves the
-  assignment optimal for the full problem (linear-programming duality).
+  cell's nearest tiles, its best tiles under the potentials of a coarse transport problem between
+  k-means clusters, and rank matchings along several directions) and then certifies the result on
+  the *full* bipartite graph with the dual potentials: an exact scan per cell over the tiles,
+  stored leaf by leaf, that skips every leaf which cannot hold a pair with negative reduced cost.
+  Cells with violated pairs get their best tiles under the current potentials as new candidates
+  and the problem is re-solved until no pair violates, which proves the assignment optimal for
+  the full problem (linear-programming duality).
 """
 
 from __future__ import annotations
@@ -21,19 +23,25 @@ import numpy as np
 import numpy.typing as npt
 from scipy.spatial import cKDTree
 
-from photo_mosaic._sparse_lap import auction, solve_sparse_lap, violated_pairs
+from photo_mosaic._sparse_lap import (
+    auction,
+    best_pairs_blocked,
+    solve_sparse_lap,
+)
 
 # Final auction step (and half the tightness tolerance of the exact solver) and the first step
 # of a re-solve from the previous prices, relative to the largest candidate cost.
 AUCTION_EPS = 1e-11
 AUCTION_RESTART = 1e-4
-# Up to this many cell-slot pairs the certificate scans every pair (numba, parallel), which is
-# faster than a k-d tree query in the lifted space; above it the k-d tree is used.
-BRUTE_FORCE_PAIRS = 400_000_000
 # After the first round, a round whose certificate found at most this fraction of the cells
 # violated is re-solved by the shortest-augmenting-path repair alone (a few short searches),
 # not by a new auction over the whole graph.
 REPAIR_FRACTION = 0.1
+# The certificate also returns each cell's best slots up to this much (relative to the largest
+# candidate cost) above its potential: new candidates for the cells with a violated pair.
+CANDIDATE_SLACK = 1e-3
+# Slots per leaf of the certificate's scan.
+LEAF_SIZE = 32
 # Lloyd iterations of the k-means that builds the coarse problem.
 KMEANS_ITERATIONS = 3
 
@@ -209,8 +217,55 @@ def _identical_groups(cells: FloatArray) -> tuple[FloatArray, list[IntArray]]:
     return distinct, [g.astype(np.int64) for g in np.split(order, bounds)]
 
 
+class _SlotSearch:
+    """The slots with the smallest ``|x - y_j|^2 - v_j`` for query points x, exactly.
+
+    Slots are stored leaf by leaf (:func:`_leaf_order`); a query first takes the ``k`` nearest
+    slots by plain distance (k-d tree) as an upper bound on the k-th best value, then scans only
+    the leaves that can beat it (:func:`best_pairs_blocked`).
+    """
+
+    def __init__(self, slot_tiles: FloatArray, leaf_size: int) -> None:
+        self.order, self.leaf_ptr = _leaf_order(slot_tiles, leaf_size)
+        self.slots = np.ascontiguousarray(slot_tiles[self.order])
+        self.lo = np.minimum.reduceat(self.slots, self.leaf_ptr[:-1], axis=0)
+        self.hi = np.maximum.reduceat(self.slots, self.leaf_ptr[:-1], axis=0)
+        self.tree = cKDTree(slot_tiles)
+        self.n_slots = slot_tiles.shape[0]
+        self.slot_tiles = slot_tiles
+
+    def scan(
+        self, points: FloatArray, v: FloatArray, bound: FloatArray, k: int
+    ) -> tuple[FloatArray, IntArray]:
+        """Up to ``k`` best slots below ``bound`` per point: values and slot indices (-1: none)."""
+        v_leaf = v[self.order]
+        vals, found = best_pairs_blocked(
+            points,
+            self.slots,
+            v_leaf,
+            self.leaf_ptr,
+            self.lo,
+            self.hi,
+            np.maximum.reduceat(v_leaf, self.leaf_ptr[:-1]),
+            bound,
+            k,
+        )
+        return vals, np.where(found >= 0, self.order[np.maximum(found, 0)], -1)
+
+    def best(self, points: FloatArray, v: FloatArray, k: int) -> IntArray:
+        """The ``k`` best slots of each point, shape ``(n_points, k)``."""
+        k = min(k, self.n_slots)
+        _, near = self.tree.query(points, k=k, workers=-1)
+        near = np.asarray(near, dtype=np.int64).reshape(points.shape[0], k)
+        diff = points[:, None, :] - self.slot_tiles[near]
+        known = np.einsum("ijk,ijk->ij", diff, diff) - v[near]
+        top = known.max(axis=1)
+        _, found = self.scan(points, v, top + 1e-9 * (np.abs(top) + 1.0), k)
+        return found
+
+
 def _banded_candidates(
-    slot_tiles: FloatArray,
+    search: _SlotSearch,
     v: FloatArray,
     points: FloatArray,
     members: list[IntArray],
@@ -219,14 +274,11 @@ def _banded_candidates(
     """Edges from groups of identical cells to their best slots under the potentials ``v``.
 
     For a group of ``m`` identical cells at ``points[g]`` the ``m + k - 1`` slots with the smallest
-    ``|x - y_j|^2 - v_j`` (a k-nearest query after lifting slot j by ``sqrt(max v - v_j)``) are
-    shared out in overlapping bands: member r gets slots r .. r + k - 1 of that list. Identical
-    cells then reach as many distinct slots as they need (a query per cell would give them all
-    the same ``k``), with ``k`` edges each.
+    ``|x - y_j|^2 - v_j`` are shared out in overlapping bands: member r gets slots r .. r + k - 1
+    of that list. Identical cells then reach as many distinct slots as they need (a query per
+    cell would give them all the same ``k``), with ``k`` edges each.
     """
-    n_slots = slot_tiles.shape[0]
-    top = float(v.max())
-    tree = cKDTree(np.column_stack([slot_tiles, np.sqrt(np.maximum(top - v, 0.0))]))
+    n_slots = search.n_slots
     sizes = np.array([g.shape[0] for g in members], dtype=np.int64)
     need = np.minimum(sizes + k - 1, n_slots)
     # Query in a few batches of equal k (powers of two), not once per group.
@@ -235,9 +287,7 @@ def _banded_candidates(
     cols: list[IntArray] = []
     for kq in np.unique(batch_k):
         sel = np.nonzero(batch_k == kq)[0]
-        queries = np.column_stack([points[sel], np.zeros(sel.shape[0])])
-        _, found = tree.query(queries, k=int(kq), workers=-1)
-        found = np.asarray(found, dtype=np.int64).reshape(sel.shape[0], int(kq))
+        found = search.best(np.ascontiguousarray(points[sel]), v, int(kq))
         for pos, g in enumerate(sel):
             group = members[g]
             width = min(k, int(kq))
@@ -304,12 +354,13 @@ def assign_unique(
     # Initial candidate graph: nearest slots (identical cells share them out in bands) plus
     # rank matchings along several directions, each a full matching.
     distinct, members = _identical_groups(c)
-    rows, cols = _banded_candidates(slot_tiles, np.zeros(n_slots), distinct, members, k)
+    search = _SlotSearch(slot_tiles, LEAF_SIZE)
+    rows, cols = _banded_candidates(search, np.zeros(n_slots), distinct, members, k)
     if coarse and n_cells >= 4 * coarse:
         # The optimal transport moves colours far when the target's palette differs from the
         # tiles': add each cell's best slots under approximate potentials from a coarse problem.
         v_coarse = _coarse_potentials(c, t, uses, coarse)
-        c_rows, c_cols = _banded_candidates(slot_tiles, v_coarse, distinct, members, k_coarse)
+        c_rows, c_cols = _banded_candidates(search, v_coarse, distinct, members, k_coarse)
         rows = np.concatenate([rows, c_rows])
         cols = np.concatenate([cols, c_cols])
     r_rows, r_cols = _sliced_matchings(c, slot_tiles, n_slices)
@@ -319,7 +370,6 @@ def assign_unique(
     group_of = np.empty(n_cells, dtype=np.int64)
     for g, group in enumerate(members):
         group_of[group] = g
-    brute = n_cells * n_slots <= BRUTE_FORCE_PAIRS
 
     k_query = min(n_slots, k_add)
     all_cells = np.arange(n_cells, dtype=np.int64)
@@ -350,28 +400,14 @@ def assign_unique(
         )
         if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
             raise RuntimeError("internal error: the candidate graph has no full matching")
-        # Certify on the full graph: every pair needs c_ij - u_i - v_j >= 0. The duals have
-        # v <= 0 (0 on unused slots) and u <= top_u; lifting slot j to (y_j, sqrt(-v_j), 0) and
-        # cell i to (x_i, 0, sqrt(top_u - u_i)) makes the squared distance of a pair
-        # c_ij - v_j - u_i + top_u, so the violating pairs are exactly those closer than
-        # sqrt(top_u): a bounded nearest-neighbour query in two more dimensions. Small
-        # problems scan every pair instead (faster than the tree there).
+        # Certify on the full graph: every pair needs c_ij - u_i - v_j >= 0, i.e. no slot with
+        # |x_i - y_j|^2 - v_j below u_i. One exact scan per cell over the slots, stored leaf by
+        # leaf, skips every leaf whose box and largest potential show it cannot go below
+        # u_i + slack; it returns the cell's best slots below that bound, which are the new
+        # candidates of the cells that have a violated pair.
         tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
-        if brute:
-            _, idx = violated_pairs(c, slot_tiles, v, u - tol, 1)
-            bad = idx[:, 0] >= 0
-        else:
-            top_u = float(u.max())
-            tree = cKDTree(
-                np.column_stack([slot_tiles, np.sqrt(np.maximum(-v, 0.0)), np.zeros(n_slots)])
-            )
-            d2, _ = tree.query(
-                np.column_stack([c, np.zeros(n_cells), np.sqrt(np.maximum(top_u - u, 0.0))]),
-                k=1,
-                distance_upper_bound=math.sqrt(max(top_u - tol, 0.0)),
-                workers=-1,
-            )
-            bad = np.asarray(d2).ravel() ** 2 < top_u - tol
+        vals, found = search.scan(c, v, u + CANDIDATE_SLACK * scale, k_query)
+        bad = vals[:, 0] < u - tol
         if not bad.any():
             chosen = col4row % n_tiles
             return UniqueAssignment(
@@ -389,17 +425,16 @@ def assign_unique(
         single = bad & (n_bad[group_of] == 1)
         new_rows = np.zeros(0, dtype=np.int64)
         new_cols = np.zeros(0, dtype=np.int64)
-        if brute and single.any():
+        if single.any():
             single_cells = np.nonzero(single)[0].astype(np.int64)
-            no_bound = np.full(single_cells.shape[0], np.inf)
-            _, idx = violated_pairs(c[single_cells], slot_tiles, v, no_bound, k_query)
-            new_rows = np.repeat(single_cells, k_query)
-            new_cols = idx.ravel()
+            ok = found[single_cells] >= 0
+            new_rows = np.repeat(single_cells, k_query).reshape(-1, k_query)[ok]
+            new_cols = found[single_cells][ok]
             n_bad[group_of[single_cells]] = 0
         groups = np.nonzero(n_bad)[0]
         if groups.shape[0]:
             bad_members = [members[g][bad[members[g]]] for g in groups]
-            b_rows, b_cols = _banded_candidates(slot_tiles, v, distinct[groups], bad_members, k_add)
+            b_rows, b_cols = _banded_candidates(search, v, distinct[groups], bad_members, k_add)
             new_rows = np.concatenate([new_rows, b_rows])
             new_cols = np.concatenate([new_cols, b_cols])
         rows = np.concatenate([rows, new_rows])
@@ -408,3 +443,27 @@ def assign_unique(
     raise RuntimeError(
         f"the assignment was not certified optimal within max_rounds={max_rounds} rounds"
     )
+
+
+def _leaf_order(points: FloatArray, leaf_size: int) -> tuple[IntArray, IntArray]:
+    """Permutation that stores ``points`` leaf by leaf (median splits along the widest axis).
+
+    Returns ``(order, leaf_ptr)``: leaf ``b`` is ``points[order[leaf_ptr[b]:leaf_ptr[b + 1]]]``.
+    """
+    order = np.arange(points.shape[0], dtype=np.int64)
+    bounds = [0]
+    stack = [(0, points.shape[0])]
+    while stack:
+        start, stop = stack.pop()
+        if stop - start <= leaf_size:
+            bounds.append(stop)
+            continue
+        part = points[order[start:stop]]
+        axis = int(np.argmax(part.max(axis=0) - part.min(axis=0)))
+        half = (stop - start) // 2
+        sub = np.argpartition(part[:, axis], half)
+        order[start:stop] = order[start:stop][sub]
+        # Right half pushed first, so leaves come out left to right.
+        stack.append((start + half, stop))
+        stack.append((start, start + half))
+    return order, np.asarray(bounds, dtype=np.int64)

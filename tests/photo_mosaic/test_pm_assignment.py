@@ -108,21 +108,15 @@ def test_bad_solver_options_are_rejected() -> None:
 
 
 @pytest.mark.parametrize("coarse", [0, 20])
-@pytest.mark.parametrize("brute_force", [True, False])
 @pytest.mark.parametrize(("n_cells", "n_tiles"), [(300, 300), (300, 500), (300, 140)])
 def test_unique_is_exact_when_the_target_colours_are_far_from_the_tiles(
     rng: np.random.Generator,
-    monkeypatch: pytest.MonkeyPatch,
     n_cells: int,
     n_tiles: int,
-    brute_force: bool,
     coarse: int,
 ) -> None:
     # As in the benchmark: a photo with a flat white area (many identical cells) against tiles
     # whose colours are shifted and spread differently, so optimal pairs are far apart.
-    import photo_mosaic.assignment as assignment
-
-    monkeypatch.setattr(assignment, "BRUTE_FORCE_PAIRS", 10**12 if brute_force else 0)
     cells = rng.normal([60, 10, -20], [15, 20, 20], size=(n_cells, 3))
     cells[: n_cells // 3] = [100.0, 0.0, 0.0]
     tiles = rng.normal([40, -15, 25], [25, 10, 10], size=(n_tiles, 3))
@@ -135,17 +129,20 @@ def test_unique_is_exact_when_the_target_colours_are_far_from_the_tiles(
     assert np.bincount(result.tile_for_cell, minlength=n_tiles).max() <= result.max_uses
 
 
-def test_violated_pairs_scan_finds_the_smallest_reduced_values_below_the_bound(
-    rng: np.random.Generator,
+@pytest.mark.parametrize("leaf_size", [1, 8, 1000])
+def test_slot_search_finds_the_smallest_reduced_values_below_the_bound(
+    rng: np.random.Generator, leaf_size: int
 ) -> None:
-    from photo_mosaic._sparse_lap import violated_pairs
+    from photo_mosaic.assignment import _SlotSearch
 
-    cells = rng.normal(size=(200, 3))
-    slots = rng.normal(size=(300, 3))
-    v = -rng.uniform(0, 2, size=300)
-    bound = rng.uniform(-1, 1, size=200)
+    cells = rng.normal(size=(200, 3)) * 10
+    slots = rng.normal(size=(300, 3)) * 10
+    v = -rng.uniform(0, 50, size=300)
+    bound = rng.uniform(-30, 60, size=200)
+    search = _SlotSearch(slots, leaf_size)
 
-    vals, idx = violated_pairs(cells, slots, v, bound, 5)
+    vals, idx = search.scan(cells, v, bound, 5)
+    best = search.best(cells, v, 7)
 
     full = cdist(cells, slots, "sqeuclidean") - v[None, :]
     for i in range(200):
@@ -153,3 +150,4 @@ def test_violated_pairs_scan_finds_the_smallest_reduced_values_below_the_bound(
         np.testing.assert_allclose(vals[i, : expected.shape[0]], expected)
         np.testing.assert_allclose(full[i, idx[i, : expected.shape[0]]], expected)
         assert np.all(idx[i, expected.shape[0] :] == -1)
+        np.testing.assert_allclose(np.sort(full[i, best[i]]), np.sort(full[i])[:7])
