@@ -288,12 +288,14 @@ def _banded_candidates(
     for kq in np.unique(batch_k):
         sel = np.nonzero(batch_k == kq)[0]
         found = search.best(np.ascontiguousarray(points[sel]), v, int(kq))
-        for pos, g in enumerate(sel):
-            group = members[g]
-            width = min(k, int(kq))
-            offsets = (np.arange(group.shape[0])[:, None] + np.arange(width)[None, :]) % int(kq)
-            rows.append(np.repeat(group, width))
-            cols.append(found[pos][offsets].ravel())
+        width = min(k, int(kq))
+        # Member r of a group (rank r within it) gets slots r .. r + width - 1 of its list.
+        cells = np.concatenate([members[g] for g in sel])
+        group_pos = np.repeat(np.arange(sel.shape[0]), sizes[sel])
+        rank = np.arange(cells.shape[0]) - np.repeat(np.cumsum(sizes[sel]) - sizes[sel], sizes[sel])
+        offsets = (rank[:, None] + np.arange(width)[None, :]) % int(kq)
+        rows.append(np.repeat(cells, width))
+        cols.append(found[group_pos[:, None], offsets].ravel())
     return np.concatenate(rows), np.concatenate(cols)
 
 
