@@ -23,36 +23,21 @@ import zlib
 
 import numpy as np
 import numpy.typing as npt
-import pyarrow as pa
 from PIL import Image
 
+from ._errors import ImageRejected
 from ._params import MAX_SIDE, EngineParams, check_square_room
+from ._png import CHANNELS, check_image_data, decode_rgb8, pixel_words, read_chunks
 
 __all__ = ["PNG_SIGNATURE", "ImageRejected", "decode_image"]
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_IEND = b"\x00\x00\x00\x00IEND\xae\x42\x60\x82"
 _COLOUR_TYPES = {0: "grayscale", 2: "RGB", 3: "palette", 4: "grayscale + alpha", 6: "RGBA"}
 _BIT_DEPTHS = {0: (1, 2, 4, 8, 16), 2: (8, 16), 3: (1, 2, 4, 8), 4: (8, 16), 6: (8, 16)}
 _ALLOWED = (
     "allowed: PNG, 8-bit RGB, or grayscale/palette/RGBA that converts to RGB without loss "
     "(fully opaque)"
 )
-
-
-class ImageRejected(ValueError):  # noqa: N818 - the name is part of the engine contract
-    """An uploaded file that the engine does not process.
-
-    ``reason`` is a short stable code (``empty``, ``too_large``, ``not_png``, ``truncated``,
-    ``corrupt``, ``decompression_bomb``, ``unsupported_mode``, ``transparent``, ``animated``,
-    ``too_small``); the message says what was wrong and what is allowed.
-    """
-
-    def __init__(self, name: str, reason: str, detail: str) -> None:
-        super().__init__(f"{name}: {detail}")
-        self.name = name
-        self.reason = reason
-        self.detail = detail
 
 
 def _header(data: bytes, name: str) -> tuple[int, int, int, int]:
@@ -65,6 +50,14 @@ def _header(data: bytes, name: str) -> tuple[int, int, int, int]:
     if colour not in _COLOUR_TYPES or depth not in _BIT_DEPTHS[colour]:
         raise ImageRejected(
             name, "corrupt", f"invalid PNG colour type {colour} with bit depth {depth}"
+        )
+    compression, filtering, interlace = data[26:29]
+    if compression != 0 or filtering != 0 or interlace not in (0, 1):
+        raise ImageRejected(
+            name,
+            "corrupt",
+            f"invalid PNG header: compression method {compression}, filter method {filtering}, "
+            f"interlace method {interlace} (allowed: 0, 0, and 0 or 1)",
         )
     return width, height, depth, colour
 
@@ -122,9 +115,29 @@ def decode_image(data: bytes, *, name: str, params: EngineParams) -> npt.NDArray
         check_square_room(height, width, params.square_size)
     except ValueError as error:
         raise ImageRejected(name, "too_small", str(error)) from None
-    # A well-formed file ends with IEND: O(1). Otherwise search for it (data after IEND is allowed).
-    if not data.endswith(_IEND) and _IEND not in data:
-        raise ImageRejected(name, "truncated", "the PNG file is truncated (no IEND chunk)")
+    chunks = read_chunks(data, name)
+    if chunks.has_palette != (colour == 3) and not (chunks.has_palette and colour in (2, 6)):
+        # The palette is required for palette images, allowed (as a hint) for RGB and RGBA, and
+        # forbidden for grayscale: a header that names the wrong colour type is caught here.
+        raise ImageRejected(
+            name,
+            "corrupt",
+            f"a {_COLOUR_TYPES[colour]} PNG "
+            + ("without a palette (PLTE chunk)" if colour == 3 else "with a palette (PLTE chunk)"),
+        )
+    interlaced = data[28] == 1
+    if colour == 2 and depth == 8 and not interlaced and not chunks.full_reader_kinds:
+        return decode_rgb8(chunks.image_data, name=name, width=width, height=height)
+    # Other modes, interlaced images and the rare cases the fast path leaves open: the whole
+    # stream is inflated once here to check its length and checksum, then Pillow decodes it.
+    check_image_data(
+        chunks.image_data,
+        name=name,
+        width=width,
+        height=height,
+        bits_per_pixel=depth * CHANNELS[colour],
+        interlaced=interlaced,
+    )
     return _decode_pixels(data, name, colour)
 
 
@@ -172,15 +185,12 @@ def _to_rgb(image: Image.Image, name: str, colour: int) -> npt.NDArray[np.uint8]
 def _rgb_pixels(image: Image.Image) -> npt.NDArray[np.uint8]:
     """A read-only ``(height, width, 3)`` view of a loaded RGB image's pixels, without a copy.
 
-    Pillow stores an RGB pixel in 4 bytes (R, G, B, padding) and exports that memory through the
-    Arrow C data interface; the view skips the padding byte and keeps the memory alive. Images
-    whose rows are not in one block of Pillow's allocator (tens of MB) cannot be exported that
-    way and are copied out with ``np.asarray`` instead.
+    Pillow stores an RGB pixel in 4 bytes (R, G, B, padding); the view skips the padding byte.
+    Images too large to export as one array are copied out with ``np.asarray`` instead.
     """
-    try:
-        words = pa.array(image).values.to_numpy(zero_copy_only=True)
-    except (ValueError, pa.ArrowException):
+    words = pixel_words(image)
+    if words is None:
         return np.asarray(image)
-    pixels: npt.NDArray[np.uint8] = words.reshape(image.height, image.width, 4)[..., :3]
+    pixels = words[..., :3]
     pixels.flags.writeable = False
     return pixels
