@@ -7,6 +7,7 @@ The commands only parse arguments and show progress; the work is done by
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
@@ -24,6 +25,7 @@ from batch_stats.engine import (
     run_metadata,
     run_seed,
     scan_run_folder,
+    utf8_name,
     write_batch_stats,
     write_synthetic_run,
 )
@@ -131,14 +133,27 @@ def _progress(total: int, description: str) -> tqdm[Never]:
     return tqdm(total=total, desc=description, unit="img", file=sys.stderr, disable=None)
 
 
+def _shown(path: Path) -> str:
+    """A path for messages: bytes that are not UTF-8 shown as escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _folder_run_id(folder: Path, option: str) -> str:
+    """The run id a folder's name gives; the name must be valid UTF-8."""
+    try:
+        return utf8_name(folder.resolve(), "run folder")
+    except ValueError as error:
+        raise ValueError(f"{error}, or give {option}") from None
+
+
 def _generate(args: argparse.Namespace) -> int:
     params = params_from_args(args)
-    seed = args.seed if args.seed is not None else run_seed(args.out.resolve().name)
+    seed = args.seed if args.seed is not None else run_seed(_folder_run_id(args.out, "--seed"))
     with _progress(params.batches * params.images_per_batch, "generate") as bar:
         folders = write_synthetic_run(args.out, seed, params=params, progress=bar.update)
     print(
         f"wrote {len(folders)} batches x {params.images_per_batch} PNG images "
-        f"({params.image_height}x{params.image_width}) to {args.out} with seed {seed}"
+        f"({params.image_height}x{params.image_width}) to {_shown(args.out)} with seed {seed}"
     )
     return 0
 
@@ -146,17 +161,25 @@ def _generate(args: argparse.Namespace) -> int:
 def _process_folder(
     run_dir: Path, output: Path, *, seed: int, run_id: str, params: EngineParams
 ) -> None:
+    if output.is_dir():
+        raise ValueError(
+            f"the output {output} is a folder; name the Parquet file to write, for example "
+            f"{output / 'batch_stats.parquet'}"
+        )
     run = scan_run_folder(run_dir)
     with _progress(run.image_count, "process") as bar:
         stats = list(iter_folder_stats(run, seed, params=params, progress=bar.update))
     output.parent.mkdir(parents=True, exist_ok=True)
-    write_batch_stats(stats, output, metadata=run_metadata(params=params, seed=seed, run_id=run_id))
+    # Opened here, not by pyarrow: a path that is not valid UTF-8 works like any other.
+    with output.open("wb") as sink:
+        metadata = run_metadata(params=params, seed=seed, run_id=run_id)
+        write_batch_stats(stats, sink, metadata=metadata)
     print(format_table(stats))
-    print(f"\nwrote {output} ({len(stats)} batches, {run.image_count} images, seed {seed})")
+    print(f"\nwrote {_shown(output)} ({len(stats)} batches, {run.image_count} images, seed {seed})")
 
 
 def _process(args: argparse.Namespace) -> int:
-    run_id = args.run_id or args.run_dir.resolve().name
+    run_id = args.run_id or _folder_run_id(args.run_dir, "--run-id")
     seed = args.seed if args.seed is not None else run_seed(run_id)
     output = args.output or args.run_dir / "batch_stats.parquet"
     _process_folder(args.run_dir, output, seed=seed, run_id=run_id, params=params_from_args(args))
@@ -265,8 +288,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError) as error:
-        # ImageRejected and SchemaError are ValueErrors: their messages name the file and reason.
+    except (ValueError, OSError) as error:
+        # ImageRejected and SchemaError are ValueErrors: their messages name the file and reason;
+        # an OSError (a folder or file that cannot be written, ...) names its path.
         kind = "schema error" if isinstance(error, SchemaError) else "error"
         print(f"{PROG}: {kind}: {error}", file=sys.stderr)
         return 2

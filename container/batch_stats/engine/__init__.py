@@ -35,6 +35,7 @@ from ._runs import (
     iter_folder_stats,
     iter_synthetic_stats,
     scan_run_folder,
+    utf8_name,
     write_synthetic_run,
 )
 from ._seeding import image_rng, run_seed
@@ -74,6 +75,7 @@ __all__ = [
     "summarize_batch",
     "synthetic_counts",
     "synthetic_image",
+    "utf8_name",
     "write_batch_stats",
     "write_synthetic_run",
 ]

@@ -10,7 +10,7 @@ class ImageRejected(ValueError):  # noqa: N818 - the name is part of the engine 
 
     ``reason`` is a short stable code (``empty``, ``too_large``, ``not_png``, ``truncated``,
     ``corrupt``, ``decompression_bomb``, ``unsupported_mode``, ``transparent``, ``animated``,
-    ``too_small``); the message says what was wrong and what is allowed.
+    ``too_small``, ``unreadable``); the message says what was wrong and what is allowed.
     """
 
     def __init__(self, name: str, reason: str, detail: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +22,7 @@ __all__ = [
     "iter_folder_stats",
     "iter_synthetic_stats",
     "scan_run_folder",
+    "utf8_name",
     "write_synthetic_run",
 ]
 
@@ -99,7 +102,8 @@ class FolderRun:
     """A run on disk: ``root/<batch_id>/<image>.png``, batch folders and images sorted by name.
 
     Entries whose names start with ``.`` and plain files directly under ``root`` (such as the
-    Parquet output) are ignored; every other file in a batch folder must be a PNG image.
+    Parquet output) are ignored; every other entry of a batch folder must be a regular file (or
+    a symbolic link to one), which is then processed as a PNG image.
     """
 
     def __init__(self, root: Path, batches: dict[str, list[Path]]) -> None:
@@ -111,25 +115,109 @@ class FolderRun:
         return sum(len(files) for files in self.batches.values())
 
 
+def utf8_name(path: Path, what: str) -> str:
+    """``path.name``, which must be valid UTF-8 (it is stored in Parquet and PostgreSQL).
+
+    Raises:
+        ValueError: the name is not valid UTF-8 (the message shows its bytes).
+    """
+    try:
+        path.name.encode("utf-8")
+    except UnicodeEncodeError:
+        raw = os.fsencode(path.name)
+        raise ValueError(
+            f"{what} name {raw!r} in {_shown(path.parent)!r} is not valid "
+            f"UTF-8; rename it (names are stored as UTF-8 text)"
+        ) from None
+    return path.name
+
+
+def _shown(path: Path) -> str:
+    """A path for messages: bytes that are not UTF-8 shown as escapes."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def _not_a_file(path: Path) -> str | None:
+    """Why a batch folder entry cannot be read as an image file, or None if it can."""
+    try:
+        mode = path.stat().st_mode  # follows symbolic links
+    except FileNotFoundError:
+        return "a broken symbolic link" if path.is_symlink() else "gone while the folder was read"
+    except OSError as error:  # a symbolic link loop (ELOOP), no permission to look, ...
+        return f"not readable ({error.strerror or error})"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "a folder (batch folders hold only image files)"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    return "not a regular file (a socket or device)"
+
+
 def scan_run_folder(root: str | Path) -> FolderRun:
     """List a run folder's batches and images without reading them.
 
     Raises:
         FileNotFoundError: ``root`` is not a directory.
-        ValueError: it has no batch folders, or a batch folder has no files.
+        ValueError: it has no batch folders, a batch folder has no files, a name is not UTF-8,
+            or a batch folder holds entries that are not files (sub-folders, broken symbolic
+            links, link loops, FIFOs, ...): all of those are listed, so that a batch's image
+            count never changes silently.
     """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"run folder not found: {root}")
     batches: dict[str, list[Path]] = {}
+    problems: list[str] = []
     for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-        if not files:
+        batch_id = utf8_name(folder, "batch folder")
+        files = []
+        for entry in sorted(p for p in folder.iterdir() if not p.name.startswith(".")):
+            why = _not_a_file(entry)
+            if why is not None:
+                problems.append(
+                    f"{batch_id}/{os.fsencode(entry.name).decode('utf-8', 'replace')}: {why}"
+                )
+                continue
+            utf8_name(entry, "file")
+            files.append(entry)
+        if not files and not problems:
             raise ValueError(f"batch folder {folder} has no images")
-        batches[folder.name] = files
+        batches[batch_id] = files
+    if problems:
+        shown = "; ".join(problems[:10]) + (
+            f"; and {len(problems) - 10} more" if len(problems) > 10 else ""
+        )
+        raise ValueError(
+            f"{len(problems)} entries of {_shown(root)} are not image files: {shown} (a batch "
+            "folder may hold only PNG files, or links to them; names starting with '.' are "
+            "ignored)"
+        )
     if not batches:
         raise ValueError(f"{root} has no batch folders; expected {root}/<batch_id>/<name>.png")
     return FolderRun(root, batches)
+
+
+def _read_image_file(path: Path, name: str, params: EngineParams) -> bytes:
+    """The file's bytes, at most ``params.max_file_bytes`` of them.
+
+    Raises:
+        ImageRejected: ``unreadable`` (permissions, I/O error, gone) or ``too_large``.
+    """
+    try:
+        with path.open("rb") as file:
+            size = os.fstat(file.fileno()).st_size
+            if size > params.max_file_bytes:
+                raise ImageRejected(
+                    name,
+                    "too_large",
+                    f"the file has {size} bytes; at most {params.max_file_bytes} are allowed",
+                )
+            return file.read()
+    except OSError as error:
+        raise ImageRejected(
+            name, "unreadable", f"the file cannot be read ({error.strerror or error})"
+        ) from None
 
 
 def iter_folder_stats(
@@ -149,14 +237,7 @@ def iter_folder_stats(
         counts = []
         for path in files:
             name = f"{batch_id}/{path.name}"
-            if path.stat().st_size > params.max_file_bytes:
-                raise ImageRejected(
-                    name,
-                    "too_large",
-                    f"the file has {path.stat().st_size} bytes; at most "
-                    f"{params.max_file_bytes} are allowed",
-                )
-            image = decode_image(path.read_bytes(), name=name, params=params)
+            image = decode_image(_read_image_file(path, name, params), name=name, params=params)
             rng = image_rng(seed, batch_id, path.name)
             counts.append(process_image(image, rng=rng, params=params))
             _tick(progress)
