@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from batch_stats.engine import (
     BatchStats,
@@ -92,8 +93,24 @@ class RunOutcome:
         }
 
 
+#: Printable US-ASCII but ``%``: what S3 user metadata (sent as HTTP headers) carries as is.
+_METADATA_SAFE = "".join(chr(code) for code in range(0x20, 0x7F) if chr(code) != "%")
+
+
 def _ascii(text: str) -> str:
-    return text.encode("ascii", "replace").decode("ascii")[:_METADATA_LIMIT]
+    """``text`` as an S3 user metadata value: printable US-ASCII, at most 1 KiB.
+
+    Control characters, ``%`` and non-ASCII characters are percent-encoded (as UTF-8), so that a
+    name holding a newline or a bell cannot fail the copy of its rejected upload, and
+    ``urllib.parse.unquote`` gives the text back. A cut never splits an escape.
+    """
+    encoded = quote(text, safe=_METADATA_SAFE)
+    if len(encoded) > _METADATA_LIMIT:
+        encoded = encoded[:_METADATA_LIMIT]
+        escape = encoded.rfind("%", _METADATA_LIMIT - 2)
+        if escape != -1:
+            encoded = encoded[:escape]
+    return encoded
 
 
 class RunProcessor:

@@ -1,0 +1,102 @@
+"""Rejected uploads with hostile names and silently short PNGs: copied, reported, run finished."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import unquote
+
+import boto3
+import numpy as np
+from batch_counter.counter import build_run_message
+from batch_stats.engine import EngineParams
+from batch_stats.local.resources import LocalResources
+from batch_stats.worker.runner import Worker
+from PIL import Image
+
+SMALL = EngineParams(
+    square_size=8, crop_height=32, crop_width=32, image_height=48, image_width=64,
+    images_per_batch=3, batches=1,
+)  # fmt: skip
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _without_last_rows(data: bytes, rows: int, row_bytes: int) -> bytes:
+    """The same PNG whose (valid, complete) zlib stream lacks its last ``rows`` rows."""
+    position, parts = 8, []
+    while position < len(data):
+        (length,) = struct.unpack_from(">I", data, position)
+        parts.append(
+            (data[position + 4 : position + 8], data[position + 8 : position + 8 + length])
+        )
+        position += 12 + length
+    raw = zlib.decompress(b"".join(p for k, p in parts if k == b"IDAT"))[: -rows * row_bytes]
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        crc = zlib.crc32(kind + payload)
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
+
+    return (
+        data[:8]
+        + chunk(b"IHDR", parts[0][1])
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_control_characters_and_missing_rows_are_rejected_and_copied(
+    make_worker: Any,
+    session: boto3.Session,
+    resources: LocalResources,
+    notifications: Any,
+) -> None:
+    run_id = "run-names"
+    raw = resources.names.raw_bucket
+    s3 = session.client("s3")
+    white_top = np.zeros((48, 64, 3), np.uint8)
+    white_top[:24] = 255  # the rows a short stream loses would be counted as black
+    uploads = {
+        "good.png": _png(white_top),
+        "bell\x07and\rreturn.png": b"not a png at all",
+        "short rows \u00fc.png": _without_last_rows(_png(white_top), rows=20, row_bytes=1 + 64 * 3),
+    }
+    keys = [f"uploads/{run_id}/batch_001/{name}" for name in uploads]
+    for key, body in zip(keys, uploads.values(), strict=True):
+        s3.put_object(Bucket=raw, Key=key, Body=body)
+    body = build_run_message(
+        run_id=run_id,
+        bucket=raw,
+        batches={"batch_001": keys},
+        images_per_batch=3,
+        batches_per_run=1,
+        now=datetime.now(UTC),
+    )
+    session.client("sqs").send_message(QueueUrl=resources.runs_queue_url, MessageBody=body)
+
+    worker: Worker = make_worker(params=SMALL)
+    worker.migrate()
+    assert worker.poll_once()
+    (note,) = notifications()
+    assert note["status"] == "finished"
+    assert note["images_processed"] == 1
+    rejected = {r["name"]: r for r in note["rejected"]}
+    assert rejected["bell\x07and\rreturn.png"]["reason"] == "not_png"
+    short = rejected["short rows \u00fc.png"]
+    assert short["reason"] == "truncated"
+    assert "holds 28 of the 48 rows" in short["detail"]
+    for name, rejection in rejected.items():
+        copied = rejection["copied_to"].removeprefix(f"s3://{raw}/")
+        assert copied == f"rejected/{run_id}/batch_001/{name}"
+        head = s3.head_object(Bucket=raw, Key=copied)
+        # Percent-encoded where S3 metadata cannot carry the character; decodes to the original.
+        assert unquote(head["Metadata"]["source-key"]) == rejection["key"]
+        assert unquote(head["Metadata"]["detail"]) == rejection["detail"]
+        assert head["Metadata"]["reason"] == rejection["reason"]
