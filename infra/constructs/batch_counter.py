@@ -28,8 +28,9 @@ POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.13/{
 
 SERVICE_NAME = "batch-counter"
 METRICS_NAMESPACE = "ImagePipeline"
-#: A run message that failed this many worker attempts moves to the runs DLQ.
-RUNS_MAX_RECEIVE_COUNT = 3
+#: A run message that failed this many worker attempts moves to the runs DLQ; with the worker's
+#: growing retry delays (batch_stats.worker.retry) 8 receives ride out a 22-minute outage.
+RUNS_MAX_RECEIVE_COUNT = 8
 
 
 class BatchCounter(Construct):

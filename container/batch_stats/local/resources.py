@@ -10,7 +10,7 @@ from batch_stats.local.services import LOCAL_ACCOUNT, LOCAL_REGION
 from infra.naming import ResourceNames, resource_names
 
 INGEST_MAX_RECEIVES = 5
-RUNS_MAX_RECEIVES = 3
+RUNS_MAX_RECEIVES = 8  # as the CDK stack's RUNS_MAX_RECEIVE_COUNT
 
 
 @dataclass(frozen=True)

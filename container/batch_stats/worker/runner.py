@@ -46,6 +46,7 @@ from batch_stats.worker.adapters import (
 from batch_stats.worker.database import ResultsDatabase, RunRecord
 from batch_stats.worker.messages import ImageRef, InvalidRunMessageError, Rejection, RunMessage
 from batch_stats.worker.metrics import EmfMetrics
+from batch_stats.worker.retry import RETRY_DELAY_SECONDS, backoff_delay
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ class Worker:
         protection: TaskProtection | None = None,
         metrics: EmfMetrics | None = None,
         wait_seconds: int = 20,
-        retry_delay_seconds: int = 30,
+        retry_delay_seconds: int = RETRY_DELAY_SECONDS,
         shutdown_grace_seconds: float = 25.0,
     ) -> None:
         self._queue = queue
@@ -406,13 +407,13 @@ class Worker:
             run = RunMessage.from_json(message.body)
         except InvalidRunMessageError as exc:
             log.error(
-                "poison run message %s (receive %d): %s; it goes to the DLQ after the maximum "
-                "receives",
+                "poison run message %s (receive %d): %s; released at once, it goes to the DLQ "
+                "after the maximum receives",
                 message.message_id,
                 message.receive_count,
                 exc,
             )
-            self._release(message, self._retry_delay)
+            self._release(message, 0)  # never becomes valid: no point in waiting
             return None
         log.info("run %s: processing %d images", run.run_id, len(run.images))
         self._protection.set(True)
@@ -425,13 +426,14 @@ class Worker:
             self._release(message, 0)
             return None
         except Exception:
+            delay = self.retry_delay(message.receive_count)
             log.exception(
                 "run %s failed (receive %d); the message is kept and retried in %d s",
                 run.run_id,
                 message.receive_count,
-                self._retry_delay,
+                delay,
             )
-            self._release(message, self._retry_delay)
+            self._release(message, delay)
             return None
         finally:
             self._protection.set(False)
@@ -457,6 +459,11 @@ class Worker:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome
+
+    def retry_delay(self, receive_count: int) -> int:
+        """Seconds before a failed run is received again: ``retry_delay_seconds`` doubled at
+        each receive, at most ten times it (see :mod:`batch_stats.worker.retry`)."""
+        return backoff_delay(self._retry_delay, receive_count)
 
     def _release(self, message: ReceivedMessage, seconds: int) -> None:
         try:

@@ -18,7 +18,7 @@ import boto3
 import psycopg
 import pytest
 from batch_stats.engine import EngineParams, read_batch_stats
-from batch_stats.local.resources import LocalResources
+from batch_stats.local.resources import RUNS_MAX_RECEIVES, LocalResources
 from batch_stats.worker.adapters import (
     S3ObjectStore,
     SnsNotifier,
@@ -210,8 +210,8 @@ def test_poison_message_reaches_the_dlq_after_the_maximum_receives(
     receives = 0
     while worker.poll_once():
         receives += 1
-        assert receives <= 3
-    assert receives == 3
+        assert receives <= RUNS_MAX_RECEIVES
+    assert receives == RUNS_MAX_RECEIVES
     (dead,) = sqs.receive_message(QueueUrl=resources.runs_dlq_url, WaitTimeSeconds=1)["Messages"]
     assert json.loads(dead["Body"])["run_id"] == 7
 
