@@ -12,7 +12,12 @@ Sides:
                     in memory; squares by rejection sampling with a fallback; ``np.all(crop ==
                     [255, 255, 255], axis=2)`` counts; pandas groupby; ``to_parquet``
 
+  generate          (with ``--generate``) ``batch-stats generate``'s ``write_synthetic_run``
+                    against the former writer (Pillow's PNG encoder at zlib level 0, whose filter
+                    selection runs on every row) writing the same images, in the same run
+
 Usage: .venv/bin/python benchmarks/bench_batch_stats.py [--sizes 5x20,500x20] [--repeat 10]
+       .venv/bin/python benchmarks/bench_batch_stats.py --generate 10x20 [--rounds 3]
 For runs of at most 100 images, timings are the best of ``--repeat`` runs in each of ``--rounds``
 fresh processes per side (sides interleaved); larger runs are timed once. On a shared machine the
 CPU-time ratio is the fairer one; on an idle machine wall and CPU ratios agree.
@@ -137,6 +142,66 @@ def _run_side(side: str, batches: int, per_batch: int, repeat: int) -> dict[str,
     return result
 
 
+def _pillow_writer(root: Path, seed: int, batches: int, per_batch: int) -> None:
+    """The former ``write_synthetic_run``: Pillow's encoder, zlib level 0."""
+    from batch_stats.engine import EngineParams, batch_ids, image_names, synthetic_image
+    from PIL import Image
+
+    params = EngineParams(batches=batches, images_per_batch=per_batch)
+    for batch_id in batch_ids(params):
+        (root / batch_id).mkdir(parents=True)
+        for name in image_names(params):
+            pixels = synthetic_image(seed, batch_id, name, params=params)
+            Image.fromarray(pixels, mode="RGB").save(root / batch_id / name, compress_level=0)
+
+
+def _generate(batches: int, per_batch: int, rounds: int) -> None:
+    import shutil
+    import statistics
+
+    from batch_stats.engine import EngineParams, write_synthetic_run
+
+    params = EngineParams(batches=batches, images_per_batch=per_batch)
+    n = batches * per_batch
+    sides = {
+        "pillow level 0 (former)": lambda root: _pillow_writer(root, 7, batches, per_batch),
+        "write_synthetic_run": lambda root: write_synthetic_run(root, 7, params=params),
+    }
+    times: dict[str, list[tuple[float, float]]] = {side: [] for side in sides}
+    with tempfile.TemporaryDirectory(prefix="bench-generate-") as tmp:
+        for attempt in range(rounds):
+            for side, write in sides.items():
+                root = Path(tmp) / f"run-{attempt}"
+                started, started_cpu = time.perf_counter(), time.process_time()
+                write(root)
+                os.sync()  # the files reach the disk within the timed part
+                times[side].append(
+                    (time.perf_counter() - started, time.process_time() - started_cpu)
+                )
+                shutil.rmtree(root)
+    print(
+        f"generate {batches}x{per_batch} = {n} PNGs of {HEIGHT}x{WIDTH}, {rounds} rounds "
+        f"(sides interleaved; files written to {tempfile.gettempdir()} and synced)"
+    )
+    print(f"  {'writer':26s} {'img/s wall (min / median / max)':>34s} {'img/s CPU (median)':>19s}")
+    rates = {}
+    for side, runs in times.items():
+        wall = sorted(n / t for t, _ in runs)
+        cpu = statistics.median(n / c for _, c in runs)
+        rates[side] = (wall, cpu)
+        print(
+            f"  {side:26s} {wall[0]:10.0f} / {statistics.median(wall):6.0f} / {wall[-1]:6.0f}"
+            f"       {cpu:12.0f}"
+        )
+    (_, old_cpu), (_, new_cpu) = rates.values()
+    former, current = times.values()
+    ratios = sorted(old[0] / new[0] for new, old in zip(current, former, strict=True))
+    print(
+        f"  ratio per round (wall): {' '.join(f'{r:.1f}x' for r in ratios)}; median CPU ratio "
+        f"{new_cpu / old_cpu:.1f}x; target >= 5x"
+    )
+
+
 def _sizes(text: str) -> list[tuple[int, int]]:
     try:
         return [(int(b), int(m)) for b, m in (part.split("x") for part in text.split(","))]
@@ -165,8 +230,19 @@ def main() -> None:
         help="fresh processes per side for runs of at most 100 images, interleaved across sides "
         "so that all see the same machine load (default: 3)",
     )
+    parser.add_argument(
+        "--generate",
+        type=_sizes,
+        default=None,
+        metavar="BxN",
+        help="time the PNG writer of `batch-stats generate` against the former one instead",
+    )
     parser.add_argument("--child", choices=SIDES, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.generate:
+        for batches, per_batch in args.generate:
+            _generate(batches, per_batch, args.rounds)
+        return
 
     if args.child:
         batches, per_batch = args.sizes[0]

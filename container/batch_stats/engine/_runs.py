@@ -7,14 +7,13 @@ import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from PIL import Image
-
 from ._counting import process_image, synthetic_batch_counts
 from ._decode import ImageRejected, decode_image
 from ._params import EngineParams
+from ._pngwrite import write_rgb_png
 from ._seeding import image_rng, validate_seed
 from ._stats import BatchStats, summarize_batch
-from ._synthetic import batch_ids, image_names, synthetic_image
+from ._synthetic import batch_ids, image_names, synthetic_image, synthetic_png_rows
 
 __all__ = [
     "FolderRun",
@@ -28,9 +27,6 @@ __all__ = [
 
 #: Called with the number of images just finished (for progress bars).
 Progress = Callable[[int], object]
-
-#: zlib level for generated PNGs: random pixels do not compress, so spend no time trying.
-PNG_COMPRESS_LEVEL = 0
 
 
 def _tick(progress: Progress | None) -> None:
@@ -90,10 +86,7 @@ def write_synthetic_run(
     for folder in folders:
         folder.mkdir()
         for name in image_names(params):
-            pixels = synthetic_image(seed, folder.name, name, params=params)
-            Image.fromarray(pixels, mode="RGB").save(
-                folder / name, format="PNG", compress_level=PNG_COMPRESS_LEVEL
-            )
+            write_rgb_png(folder / name, synthetic_png_rows(seed, folder.name, name, params=params))
             _tick(progress)
     return folders
 

@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ._params import EngineParams
+from ._pngwrite import png_rows
 from ._seeding import PIXEL_OFFSET, image_bit_generator
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "synthetic_column_bytes",
     "synthetic_columns",
     "synthetic_image",
+    "synthetic_png_rows",
 ]
 
 
@@ -93,6 +95,22 @@ def synthetic_image(
         seed, batch_id, image_name, height=params.image_height, start=0, stop=params.image_width
     )
     image = np.empty((params.image_height, params.image_width, 3), dtype=np.uint8)
+    _transpose_into(image, columns)
+    return image
+
+
+def synthetic_png_rows(
+    seed: int, batch_id: str, image_name: str, *, params: EngineParams
+) -> npt.NDArray[np.uint8]:
+    """The image of :func:`synthetic_image` laid out directly as PNG rows (see ``_pngwrite``)."""
+    columns = synthetic_columns(
+        seed, batch_id, image_name, height=params.image_height, start=0, stop=params.image_width
+    )
+    rows, pixels = png_rows(params.image_height, params.image_width)
+    _transpose_into(pixels, columns)
+    return rows
+
+
+def _transpose_into(image: npt.NDArray[np.uint8], columns: npt.NDArray[np.uint8]) -> None:
     for channel in range(3):  # 2-D transposes are much faster than one with a 3-byte inner axis
         image[:, :, channel] = columns[:, :, channel].T
-    return image
