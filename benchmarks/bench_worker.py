@@ -2,8 +2,9 @@
 
 Run: ``.venv/bin/python benchmarks/bench_worker.py`` (or ``make bench``).
 
-* Baseline: decoding the 100 PNGs with Pillow into numpy arrays, from bytes already in memory,
-  one after the other.
+* Baselines: decoding the 100 PNGs with Pillow, from bytes already in memory, one after the
+  other: into numpy arrays (``np.asarray(Image.open(...))``, which copies the pixels out of
+  Pillow's memory) and Pillow's decoding alone (``Image.open(...).load()``, no copy).
 * Worker: ``RunProcessor.process`` on a run message for the same 100 files, with one download
   thread (so both sides use one core), reading the objects from local files (an ObjectStore over
   a folder: the I/O part is local disk, not moto's HTTP server, whose per-request cost would
@@ -11,14 +12,17 @@ Run: ``.venv/bin/python benchmarks/bench_worker.py`` (or ``make bench``).
   statistics, Parquet written to the folder, the rows upserted into a real PostgreSQL
   (pgserver), the notification built and handed to a notifier that keeps it in memory.
 
-Everything that is not decoding must cost at most 15% of the decoding time. Each side is timed
-``REPEATS`` times, interleaved, and the best time of each is compared.
+Everything that is not decoding must cost at most 15% of the decoding time, against both
+baselines. Each side is timed ``REPEATS`` times, interleaved, and the best time of each is
+compared; wall-clock and CPU time are both reported (on a shared machine the CPU time of this
+process is the steadier one).
 """
 
 from __future__ import annotations
 
 import io
 import json
+import os
 import sys
 import tempfile
 import time
@@ -103,11 +107,18 @@ def write_pngs(root: Path) -> dict[str, list[str]]:
 
 
 def decode_only(blobs: list[bytes]) -> None:
-    """The baseline: Pillow decodes each PNG into a numpy array."""
+    """The first baseline: Pillow decodes each PNG into a numpy array."""
     for data in blobs:
         with Image.open(io.BytesIO(data)) as image:
             pixels = np.asarray(image)
         assert pixels.shape == (PARAMS.image_height, PARAMS.image_width, 3)
+
+
+def load_only(blobs: list[bytes]) -> None:
+    """The second baseline: Pillow decodes each PNG into its own memory (no numpy array)."""
+    for data in blobs:
+        with Image.open(io.BytesIO(data)) as image:
+            image.load()
 
 
 def timed(function: Callable[[], object]) -> tuple[float, float]:
@@ -187,10 +198,11 @@ def main() -> int:
             processor.process(message)
             parts = breakdown(processor, message, FolderStore(root), blobs)
             times: dict[str, list[tuple[float, float]]] = {
-                name: [] for name in ("decode", "worker", *parts)
+                name: [] for name in ("decode", "load", "worker", *parts)
             }
             for _ in range(REPEATS):
                 times["decode"].append(timed(lambda: decode_only(blobs)))
+                times["load"].append(timed(lambda: load_only(blobs)))
                 times["worker"].append(timed(lambda: processor.process(message)))
                 for name, part in parts.items():
                     times[name].append(timed(part))
@@ -199,41 +211,41 @@ def main() -> int:
             assert json.loads(notifier.messages[0])["status"] == "finished"
 
     best = {name: (min(t[0] for t in ts), min(t[1] for t in ts)) for name, ts in times.items()}
-    decode, worker = best["decode"], best["worker"]
+    worker = best["worker"]
     n = len(keys)
     print(
         f"{n} PNGs of {PARAMS.image_height}x{PARAMS.image_width} RGB, "
         f"{total_bytes / n / 1024:.0f} KiB each; best of {REPEATS}; one worker thread; "
-        f"allocator tuned: {tuned}"
+        f"allocator tuned: {tuned}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
     )
     print(f"  {'':40s} {'wall ms':>9s} {'CPU ms':>9s} {'img/s':>7s}")
-    print(
-        f"  {'decoding alone (Pillow -> numpy)':40s} {decode[0] * 1e3:9.1f} {decode[1] * 1e3:9.1f}"
-        f" {n / decode[0]:7.1f}"
-    )
-    print(
-        f"  {'worker run (I/O: local files)':40s} {worker[0] * 1e3:9.1f} {worker[1] * 1e3:9.1f}"
-        f" {n / worker[0]:7.1f}"
-    )
+    rows = {
+        "np.asarray(Image.open(...))": best["decode"],
+        "Image.open(...).load()": best["load"],
+        "worker run (I/O: local files)": worker,
+    }
+    for label, (wall, cpu) in rows.items():
+        print(f"  {label:40s} {wall * 1e3:9.1f} {cpu * 1e3:9.1f} {n / wall:7.1f}")
     print("  parts of the run, timed separately:")
     for name in parts:
         wall, cpu = best[name]
         print(f"    {name:38s} {wall * 1e3:9.1f} {cpu * 1e3:9.1f}")
-    overhead = (worker[0] - decode[0]) / decode[0]
-    overhead_cpu = (worker[1] - decode[1]) / decode[1]
     engine = best["engine decode_image (checks + decode)"]
-    checks, checks_cpu = (engine[0] - decode[0]) / decode[0], (engine[1] - decode[1]) / decode[1]
-    rest, rest_cpu = (worker[0] - engine[0]) / decode[0], (worker[1] - engine[1]) / decode[1]
-    print(
-        f"  of which the engine's checks and pixel export in decode_image: {checks:+.1%} (CPU "
-        f"{checks_cpu:+.1%}); the rest of the run: {rest:+.1%} (CPU {rest_cpu:+.1%})"
-    )
-    verdict = "OK" if overhead <= BUDGET else "OVER BUDGET"
-    print(
-        f"  everything but decoding: {overhead:+.1%} of the decoding time (CPU time: "
-        f"{overhead_cpu:+.1%}); budget {BUDGET:.0%}: {verdict}"
-    )
-    return 0 if overhead <= BUDGET else 1
+    verdicts = []
+    for label, key in (("np.asarray(Image.open)", "decode"), ("Image.load()", "load")):
+        base = best[key]
+        overhead = (worker[0] - base[0]) / base[0]
+        overhead_cpu = (worker[1] - base[1]) / base[1]
+        checks = (engine[0] - base[0]) / base[0], (engine[1] - base[1]) / base[1]
+        verdicts.append(max(overhead, overhead_cpu) <= BUDGET)
+        print(
+            f"  against {label}: everything but decoding {overhead:+.1%} wall, {overhead_cpu:+.1%}"
+            f" CPU (of which decode_image's checks and export {checks[0]:+.1%} wall, "
+            f"{checks[1]:+.1%} CPU)"
+        )
+    ok = all(verdicts)
+    print(f"  budget {BUDGET:.0%} against both baselines, wall and CPU: {'OK' if ok else 'OVER'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
