@@ -12,6 +12,11 @@ Mode policy (the colour type and bit depth are read from the PNG header before d
 * 16-bit channels: rejected. Reducing them to 8 bits is lossy and would change which pixels count as
   white or black.
 * Animated PNGs (several frames) and any other format (JPEG, GIF, ...): rejected.
+
+Structure (see ``_png``): every chunk but the image data must match its CRC, a palette must match
+the colour type, and the image data must hold exactly the rows the header declares with a valid
+zlib checksum; otherwise ``truncated`` or ``corrupt``. Pillow alone would fill missing rows with
+black without an error.
 """
 
 from __future__ import annotations
