@@ -10,10 +10,10 @@ declares and that the zlib checksum of those rows holds:
   image data is covered by the zlib checksum over the decompressed rows instead, which is
   checked at no extra cost while decoding (below).
 * 8-bit RGB, not interlaced, no transparency or animation chunks (the common upload) is decoded
-  by Pillow's own PNG row decoder into an image one row taller than declared. A row that Pillow
-  writes has its padding byte set to 255 and a row it does not write keeps the 0 of fresh
-  memory, so the last declared row shows whether all rows came, the extra row whether more data
-  came than declared, and asking for one more row makes zlib read on to the end of the stream
+  by Pillow's own PNG row decoder into a zeroed array of 4-byte pixels one row taller than
+  declared. A row that Pillow writes has its padding byte set to 255 and a row it does not write
+  keeps its 0, so the last declared row shows whether all rows came, the extra row whether more
+  data came than declared, and asking for one more row makes zlib read on to the end of the stream
   and verify its checksum.
 * Every other image (grayscale, palette, alpha, interlaced, ...) has its stream inflated once
   here to check its exact length and checksum, then Pillow decodes it.
@@ -214,14 +214,16 @@ def decode_rgb8(
 ) -> npt.NDArray[np.uint8]:
     """Decode the rows of an 8-bit RGB, non-interlaced PNG exactly (see the module docstring).
 
-    Returns a read-only ``(height, width, 3)`` view of Pillow's memory, or a copy for images
-    too large to export.
+    Pillow's row decoder writes into a zeroed numpy array of 4-byte pixels (R, G, B, padding)
+    mapped as a Pillow image, one row taller than declared. Returns a read-only
+    ``(height, width, 3)`` view of it.
 
     Raises:
         ImageRejected: ``truncated`` or ``corrupt``.
     """
-    target = Image.Image()._new(pillow_core.new("RGB", (width, height + 1)))
-    decoder = pillow_core.zip_decoder("RGB", "RGB")
+    words = np.zeros((height + 1, width, 4), dtype=np.uint8)
+    target = Image.frombuffer("RGBX", (width, height + 1), words, "raw", "RGBX", 0, 1)
+    decoder = pillow_core.zip_decoder("RGBX", "RGB")
     decoder.setimage(target.im, (0, 0, width, height + 1))
     status, error = 0, 0
     try:
@@ -237,12 +239,6 @@ def decode_rgb8(
             "corrupt",
             f"the image data cannot be decoded ({pillow_core.getcodecstatus(error)})",
         )
-    words = pixel_words(target)
-    if words is None:
-        check_image_data(
-            image_data, name=name, width=width, height=height, bits_per_pixel=24, interlaced=False
-        )
-        return np.asarray(target)[:height]
     written = words[:, 0, 3]
     if written[height]:
         raise _too_much(name, width, height)
