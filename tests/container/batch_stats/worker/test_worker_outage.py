@@ -76,10 +76,10 @@ def test_postgres_stopped_mid_run_for_a_scaled_fifteen_minutes_is_ridden_out(
 
         def stop_database_once(ref: ImageRef) -> None:
             del ref
-            if not stopped.is_set():
-                stopped.set()
+            if not down_since:  # called from the one worker thread only
                 server.cleanup()  # the live database goes away while the run is processed
                 down_since.append(time.monotonic())
+                stopped.set()  # the outage is timed from the moment it is down
 
         worker = build_worker(
             dataclasses.replace(settings, database_url=url, download_concurrency=1),
@@ -119,7 +119,7 @@ def test_postgres_stopped_mid_run_for_a_scaled_fifteen_minutes_is_ridden_out(
             thread.join(60)
             worker.close()
             server.cleanup()
-    assert up_after >= OUTAGE_SECONDS / SCALE
+    assert up_after >= OUTAGE_SECONDS / SCALE, up_after
     failed = [r for r in caplog.records if "run run-outage failed" in r.getMessage()]
     assert len(failed) >= 3  # the old policy sent the message to the DLQ after 3 failures
     (outcome,) = outcomes
