@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import pgserver
 import psycopg
 import pytest
 from batch_stats.local.resources import RUNS_MAX_RECEIVES, LocalResources
@@ -65,6 +64,8 @@ def test_postgres_stopped_mid_run_for_a_scaled_fifteen_minutes_is_ridden_out(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.ERROR, logger="batch_stats.worker.runner")
+    import pgserver  # here, under the mark that silences its XDG_RUNTIME_DIR warning
+
     # Its own PostgreSQL (the session's is shared by the other tests and must stay up). Not
     # under pytest's basetemp, which the "pgserver" user cannot enter when the tests run as root.
     with tempfile.TemporaryDirectory(prefix="imgpipe-outage-pg-") as tmp:
