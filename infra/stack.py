@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk import CfnOutput, Environment, Stack, Tags
+from aws_cdk import CfnOutput, CfnResource, Environment, RemovalPolicy, Stack, Tags
+from aws_cdk import aws_logs as logs
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs._common import acknowledge
+from infra.constructs._common import acknowledge, log_retention
 from infra.constructs.batch_counter import BatchCounter
 from infra.constructs.database import Database
 from infra.constructs.ingest import Ingest
@@ -84,8 +85,10 @@ class PipelineStack(Stack):
             function=self.batch_counter.function,
             service=self.worker.service,
         )
+        self.notifications.allow_alarms([alarm.alarm_arn for alarm in self.monitoring.alarms])
 
         self._acknowledge_cdk_internals()
+        self._give_helper_functions_log_groups(config)
 
         for output_id, value, description in (
             (
@@ -110,7 +113,8 @@ class PipelineStack(Stack):
             CfnOutput(self, output_id, value=value, description=description)
 
     def _acknowledge_cdk_internals(self) -> None:
-        """Acknowledge findings on the helper CDK adds to configure S3 bucket notifications."""
+        """Acknowledge findings on the helpers CDK adds to configure S3 bucket notifications and
+        the retention of the database's log groups."""
         for child in self.node.children:
             if child.node.id.startswith("BucketNotificationsHandler"):
                 acknowledge(
@@ -120,3 +124,44 @@ class PipelineStack(Stack):
                     "CDK's own BucketNotificationsHandler, run by CloudFormation only while "
                     "deploying, writes its logs with the AWS basic execution policy.",
                 )
+            if child.node.id.startswith("LogRetention"):
+                role = child.node.find_child("ServiceRole")
+                acknowledge(
+                    role,
+                    "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
+                    "AWSLambdaBasicExecutionRole]",
+                    "CDK's own LogRetention function, run by CloudFormation only while deploying "
+                    "(it sets the retention of the database's log groups), writes its logs with "
+                    "the AWS basic execution policy.",
+                )
+                acknowledge(
+                    role.node.find_child("DefaultPolicy"),
+                    "AwsSolutions-IAM5[Resource::*]",
+                    "CDK's LogRetention function sets the retention of log groups that RDS "
+                    "creates itself, whose names are known only once the instance exists.",
+                )
+
+    def _give_helper_functions_log_groups(self, config: StageConfig) -> None:
+        """Point every Lambda function CDK adds for itself (bucket notifications, emptying
+        buckets on destroy, log retention) at a log group with the stage's retention.
+
+        Without it each one writes to ``/aws/lambda/<name>``, which Lambda creates on first use
+        with no retention (kept forever, paid forever).
+        """
+        own = {self.batch_counter.function.node.default_child}
+        helpers = [
+            c
+            for c in self.node.find_all()
+            if isinstance(c, CfnResource)
+            and c.cfn_resource_type == "AWS::Lambda::Function"
+            and c not in own
+        ]
+        scope = Construct(self, "HelperLogs")
+        for index, function in enumerate(sorted(helpers, key=lambda c: c.node.path)):
+            group = logs.LogGroup(
+                scope,
+                f"Group{index}",
+                retention=log_retention(config.log_retention_days),
+                removal_policy=RemovalPolicy.DESTROY,
+            )
+            function.add_property_override("LoggingConfig.LogGroup", group.log_group_name)

@@ -9,7 +9,7 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs._common import acknowledge
+from infra.constructs._common import acknowledge, log_retention
 from infra.naming import ResourceNames
 
 #: Pinned minor version: upgrades are a reviewed change, never a surprise at deploy time.
@@ -66,6 +66,9 @@ class Database(Construct):
             auto_minor_version_upgrade=False,
             enable_performance_insights=False,
             cloudwatch_logs_exports=["postgresql", "upgrade"],
+            # RDS creates /aws/rds/instance/<id>/<log> itself; CDK's LogRetention custom
+            # resource gives those groups a retention.
+            cloudwatch_logs_retention=log_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if destroy else RemovalPolicy.SNAPSHOT,
         )
         secret = self.instance.secret

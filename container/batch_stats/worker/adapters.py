@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from psycopg.conninfo import make_conninfo
+
+from batch_stats.worker.metrics import EmfMetrics
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +150,37 @@ def database_url_from_secret(client: Any, secret_arn: str) -> str:
 
 
 class TaskProtection:
-    """ECS task scale-in protection through the ECS agent; a no-op outside ECS."""
+    """ECS task scale-in protection through the ECS agent; a no-op outside ECS.
 
-    def __init__(self, agent_uri: str | None, *, expires_in_minutes: int = 60) -> None:
+    The agent calls ``ecs:UpdateTaskProtection`` with the task role's credentials and answers
+    200 with ``{"protection": {...}}`` when ECS applied it, 200 with ``{"failure": {...}}`` when
+    ECS refused it for the task, and an error status with ``{"error": {"Code", "Message"}}``
+    (``AccessDeniedException`` when the task role lacks the permission). Every refusal is
+    logged and counted (``TaskProtectionFailures``); it is not fatal: a run stopped by a
+    scale-in is delivered again.
+    """
+
+    def __init__(
+        self,
+        agent_uri: str | None,
+        *,
+        expires_in_minutes: int = 60,
+        metrics: EmfMetrics | None = None,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        if not 1 <= expires_in_minutes <= 2880:
+            raise ValueError(
+                f"expires_in_minutes must be 1-2880 (the ECS limit), got {expires_in_minutes!r}"
+            )
         self._uri = agent_uri
         self._minutes = expires_in_minutes
+        self._metrics = metrics
+        self._timeout = timeout_seconds
 
-    def set(self, enabled: bool) -> None:
+    def set(self, enabled: bool) -> bool:
+        """Ask for protection on or off; True when ECS confirmed it (always True outside ECS)."""
         if self._uri is None:
-            return
+            return True
         body: dict[str, Any] = {"ProtectionEnabled": enabled}
         if enabled:
             body["ExpiresInMinutes"] = self._minutes
@@ -166,8 +191,43 @@ class TaskProtection:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                status, raw = int(response.status), response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
         except OSError as exc:
-            # Losing protection risks a scale-in mid-run, which redelivery repairs; not fatal.
-            log.warning("could not set ECS task protection to %s: %s", enabled, exc)
+            return self._refused(enabled, f"the ECS agent could not be reached: {exc}")
+        problem = protection_problem(status, raw, enabled=enabled)
+        if problem is not None:
+            return self._refused(enabled, problem)
+        return True
+
+    def _refused(self, enabled: bool, problem: str) -> bool:
+        log.warning("ECS task protection %s was refused: %s", "on" if enabled else "off", problem)
+        if self._metrics is not None:
+            self._metrics.emit({"TaskProtectionFailures": 1}, protection="on" if enabled else "off")
+        return False
+
+
+def protection_problem(status: int, raw: bytes, *, enabled: bool) -> str | None:
+    """What is wrong with the agent's answer to a protection request (None: applied)."""
+    try:
+        answer = json.loads(raw or b"{}")
+    except json.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        return f"HTTP {status} with a body that is not a JSON object: {raw[:200]!r}"
+    if isinstance(answer.get("error"), dict):
+        error = answer["error"]
+        return f"HTTP {status} {error.get('Code', '?')}: {error.get('Message', '')}"
+    if isinstance(answer.get("failure"), dict):
+        failure = answer["failure"]
+        return f"{failure.get('Reason', '?')}: {failure.get('Detail') or ''}".rstrip(": ")
+    if status >= 300:
+        return f"HTTP {status}: {raw[:200]!r}"
+    protection = answer.get("protection")
+    if not isinstance(protection, dict):
+        return f"HTTP {status} without a 'protection' object: {raw[:200]!r}"
+    if protection.get("ProtectionEnabled") is not enabled:
+        return f"the task's protection is {protection.get('ProtectionEnabled')!r}, not {enabled!r}"
+    return None

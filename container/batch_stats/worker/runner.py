@@ -414,6 +414,7 @@ class Worker:
                 message.receive_count,
                 self._retry_delay,
             )
+            self._metrics.emit({"RunErrors": 1}, run_id=run.run_id)
             self._release(message, self._retry_delay)
             return None
         finally:
