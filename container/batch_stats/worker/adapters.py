@@ -124,11 +124,16 @@ class SnsNotifier:
         return str(response["MessageId"])
 
 
+#: Encrypt and check that the server is the one the secret names (not only encrypt).
+DEFAULT_SSLMODE = "verify-full"
+
+
 def database_url_from_secret(client: Any, secret_arn: str) -> str:
     """A libpq connection string from an RDS secret (JSON: host, port, username, password, dbname).
 
-    SSL is required unless the secret says otherwise (``sslmode``); libpq ignores it for Unix
-    sockets.
+    The server's certificate is verified (``sslmode=verify-full``: signed by a CA in
+    ``PGSSLROOTCERT``, the RDS bundle in the image, and issued for the host) unless the secret
+    says otherwise (``sslmode``); libpq ignores SSL for Unix sockets (the local mode).
     """
     raw = client.get_secret_value(SecretId=secret_arn)["SecretString"]
     try:
@@ -139,7 +144,7 @@ def database_url_from_secret(client: Any, secret_arn: str) -> str:
             user=secret["username"],
             password=secret["password"],
             dbname=secret.get("dbname", "postgres"),
-            sslmode=secret.get("sslmode", "require"),
+            sslmode=secret.get("sslmode", DEFAULT_SSLMODE),
             connect_timeout="10",
         )
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
