@@ -56,7 +56,16 @@ class PipelineStack(Stack):
             powertools_layer_arn=powertools_layer_arn,
         )
         self.network = Network(self, "Network", config=config)
-        self.database = Database(self, "Database", config=config, names=names, vpc=self.network.vpc)
+        self.database = Database(
+            self,
+            "Database",
+            config=config,
+            names=names,
+            vpc=self.network.vpc,
+            rotation_subnets=(
+                self.network.worker_subnets if config.private_worker_subnets else None
+            ),
+        )
         self.worker = Worker(
             self,
             "Worker",
@@ -69,7 +78,8 @@ class PipelineStack(Stack):
             runs_queue=self.batch_counter.runs_queue,
             topic=self.notifications.topic,
             topic_key=self.notifications.key,
-            db_secret=self.database.secret,
+            db_secret=self.database.app_secret,
+            db_master_secret=self.database.secret,
         )
         self.database.allow_from(self.worker.service)
         self.monitoring = Monitoring(
@@ -107,8 +117,20 @@ class PipelineStack(Stack):
                 "One message per complete run",
             ),
             ("TopicArn", self.notifications.topic.topic_arn, "Run and alarm notifications"),
-            ("DatabaseSecretArn", self.database.secret.secret_arn, "PostgreSQL credentials"),
+            (
+                "DatabaseSecretArn",
+                self.database.secret.secret_arn,
+                "PostgreSQL master credentials (administrators only)",
+            ),
+            (
+                "DatabaseAppSecretArn",
+                self.database.app_secret.secret_arn,
+                "PostgreSQL credentials of the worker's application role",
+            ),
             ("DashboardName", self.monitoring.dashboard.dashboard_name, "CloudWatch dashboard"),
+            # Read by `make smoke` to upload a run of the right shape.
+            ("ImagesPerBatch", str(config.images_per_batch), "Images that complete a batch"),
+            ("BatchesPerRun", str(config.batches_per_run), "Batches that complete a run"),
         ):
             CfnOutput(self, output_id, value=value, description=description)
 

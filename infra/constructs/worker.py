@@ -27,6 +27,7 @@ from infra.naming import ResourceNames
 #: Docker build context: the repository's ``container/`` (Dockerfile, requirements, package).
 CONTAINER_DIR = Path(__file__).resolve().parents[2] / "container"
 CONTAINER_NAME = "worker"
+SETUP_CONTAINER_NAME = "dbsetup"
 SERVICE_NAME = "worker"
 #: Fargate gives a container at most 120 s between SIGTERM and SIGKILL.
 STOP_TIMEOUT = Duration.seconds(120)
@@ -58,6 +59,7 @@ class Worker(Construct):
         topic: sns.ITopic,
         topic_key: kms.IKey,
         db_secret: secretsmanager.ISecret,
+        db_master_secret: secretsmanager.ISecret,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN
@@ -95,11 +97,25 @@ class Worker(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
+        image = ecs.ContainerImage.from_asset(
+            str(CONTAINER_DIR), platform=ecr_assets.Platform.LINUX_AMD64
+        )
+        # Runs first, as the master user (ECS injects both secrets into this container only,
+        # with the execution role): migrations, the application role and its grants.
+        self.setup_container = self.task_definition.add_container(
+            SETUP_CONTAINER_NAME,
+            image=image,
+            essential=False,
+            command=["python", "-m", "batch_stats.worker.dbsetup"],
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="dbsetup", log_group=self.log_group),
+            secrets={
+                "DB_MASTER_SECRET": ecs.Secret.from_secrets_manager(db_master_secret),
+                "DB_APP_SECRET": ecs.Secret.from_secrets_manager(db_secret),
+            },
+        )
         self.container = self.task_definition.add_container(
             CONTAINER_NAME,
-            image=ecs.ContainerImage.from_asset(
-                str(CONTAINER_DIR), platform=ecr_assets.Platform.LINUX_AMD64
-            ),
+            image=image,
             logging=ecs.LogDrivers.aws_logs(stream_prefix=SERVICE_NAME, log_group=self.log_group),
             stop_timeout=STOP_TIMEOUT,
             environment={
@@ -112,6 +128,12 @@ class Worker(Construct):
                 "VISIBILITY_TIMEOUT_SECONDS": str(config.run_timeout_seconds),
                 "LOG_LEVEL": "INFO",
             },
+        )
+        self.container.add_container_dependencies(
+            ecs.ContainerDependency(
+                container=self.setup_container,
+                condition=ecs.ContainerDependencyCondition.SUCCESS,
+            )
         )
         self._grant_task_role(
             raw_bucket=raw_bucket,

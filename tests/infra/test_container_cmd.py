@@ -138,7 +138,7 @@ def _queue_depth(sqs: Any, url: str) -> int:
 def _stack_environment(dev: Any, resources: LocalResources, secret_arn: str) -> dict[str, str]:
     """The worker environment the stack sets, with each reference resolved to the local value."""
     (task,) = dev.resources("AWS::ECS::TaskDefinition").values()
-    (container,) = task["Properties"]["ContainerDefinitions"]
+    (container,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "worker"]
     resolved = {
         "RUNS_QUEUE_URL": resources.runs_queue_url,
         "RAW_BUCKET": resources.names.raw_bucket,

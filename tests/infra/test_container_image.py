@@ -12,7 +12,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from batch_stats.worker.adapters import database_url_from_secret
+from batch_stats.worker.adapters import conninfo_from_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "container"
@@ -111,10 +111,7 @@ def test_the_image_verifies_the_database_certificate() -> None:
     assert url == "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
     assert f"ENV PGSSLROOTCERT={target}" in text
     secret = {"host": "db.example.internal", "username": "u", "password": "p", "dbname": "d"}
-
-    class Secrets:
-        def get_secret_value(self, SecretId: str) -> dict[str, str]:  # noqa: N803
-            return {"SecretString": json.dumps(secret)}
-
-    conninfo = psycopg.conninfo.conninfo_to_dict(database_url_from_secret(Secrets(), "arn"))
+    conninfo = psycopg.conninfo.conninfo_to_dict(
+        conninfo_from_secret(json.dumps(secret), source="test")
+    )
     assert conninfo["sslmode"] == "verify-full"

@@ -23,7 +23,7 @@ def _one(
 @pytest.fixture(scope="module")
 def container(dev: Any) -> dict[str, Any]:
     _, task = _one(dev, "AWS::ECS::TaskDefinition")
-    (definition,) = task["ContainerDefinitions"]
+    (definition,) = [c for c in task["ContainerDefinitions"] if c["Name"] == "worker"]
     return dict(definition)
 
 
@@ -31,7 +31,15 @@ def test_container_environment_is_the_contract(dev: Any, container: dict[str, An
     env = {item["Name"]: item["Value"] for item in container["Environment"]}
     runs_id, _ = _one(dev, "AWS::SQS::Queue", {"QueueName": NAMES.runs_queue})
     topic_id, _ = _one(dev, "AWS::SNS::Topic")
-    secret_id, _ = _one(dev, "AWS::SecretsManager::SecretTargetAttachment")
+    secret_id, _ = _one(
+        dev,
+        "AWS::SecretsManager::SecretTargetAttachment",
+        {
+            "SecretId": {
+                "Ref": _one(dev, "AWS::SecretsManager::Secret", {"Name": NAMES.db_app_secret})[0]
+            }
+        },
+    )
     raw_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.raw_bucket})
     results_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.results_bucket})
     assert env == {

@@ -135,7 +135,14 @@ def database_url_from_secret(client: Any, secret_arn: str) -> str:
     ``PGSSLROOTCERT``, the RDS bundle in the image, and issued for the host) unless the secret
     says otherwise (``sslmode``); libpq ignores SSL for Unix sockets (the local mode).
     """
-    raw = client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    # AWSCURRENT is what a finished rotation promotes (named explicitly: moto's default
+    # version does not follow a stage moved by UpdateSecretVersionStage).
+    raw = client.get_secret_value(SecretId=secret_arn, VersionStage="AWSCURRENT")["SecretString"]
+    return conninfo_from_secret(raw, source=f"secret {secret_arn}")
+
+
+def conninfo_from_secret(raw: str, *, source: str) -> str:
+    """A libpq connection string from the text of an RDS secret (see above)."""
     try:
         secret = json.loads(raw)
         return make_conninfo(
@@ -149,8 +156,8 @@ def database_url_from_secret(client: Any, secret_arn: str) -> str:
         )
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(
-            f"secret {secret_arn} is not an RDS secret: JSON with host, username and password "
-            f"(and optionally port, dbname, sslmode) is expected ({exc!r})"
+            f"{source} is not an RDS secret: JSON with host, username and password "
+            f"(and optionally port, dbname, sslmode) is expected ({type(exc).__name__})"
         ) from None
 
 
