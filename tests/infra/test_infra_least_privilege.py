@@ -23,7 +23,8 @@ from infra.iam_sim import Request, TemplateResolver, evaluate, identity_statemen
 from infra.naming import PROJECT
 
 ROOT = Path(__file__).resolve().parents[2]
-FLOW_TESTS = ROOT / "tests" / "lambdas" / "batch_counter" / "test_bc_flow.py"
+#: The Lambda's tests: every call the handler makes under them is recorded.
+LAMBDA_TESTS = ROOT / "tests" / "lambdas" / "batch_counter"
 PLUGINS = Path(__file__).resolve().parent / "plugins"
 ACCOUNT, REGION = "123456789012", "us-east-1"
 
@@ -40,6 +41,15 @@ _TRANSACT_ITEMS = {
 }
 
 
+#: S3 operations on one object and the IAM action each needs.
+_S3_OBJECT_ACTIONS = {
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "DeleteObject": "s3:DeleteObject",
+}
+
+
 def iam_actions(call: dict[str, Any]) -> list[tuple[str, str]]:
     """(IAM action, resource name) pairs one recorded call needs."""
     service, operation, params = call["service"], call["operation"], call["params"]
@@ -53,7 +63,17 @@ def iam_actions(call: dict[str, Any]) -> list[tuple[str, str]]:
         return [(f"dynamodb:{operation}", params["TableName"])]
     if service == "sqs":
         return [(f"sqs:{operation}", params["QueueUrl"].rsplit("/", 1)[1])]
-    raise AssertionError(f"the handler called {service}:{operation}, which this test cannot map")
+    if service == "s3" and operation == "CopyObject":
+        source = params["CopySource"]
+        return [
+            ("s3:GetObject", f"{source['Bucket']}/{source['Key']}"),
+            ("s3:PutObject", f"{params['Bucket']}/{params['Key']}"),
+        ]
+    if service == "s3" and operation in _S3_OBJECT_ACTIONS:
+        return [(_S3_OBJECT_ACTIONS[operation], f"{params['Bucket']}/{params['Key']}")]
+    raise AssertionError(
+        f"the handler called {service}:{operation}: add its IAM action(s) to iam_actions()"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +95,7 @@ def handler_calls(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, An
             "no:cacheprovider",
             "-p",
             "aws_call_recorder",
-            str(FLOW_TESTS),
+            str(LAMBDA_TESTS),
         ],
         cwd=ROOT,
         env=env,
@@ -106,7 +126,14 @@ def _lambda_role(dev: Any) -> str:
 
 
 def _arn_of(resolver: TemplateResolver, service: str, name: str) -> str:
-    type_name = {"dynamodb": "AWS::DynamoDB::Table", "sqs": "AWS::SQS::Queue"}[service]
+    if service == "s3":
+        bucket, _, key = name.partition("/")
+        return f"{_arn_of(resolver, 's3-bucket', bucket)}/{key}"
+    type_name = {
+        "dynamodb": "AWS::DynamoDB::Table",
+        "sqs": "AWS::SQS::Queue",
+        "s3-bucket": "AWS::S3::Bucket",
+    }[service]
     for logical_id, resource in resolver.resources.items():
         if resource["Type"] == type_name and resolver.physical_name(logical_id) == name:
             return resolver.get_att(logical_id, "Arn")
