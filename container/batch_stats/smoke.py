@@ -220,9 +220,17 @@ def run_smoke(
 def local_target(work_dir: Path, *, images_per_batch: int, batches: int) -> Iterator[Target]:
     """The local pipeline, its Lambda and worker driven in a background thread, as a target."""
     from batch_stats.local.pipeline import local_pipeline
+    from batch_stats.local.services import patched_environ
+    from batch_stats.worker.metrics import EmfMetrics
 
     params = EngineParams(images_per_batch=images_per_batch, batches=batches)
-    with local_pipeline(work_dir, params=params, stage="smoke") as pipeline:
+    # No metric documents on the console: the report is the output.
+    with (
+        patched_environ({"POWERTOOLS_METRICS_DISABLED": "true"}),
+        local_pipeline(
+            work_dir, params=params, stage="smoke", metrics=EmfMetrics(enabled=False)
+        ) as pipeline,
+    ):
         stop = threading.Event()
         errors: list[BaseException] = []
 
