@@ -5,12 +5,13 @@ VENV ?= .venv
 BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(CURDIR)/node_modules/.bin:$(PATH)
 
-.PHONY: help install demo test lint format typecheck pytest bench clean
+.PHONY: help install demo test lint format typecheck pytest bench clean smoke
 
 help:
 	@echo "make demo   run the main job end to end locally (AWS emulated, embedded PostgreSQL)"
 	@echo "make test   lint, type-check and run every test"
 	@echo "make bench  run the benchmarks (by hand; prints ratios against in-run baselines)"
+	@echo "make smoke STAGE=dev  one small run through the deployed stack (your AWS credentials)"
 
 # The virtual environment is updated whenever pyproject.toml changes. `make demo` installs only
 # what the local run needs (the `demo` extra); everything else installs everything (`dev`, which
@@ -47,6 +48,13 @@ pytest: install
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# A run through the deployed stack Imgpipe-$(STAGE), with the caller's AWS credentials (not part
+# of `make test`, which runs the same smoke test against the local pipeline). STAGE=local: the
+# local pipeline (moto, embedded PostgreSQL) instead of AWS.
+STAGE ?= dev
+smoke: install
+	$(BIN)/python -m batch_stats.smoke $(if $(filter local,$(STAGE)),--local,--stage $(STAGE))
 
 bench: install
 	for f in benchmarks/bench_*.py; do echo "== $$f"; $(BIN)/python "$$f" || exit 1; done

@@ -54,6 +54,10 @@ class StageConfig:
     db_multi_az: bool = False
     db_backup_retention_days: int = 1
     db_deletion_protection: bool = False
+    #: Rotate the database secrets (master and application role) every so many days with
+    #: Secrets Manager hosted rotation; ``None``: no rotation. The rotation function runs in
+    #: the worker subnets and needs their path to Secrets Manager (private worker subnets).
+    db_secret_rotation_days: int | None = None
     #: Lifecycle and retention.
     rejected_expiration_days: int = 30
     raw_noncurrent_expiration_days: int = 30
@@ -103,6 +107,16 @@ class StageConfig:
             )
         if self.lambda_timeout_seconds > 900:
             problems.append("lambda_timeout_seconds must be <= 900 (the Lambda limit)")
+        if self.db_secret_rotation_days is not None:
+            if not 1 <= self.db_secret_rotation_days <= 365:
+                problems.append(
+                    f"db_secret_rotation_days must be 1-365, got {self.db_secret_rotation_days!r}"
+                )
+            if not self.private_worker_subnets:
+                problems.append(
+                    "db_secret_rotation_days needs private_worker_subnets=True (the rotation "
+                    "function reaches Secrets Manager through the NAT gateway)"
+                )
         if self.notify_email is not None and not _EMAIL_RE.fullmatch(self.notify_email):
             problems.append(f"notify_email {self.notify_email!r} is not an email address")
         if self.notify_webhook is not None and not self.notify_webhook.startswith("https://"):
@@ -127,6 +141,7 @@ STAGES: Mapping[str, StageConfig] = {
         db_multi_az=True,
         db_backup_retention_days=7,
         db_deletion_protection=True,
+        db_secret_rotation_days=30,
         rejected_expiration_days=90,
         log_retention_days=90,
         tracking_ttl_days=90,

@@ -26,6 +26,7 @@ class ResourceNames:
     runs_dlq: str
     topic: str
     db_secret: str
+    db_app_secret: str
     db_name: str
     cluster: str
     dashboard: str
@@ -53,6 +54,7 @@ def resource_names(*, stage: str, account: str, region: str) -> ResourceNames:
         runs_dlq=f"{prefix}-runs-dlq",
         topic=f"{prefix}-notifications",
         db_secret=f"{prefix}/database",
+        db_app_secret=f"{prefix}/database-app",
         db_name="imgpipe",
         cluster=f"{prefix}-workers",
         dashboard=f"{prefix}-pipeline",

@@ -26,11 +26,17 @@ RUNTIME = lambda_.Runtime.PYTHON_3_13
 #: The Powertools layer is published per Python version and architecture.
 POWERTOOLS_LAYER_PARAMETER = "/aws/service/powertools/python/x86_64/python3.13/{version}"
 
+#: DynamoDB actions the function's role may perform on the tracking table.
+TABLE_ACTIONS = ("GetItem", "PutItem", "UpdateItem", "Query")
+
 SERVICE_NAME = "batch-counter"
 METRICS_NAMESPACE = "ImagePipeline"
 #: A run message that failed this many worker attempts moves to the runs DLQ; with the worker's
 #: growing retry delays (batch_stats.worker.retry) 8 receives ride out a 22-minute outage.
 RUNS_MAX_RECEIVE_COUNT = 8
+#: Every DLQ outlives its source queue (SQS counts a moved message's age from its first enqueue).
+DLQ_RETENTION_DAYS = 14
+SOURCE_RETENTION_DAYS = 4
 
 
 class BatchCounter(Construct):
@@ -74,7 +80,7 @@ class BatchCounter(Construct):
             queue_name=names.runs_dlq,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
-            retention_period=Duration.days(14),
+            retention_period=Duration.days(DLQ_RETENTION_DAYS),
         )
         self.runs_queue = sqs.Queue(
             self,
@@ -84,7 +90,9 @@ class BatchCounter(Construct):
             enforce_ssl=True,
             # Longer than a run: a message in progress never becomes visible to a second worker.
             visibility_timeout=Duration.seconds(config.run_timeout_seconds),
-            retention_period=Duration.days(14),
+            # Shorter than the DLQ's: a standard queue's DLQ keeps a message only for what is
+            # left of its retention, counted from the original enqueue.
+            retention_period=Duration.days(SOURCE_RETENTION_DAYS),
             dead_letter_queue=sqs.DeadLetterQueue(
                 queue=self.runs_dlq, max_receive_count=RUNS_MAX_RECEIVE_COUNT
             ),
@@ -152,5 +160,13 @@ class BatchCounter(Construct):
                 report_batch_item_failures=True,
             )
         )
-        self.table.grant_read_write_data(self.role)
+        # Exactly the item operations the counter performs (a transaction needs the action of
+        # each of its items); tests/infra derives the same list from the code's calls.
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="TrackUploads",
+                actions=[f"dynamodb:{action}" for action in TABLE_ACTIONS],
+                resources=[self.table.table_arn],
+            )
+        )
         self.runs_queue.grant_send_messages(self.role)

@@ -9,12 +9,14 @@ from aws_cdk import aws_secretsmanager as secretsmanager
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs._common import acknowledge
+from infra.constructs._common import acknowledge, log_retention
 from infra.naming import ResourceNames
 
 #: Pinned minor version: upgrades are a reviewed change, never a surprise at deploy time.
 ENGINE_VERSION = rds.PostgresEngineVersion.VER_16_13
 DB_USERNAME = "imgpipe"
+#: The role the worker connects as (created by the worker's set-up container).
+APP_USERNAME = "imgpipe_app"
 
 
 class Database(Construct):
@@ -33,6 +35,7 @@ class Database(Construct):
         config: StageConfig,
         names: ResourceNames,
         vpc: ec2.IVpc,
+        rotation_subnets: ec2.SubnetSelection | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
         self.security_group = ec2.SecurityGroup(
@@ -66,13 +69,26 @@ class Database(Construct):
             auto_minor_version_upgrade=False,
             enable_performance_insights=False,
             cloudwatch_logs_exports=["postgresql", "upgrade"],
+            # RDS creates /aws/rds/instance/<id>/<log> itself; CDK's LogRetention custom
+            # resource gives those groups a retention.
+            cloudwatch_logs_retention=log_retention(config.log_retention_days),
             removal_policy=RemovalPolicy.DESTROY if destroy else RemovalPolicy.SNAPSHOT,
         )
         secret = self.instance.secret
         if secret is None:  # pragma: no cover - from_generated_secret always creates one
             raise RuntimeError("the database instance was created without a secret")
-        #: The generated credentials (JSON: host, port, username, password, dbname, engine).
+        #: The master credentials (JSON: host, port, username, password, dbname, engine): read
+        #: only by the worker's set-up container, never by the worker's task role.
         self.secret: secretsmanager.ISecret = secret
+        #: The application role's credentials (same JSON shape), what the worker connects as.
+        self.app_secret: secretsmanager.ISecret = rds.DatabaseSecret(
+            self,
+            "AppSecret",
+            username=APP_USERNAME,
+            dbname=names.db_name,
+            secret_name=names.db_app_secret,
+            master_secret=secret,
+        ).attach(self.instance)
 
         acknowledge(
             self.instance,
@@ -81,13 +97,21 @@ class Database(Construct):
             "and a non-standard port adds no protection on top of that.",
         )
 
-        acknowledge(
-            self.instance.node.find_child("Secret"),
-            "AwsSolutions-SMG4",
-            "Rotation needs a rotation Lambda inside the VPC with a path to Secrets Manager (an "
-            "interface endpoint or NAT, about 15 USD a month idle); the worker reads the secret "
-            "at each run start, so rotation can be scheduled later without code changes.",
-        )
+        if config.db_secret_rotation_days is not None:
+            self._rotate(config.db_secret_rotation_days, vpc=vpc, subnets=rotation_subnets)
+        else:
+            for secret_construct in (
+                self.instance.node.find_child("Secret"),
+                self.node.find_child("AppSecret"),
+            ):
+                acknowledge(
+                    secret_construct,
+                    "AwsSolutions-SMG4",
+                    f"Stage {config.stage!r} has no path from the VPC to Secrets Manager (no "
+                    "NAT, no interface endpoint: about 15 USD a month idle), which the rotation "
+                    "function needs; prod rotates both secrets. The worker reads its secret "
+                    "for every connection, so rotation needs no code change.",
+                )
         if not config.db_multi_az:
             acknowledge(
                 self.instance,
@@ -106,3 +130,29 @@ class Database(Construct):
     def allow_from(self, peer: ec2.IConnectable) -> None:
         """Open the PostgreSQL port to ``peer`` (the worker service's security group)."""
         self.instance.connections.allow_default_port_from(peer, "PostgreSQL from the worker")
+
+    def _rotate(self, days: int, *, vpc: ec2.IVpc, subnets: ec2.SubnetSelection | None) -> None:
+        """Secrets Manager hosted rotation (single user) of both secrets, every ``days`` days.
+
+        The rotation function runs in ``subnets`` (a path to Secrets Manager) and reaches the
+        database through its own security group.
+        """
+        if subnets is None:
+            raise ValueError("secret rotation needs subnets with a path to Secrets Manager")
+        group = ec2.SecurityGroup(
+            self,
+            "RotationSecurityGroup",
+            vpc=vpc,
+            description="Secrets Manager rotation of the database secrets",
+            allow_all_outbound=True,
+        )
+        self.instance.connections.allow_default_port_from(group, "PostgreSQL from rotation")
+        rotated = (("MasterRotation", self.secret), ("AppRotation", self.app_secret))
+        for rotation_id, secret in rotated:
+            secret.add_rotation_schedule(
+                rotation_id,
+                automatically_after=Duration.days(days),
+                hosted_rotation=secretsmanager.HostedRotation.postgre_sql_single_user(
+                    vpc=vpc, vpc_subnets=subnets, security_groups=[group]
+                ),
+            )

@@ -32,10 +32,13 @@ def pipeline_metric(name: str, service: str, *, statistic: str = "Sum") -> cloud
 
 
 class Monitoring(Construct):
-    """A dashboard of the whole flow and five alarms, each notifying the topic on ALARM and OK.
+    """A dashboard of the whole flow and eight alarms, each notifying the topic on ALARM and OK.
 
-    Alarms: a message in either DLQ, any Lambda error, any failed run, and a run message that
-    has waited longer than ``run_age_alarm_seconds`` (no worker is picking runs up).
+    Alarms: a message in either DLQ, any Lambda error, any upload event the Lambda failed to
+    record (it is retried, and reaches the DLQ only after five attempts), any failed run, any
+    exception while the worker handled a run (retried, and in the DLQ only after three attempts),
+    any refused scale-in protection, and a run message that has waited longer than
+    ``run_age_alarm_seconds`` (no worker is picking runs up).
     """
 
     def __init__(
@@ -99,8 +102,32 @@ class Monitoring(Construct):
         )
         lambda_errors = function.metric_errors(period=FIVE_MINUTES, statistic="Sum")
         alarm("LambdaErrors", lambda_errors, 1, "The batch_counter Lambda raised errors.")
+        records_failed = pipeline_metric("RecordsFailed", LAMBDA_SERVICE)
+        alarm(
+            "LambdaRecordsFailed",
+            records_failed,
+            1,
+            "The batch_counter Lambda failed to record upload events; SQS delivers them again "
+            "(read the function's logs: 'record failed').",
+        )
         runs_failed = pipeline_metric("RunsFailed", WORKER_SERVICE)
         alarm("WorkerRunsFailed", runs_failed, 1, "The worker reported failed runs.")
+        run_errors = pipeline_metric("RunErrors", WORKER_SERVICE)
+        alarm(
+            "WorkerRunErrors",
+            run_errors,
+            1,
+            "The worker raised an exception while handling a run; the message is retried "
+            "(read the worker logs: 'failed (receive').",
+        )
+        protection_refused = pipeline_metric("TaskProtectionFailures", WORKER_SERVICE)
+        alarm(
+            "WorkerProtectionRefused",
+            protection_refused,
+            1,
+            "ECS refused the worker's scale-in protection: a scale-in may stop a run midway "
+            "(check the task role's ecs:UpdateTaskProtection permission).",
+        )
         oldest_run = runs_queue.metric_approximate_age_of_oldest_message(
             period=Duration.minutes(1), statistic="Maximum"
         )
@@ -145,6 +172,8 @@ class Monitoring(Construct):
                     pipeline_metric("RunsDispatched", LAMBDA_SERVICE),
                     pipeline_metric("RunsFinished", WORKER_SERVICE),
                     runs_failed,
+                    run_errors,
+                    records_failed,
                 ],
             ),
             graph(
@@ -152,6 +181,7 @@ class Monitoring(Construct):
                 [
                     pipeline_metric("ImagesProcessed", WORKER_SERVICE),
                     pipeline_metric("ImagesRejected", WORKER_SERVICE),
+                    protection_refused,
                 ],
             ),
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_ec2 as ec2
@@ -20,13 +20,14 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs._common import acknowledge, arn_finding, log_retention
+from infra.constructs._common import acknowledge, arn_finding, log_retention, logical_id
 from infra.constructs.storage import REJECTED_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX
 from infra.naming import ResourceNames
 
 #: Docker build context: the repository's ``container/`` (Dockerfile, requirements, package).
 CONTAINER_DIR = Path(__file__).resolve().parents[2] / "container"
 CONTAINER_NAME = "worker"
+SETUP_CONTAINER_NAME = "dbsetup"
 SERVICE_NAME = "worker"
 #: Fargate gives a container at most 120 s between SIGTERM and SIGKILL.
 STOP_TIMEOUT = Duration.seconds(120)
@@ -35,11 +36,12 @@ STOP_TIMEOUT = Duration.seconds(120)
 class Worker(Construct):
     """The Fargate service running ``python -m batch_stats.worker``.
 
-    Scaling: the service idles at zero tasks. One visible run message adds a task (one step a
-    minute up to ``worker_max_tasks``); when the runs queue has held nothing visible or in flight
-    for five minutes the service goes back to zero. A task processing a run enables ECS task
-    scale-in protection through the agent endpoint (``ECS_AGENT_URI``, no IAM permission
-    involved), so scale-in never stops a run midway.
+    Scaling: the service idles at zero tasks and asks for one task per run waiting or in
+    progress (exact capacity, up to ``worker_max_tasks``); when the runs queue has held nothing
+    visible or in flight for five minutes the service goes back to zero. A task processing a
+    run enables ECS task scale-in protection through the agent endpoint (``ECS_AGENT_URI``),
+    which calls ``ecs:UpdateTaskProtection`` with the task role: the role may do that for the
+    cluster's tasks only. Scale-in never stops a protected task, so never a run midway.
     """
 
     def __init__(
@@ -57,6 +59,7 @@ class Worker(Construct):
         topic: sns.ITopic,
         topic_key: kms.IKey,
         db_secret: secretsmanager.ISecret,
+        db_master_secret: secretsmanager.ISecret,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN
@@ -68,6 +71,16 @@ class Worker(Construct):
             cluster_name=names.cluster,
             container_insights_v2=ecs.ContainerInsights.ENABLED,
         )
+        # Container Insights writes to this group; created here first so that it has a
+        # retention (ECS would create it without one).
+        insights_logs = logs.LogGroup(
+            self,
+            "InsightsLogGroup",
+            log_group_name=f"/aws/ecs/containerinsights/{names.cluster}/performance",
+            retention=log_retention(config.log_retention_days),
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        self.cluster.node.add_dependency(insights_logs)
         self.log_group = logs.LogGroup(
             self,
             "LogGroup",
@@ -84,11 +97,25 @@ class Worker(Construct):
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,
             ),
         )
+        image = ecs.ContainerImage.from_asset(
+            str(CONTAINER_DIR), platform=ecr_assets.Platform.LINUX_AMD64
+        )
+        # Runs first, as the master user (ECS injects both secrets into this container only,
+        # with the execution role): migrations, the application role and its grants.
+        self.setup_container = self.task_definition.add_container(
+            SETUP_CONTAINER_NAME,
+            image=image,
+            essential=False,
+            command=["python", "-m", "batch_stats.worker.dbsetup"],
+            logging=ecs.LogDrivers.aws_logs(stream_prefix="dbsetup", log_group=self.log_group),
+            secrets={
+                "DB_MASTER_SECRET": ecs.Secret.from_secrets_manager(db_master_secret),
+                "DB_APP_SECRET": ecs.Secret.from_secrets_manager(db_secret),
+            },
+        )
         self.container = self.task_definition.add_container(
             CONTAINER_NAME,
-            image=ecs.ContainerImage.from_asset(
-                str(CONTAINER_DIR), platform=ecr_assets.Platform.LINUX_AMD64
-            ),
+            image=image,
             logging=ecs.LogDrivers.aws_logs(stream_prefix=SERVICE_NAME, log_group=self.log_group),
             stop_timeout=STOP_TIMEOUT,
             environment={
@@ -101,6 +128,12 @@ class Worker(Construct):
                 "VISIBILITY_TIMEOUT_SECONDS": str(config.run_timeout_seconds),
                 "LOG_LEVEL": "INFO",
             },
+        )
+        self.container.add_container_dependencies(
+            ecs.ContainerDependency(
+                container=self.setup_container,
+                condition=ecs.ContainerDependencyCondition.SUCCESS,
+            )
         )
         self._grant_task_role(
             raw_bucket=raw_bucket,
@@ -197,8 +230,30 @@ class Worker(Construct):
             )
         )
         db_secret.grant_read(role)
+        # The ECS agent calls these with the task role's credentials for the task itself.
+        tasks = Stack.of(self).format_arn(
+            service="ecs",
+            resource="task",
+            resource_name=f"{self.cluster.cluster_name}/*",
+            arn_format=ArnFormat.SLASH_RESOURCE_NAME,
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="OwnScaleInProtection",
+                actions=["ecs:UpdateTaskProtection", "ecs:GetTaskProtection"],
+                resources=[tasks],
+            )
+        )
 
         policy = self.task_definition.node.find_child("TaskRole").node.find_child("DefaultPolicy")
+        stack = Stack.of(self)
+        acknowledge(
+            policy,
+            f"AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:ecs:{stack.region}:"
+            f"{stack.account}:task/<{logical_id(self.cluster)}>/*]",
+            "Task ids are unknown at deploy time; the ECS agent sets scale-in protection for "
+            "the task itself, and the grant is limited to the tasks of this cluster.",
+        )
         for bucket, prefix, what in (
             (raw_bucket, UPLOADS_PREFIX, "reads the images of the run it processes"),
             (raw_bucket, REJECTED_PREFIX, "copies rejected uploads, keyed by run and batch"),
@@ -212,6 +267,15 @@ class Worker(Construct):
             )
 
     def _scale_on_queue(self, *, config: StageConfig, runs_queue: sqs.IQueue) -> None:
+        """Desired tasks = runs waiting + runs in progress, at most ``worker_max_tasks``.
+
+        The scale-out policy sets an exact capacity, so an alarm that stays in ALARM while a
+        cold-starting task has not yet received its message (Application Auto Scaling
+        re-evaluates it every minute) asks for the same count again instead of one more task.
+        A finished run lowers the count; the task still working on another run is protected
+        from that scale-in. The scale-in policy takes the service to zero once nothing has
+        been waiting or in progress for five minutes.
+        """
         scaling = self.service.auto_scale_task_count(
             min_capacity=0, max_capacity=config.worker_max_tasks
         )
@@ -221,15 +285,28 @@ class Worker(Construct):
         in_flight = runs_queue.metric_approximate_number_of_messages_not_visible(
             period=Duration.minutes(1), statistic=cloudwatch.Stats.MAXIMUM
         )
-        # Out: a run is waiting and no task has taken it yet.
+        runs = cloudwatch.MathExpression(
+            expression="FILL(visible, 0) + FILL(inflight, 0)",
+            using_metrics={"visible": visible, "inflight": in_flight},
+            label="Runs waiting or in progress",
+            period=Duration.minutes(1),
+        )
+        # Integer counts: step n covers [n - 0.5, n + 0.5); nothing below 0.5 (no action).
+        top = config.worker_max_tasks
+        steps = [
+            appscaling.ScalingInterval(lower=n - 0.5, upper=n + 0.5, change=n)
+            for n in range(1, top)
+        ] + [appscaling.ScalingInterval(lower=top - 0.5, change=top)]
+        if len(steps) == 1:  # CDK wants two intervals: split the last one
+            steps = [
+                appscaling.ScalingInterval(lower=0.5, upper=1.5, change=1),
+                appscaling.ScalingInterval(lower=1.5, change=1),
+            ]
         scaling.scale_on_metric(
-            "ScaleOutOnWaitingRuns",
-            metric=visible,
-            scaling_steps=[
-                appscaling.ScalingInterval(upper=1, change=0),
-                appscaling.ScalingInterval(lower=1, change=+1),
-            ],
-            adjustment_type=appscaling.AdjustmentType.CHANGE_IN_CAPACITY,
+            "ScaleToRuns",
+            metric=runs,
+            scaling_steps=steps,
+            adjustment_type=appscaling.AdjustmentType.EXACT_CAPACITY,
             cooldown=Duration.minutes(1),
             evaluation_periods=1,
         )
@@ -237,12 +314,7 @@ class Worker(Construct):
         # would not be stopped anyway).
         scaling.scale_on_metric(
             "ScaleInWhenIdle",
-            metric=cloudwatch.MathExpression(
-                expression="FILL(visible, 0) + FILL(inflight, 0)",
-                using_metrics={"visible": visible, "inflight": in_flight},
-                label="Runs waiting or in progress",
-                period=Duration.minutes(1),
-            ),
+            metric=runs,
             scaling_steps=[
                 appscaling.ScalingInterval(upper=0, change=-config.worker_max_tasks),
                 appscaling.ScalingInterval(lower=1, change=0),

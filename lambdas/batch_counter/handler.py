@@ -62,6 +62,7 @@ def record_handler(record: SQSRecord) -> None:
         return
     except Exception:
         logger.exception("record failed; SQS will deliver it again", message_id=record.message_id)
+        metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=1)
         raise
     for key, outcome in result.outcomes:
         if outcome is Outcome.RECORDED:

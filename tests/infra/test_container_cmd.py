@@ -17,11 +17,9 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -99,33 +97,13 @@ def build_context(dev: Any) -> Path:
     return Path(context)
 
 
-class _AgentHandler(BaseHTTPRequestHandler):
-    calls: list[tuple[str, dict[str, Any]]]
-
-    def do_PUT(self) -> None:
-        body = self.rfile.read(int(self.headers["Content-Length"]))
-        type(self).calls.append((self.path, json.loads(body)))
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(b'{"protection": {}}')
-
-    def log_message(self, format: str, *args: Any) -> None:
-        del format, args
-
-
 @pytest.fixture
-def ecs_agent() -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
-    """A stand-in for the ECS agent endpoint (``ECS_AGENT_URI``), recording protection calls."""
-    handler = type("Handler", (_AgentHandler,), {"calls": []})
-    server = HTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/api/task-1", handler.calls
-    finally:
-        server.shutdown()
-        server.server_close()
+def ecs_agent(
+    dev: Any, ecs_agent_for: Any
+) -> Iterator[tuple[str, list[tuple[str, dict[str, Any]]]]]:
+    """The ECS agent endpoint (``ECS_AGENT_URI``), answering from the synthesized task role."""
+    with ecs_agent_for(dev.raw) as agent:
+        yield agent.uri, agent.calls
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +138,7 @@ def _queue_depth(sqs: Any, url: str) -> int:
 def _stack_environment(dev: Any, resources: LocalResources, secret_arn: str) -> dict[str, str]:
     """The worker environment the stack sets, with each reference resolved to the local value."""
     (task,) = dev.resources("AWS::ECS::TaskDefinition").values()
-    (container,) = task["Properties"]["ContainerDefinitions"]
+    (container,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "worker"]
     resolved = {
         "RUNS_QUEUE_URL": resources.runs_queue_url,
         "RAW_BUCKET": resources.names.raw_bucket,
@@ -294,8 +272,9 @@ def test_dockerfile_cmd_processes_one_run(
     assert states[-1] is False
     assert agent_calls[0][1]["ExpiresInMinutes"] >= 1
 
-    # EMF metrics for the dashboard and alarms went to stdout.
+    # EMF metrics for the dashboard and alarms went to stdout; ECS granted the protection.
     assert '"RunsFinished"' in output
+    assert "TaskProtectionFailures" not in output
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:

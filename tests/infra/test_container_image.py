@@ -10,7 +10,9 @@ import sys
 import tomllib
 from pathlib import Path
 
+import psycopg
 import pytest
+from batch_stats.worker.adapters import conninfo_from_secret
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTAINER = ROOT / "container"
@@ -97,3 +99,19 @@ def test_dockerignore_keeps_only_what_the_image_needs() -> None:
 @pytest.mark.parametrize("path", ["requirements.txt", "batch_stats/worker/__main__.py"])
 def test_files_the_dockerfile_copies_exist(path: str) -> None:
     assert (CONTAINER / path).is_file()
+
+
+def test_the_image_verifies_the_database_certificate() -> None:
+    """The RDS CA bundle is in the image, readable by the worker user, and libpq is told to use
+    it; the connection string asks for verify-full (encrypt, trusted CA, matching host)."""
+    text = DOCKERFILE.read_text(encoding="utf-8")
+    (add,) = [line for line in text.splitlines() if line.startswith("ADD ")]
+    _, chmod, url, target = add.split()
+    assert chmod == "--chmod=644"
+    assert url == "https://truststore.pki.rds.amazonaws.com/global/global-bundle.pem"
+    assert f"ENV PGSSLROOTCERT={target}" in text
+    secret = {"host": "db.example.internal", "username": "u", "password": "p", "dbname": "d"}
+    conninfo = psycopg.conninfo.conninfo_to_dict(
+        conninfo_from_secret(json.dumps(secret), source="test")
+    )
+    assert conninfo["sslmode"] == "verify-full"

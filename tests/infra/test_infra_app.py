@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,3 +53,11 @@ def test_missing_account_and_region_is_a_clear_error(
     monkeypatch.delenv("CDK_DEFAULT_REGION", raising=False)
     with pytest.raises(ValueError, match="no AWS account/region: pass -c account="):
         build_app({"synth_account": "", "synth_region": ""}, outdir=str(tmp_path))
+
+
+def test_stack_outputs_are_what_the_smoke_test_reads(dev: Any) -> None:
+    from batch_stats.smoke import OUTPUTS
+
+    outputs = dev.raw["Outputs"]
+    assert set(OUTPUTS) <= set(outputs)
+    assert (outputs["ImagesPerBatch"]["Value"], outputs["BatchesPerRun"]["Value"]) == ("20", "5")

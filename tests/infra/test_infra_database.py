@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
+from infra.iam_sim import Request, TemplateResolver, evaluate, identity_statements
+
 
 def _one(synth: Any, type_name: str) -> tuple[str, dict[str, Any]]:
     found = synth.resources(type_name)
@@ -67,14 +71,20 @@ def test_only_the_worker_security_group_reaches_postgres(dev: Any) -> None:
     assert ingress[0]["ToPort"] == port
 
 
-def test_credentials_are_generated_into_the_named_secret(dev: Any) -> None:
-    _, secret = _one(dev, "AWS::SecretsManager::Secret")
-    props = secret["Properties"]
-    assert props["Name"] == "imgpipe-dev/database"
-    generate = props["GenerateSecretString"]
-    assert generate["SecretStringTemplate"] == '{"username":"imgpipe"}'
-    assert generate["GenerateStringKey"] == "password"
-    dev.template.resource_count_is("AWS::SecretsManager::SecretTargetAttachment", 1)
+def test_credentials_are_generated_into_named_secrets(dev: Any) -> None:
+    secrets = {
+        s["Properties"]["Name"]: s["Properties"]
+        for s in dev.resources("AWS::SecretsManager::Secret").values()
+    }
+    assert set(secrets) == {"imgpipe-dev/database", "imgpipe-dev/database-app"}
+    master = secrets["imgpipe-dev/database"]["GenerateSecretString"]
+    assert master["SecretStringTemplate"] == '{"username":"imgpipe"}'
+    assert master["GenerateStringKey"] == "password"
+    app = secrets["imgpipe-dev/database-app"]["GenerateSecretString"]
+    template = app["SecretStringTemplate"]["Fn::Join"][1][0]
+    assert template.startswith('{"username":"imgpipe_app","dbname":"imgpipe"')
+    # Both get the instance's host, port and name attached.
+    dev.template.resource_count_is("AWS::SecretsManager::SecretTargetAttachment", 2)
 
 
 def test_prod_database_is_multi_az_protected_and_snapshotted(prod: Any, dev: Any) -> None:
@@ -86,3 +96,67 @@ def test_prod_database_is_multi_az_protected_and_snapshotted(prod: Any, dev: Any
     _, dev_instance = _one(dev, "AWS::RDS::DBInstance")
     assert dev_instance["Properties"]["MultiAZ"] is False
     assert dev_instance["DeletionPolicy"] == "Delete"
+
+
+def _resolver(synth: Any, stage: str) -> TemplateResolver:
+    account, region = {"dev": ("123456789012", "us-east-1"), "prod": ("210987654321", "eu-west-1")}[
+        stage
+    ]
+    return TemplateResolver(synth.raw, account, region)
+
+
+def _secret_arn(resolver: TemplateResolver, name: str) -> str:
+    for logical_id, resource in resolver.resources.items():
+        if (
+            resource["Type"] == "AWS::SecretsManager::Secret"
+            and resource["Properties"]["Name"] == name
+        ):
+            return resolver.ref(logical_id)
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("stage", ["dev", "prod"])
+def test_the_worker_reads_only_the_application_secret(stage: str, dev: Any, prod: Any) -> None:
+    synth = {"dev": dev, "prod": prod}[stage]
+    resolver = _resolver(synth, stage)
+    (task,) = synth.resources("AWS::ECS::TaskDefinition").values()
+    props = task["Properties"]
+    task_role = identity_statements(resolver, props["TaskRoleArn"]["Fn::GetAtt"][0])
+    execution_role = identity_statements(resolver, props["ExecutionRoleArn"]["Fn::GetAtt"][0])
+    master = _secret_arn(resolver, f"imgpipe-{stage}/database")
+    app = _secret_arn(resolver, f"imgpipe-{stage}/database-app")
+
+    def reads(statements: list[dict[str, Any]], arn: str) -> str:
+        return evaluate(statements, Request(action="secretsmanager:GetSecretValue", resource=arn))
+
+    assert reads(task_role, app) == "Allow"
+    assert reads(task_role, master) == "ImplicitDeny"
+    # ECS injects both into the set-up container (execution role), and only there.
+    assert reads(execution_role, master) == "Allow"
+    containers = {c["Name"]: c for c in props["ContainerDefinitions"]}
+    assert set(containers) == {"worker", "dbsetup"}
+    assert "Secrets" not in containers["worker"]
+    setup = containers["dbsetup"]
+    assert {s["Name"] for s in setup["Secrets"]} == {"DB_MASTER_SECRET", "DB_APP_SECRET"}
+    assert setup["Essential"] is False
+    assert setup["Command"] == ["python", "-m", "batch_stats.worker.dbsetup"]
+    assert containers["worker"]["DependsOn"] == [
+        {"ContainerName": "dbsetup", "Condition": "SUCCESS"}
+    ]
+    env = {e["Name"]: e["Value"] for e in containers["worker"]["Environment"]}
+    assert resolver.resolve(env["DB_SECRET_ARN"]) == app
+
+
+def test_prod_rotates_both_database_secrets_dev_has_no_path_to_rotate(dev: Any, prod: Any) -> None:
+    schedules = prod.resources("AWS::SecretsManager::RotationSchedule")
+    resolver = _resolver(prod, "prod")
+    rotated = {resolver.resolve(s["Properties"]["SecretId"]) for s in schedules.values()}
+    assert rotated == {
+        _secret_arn(resolver, "imgpipe-prod/database"),
+        _secret_arn(resolver, "imgpipe-prod/database-app"),
+    }
+    for schedule in schedules.values():
+        props = schedule["Properties"]
+        assert props["HostedRotationLambda"]["RotationType"] == "PostgreSQLSingleUser"
+        assert props["RotationRules"]["ScheduleExpression"] == "rate(30 days)"
+    dev.template.resource_count_is("AWS::SecretsManager::RotationSchedule", 0)

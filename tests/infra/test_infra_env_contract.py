@@ -21,7 +21,7 @@ def _lambda_env(synth: Any) -> set[str]:
 
 def _worker_env(synth: Any) -> set[str]:
     (task,) = synth.resources("AWS::ECS::TaskDefinition").values()
-    (container,) = task["Properties"]["ContainerDefinitions"]
+    (container,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "worker"]
     return {item["Name"] for item in container["Environment"]}
 
 
@@ -42,7 +42,7 @@ def test_worker_environment_equals_worker_env_vars_less_local_mode_ones(
 
 def test_stack_environment_passes_the_runtime_validation(dev: Any) -> None:
     (task,) = dev.resources("AWS::ECS::TaskDefinition").values()
-    (container,) = task["Properties"]["ContainerDefinitions"]
+    (container,) = [c for c in task["Properties"]["ContainerDefinitions"] if c["Name"] == "worker"]
     # References resolve to names/URLs/ARNs at deploy time; any non-empty string stands in.
     environ = {
         item["Name"]: item["Value"] if isinstance(item["Value"], str) else "resolved"

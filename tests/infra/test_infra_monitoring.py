@@ -68,7 +68,7 @@ def _pipeline_alarms(synth: Any) -> dict[str, dict[str, Any]]:
 
 def test_alarms_cover_dlqs_errors_failed_runs_and_waiting_runs(dev: Any) -> None:
     alarms = _pipeline_alarms(dev)
-    assert len(alarms) == 5
+    assert len(alarms) == 8
     by_metric: dict[str, list[dict[str, Any]]] = {}
     for props in alarms.values():
         by_metric.setdefault(props["MetricName"], []).append(props)
@@ -85,3 +85,47 @@ def test_alarms_cover_dlqs_errors_failed_runs_and_waiting_runs(dev: Any) -> None
         assert props["OKActions"] == props["AlarmActions"]
         assert props["TreatMissingData"] == "notBreaching"
         assert props["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+
+
+@pytest.mark.parametrize(
+    ("metric", "service"),
+    [
+        ("RecordsFailed", "batch-counter"),  # per-record Lambda failures (retried by SQS)
+        ("RunErrors", "worker"),  # exceptions while the worker handled a run (retried)
+        ("TaskProtectionFailures", "worker"),  # scale-in protection refused
+    ],
+)
+def test_failures_that_are_retried_alarm_before_they_reach_a_dlq(
+    dev: Any, metric: str, service: str
+) -> None:
+    alarm = _pipeline_alarms(dev)[f"{metric}:{service}"]
+    assert alarm["Namespace"] == "ImagePipeline"
+    assert (alarm["Threshold"], alarm["Statistic"]) == (1, "Sum")
+    assert alarm["Period"] == 300
+
+
+def test_every_log_group_has_a_retention(dev: Any, prod: Any) -> None:
+    for synth, days in ((dev, 30), (prod, 90)):
+        groups = synth.resources("AWS::Logs::LogGroup")
+        assert groups
+        for logical_id, group in groups.items():
+            assert group["Properties"]["RetentionInDays"] == days, logical_id
+        # Every function logs to one of them: CDK's helper functions too, which would
+        # otherwise create /aws/lambda/<name> without a retention.
+        for logical_id, function in synth.resources("AWS::Lambda::Function").items():
+            target = function["Properties"].get("LoggingConfig", {}).get("LogGroup")
+            assert target is not None, logical_id
+            assert target["Ref"] in groups, logical_id
+        # The groups RDS creates for its log exports get one through CDK's LogRetention.
+        (instance,) = synth.resources("AWS::RDS::DBInstance").values()
+        exports = instance["Properties"]["EnableCloudwatchLogsExports"]
+        retained = [r["Properties"] for r in synth.resources("Custom::LogRetention").values()]
+        assert len(retained) == len(exports)
+        assert {r["RetentionInDays"] for r in retained} == {days}
+        # Container Insights' performance log group exists before the cluster, with one.
+        names = {
+            g["Properties"].get("LogGroupName")
+            for g in groups.values()
+            if isinstance(g["Properties"].get("LogGroupName"), str)
+        }
+        assert any(n.startswith("/aws/ecs/containerinsights/") for n in names), names

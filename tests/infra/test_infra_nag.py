@@ -98,10 +98,14 @@ def test_acknowledgements_are_narrow_and_give_a_reason(dev: Any, prod: Any) -> N
             assert len(reason) >= 60, (path, rule, reason)
 
 
-def test_prod_needs_no_multi_az_or_deletion_protection_acknowledgement(prod: Any) -> None:
+def test_prod_needs_no_multi_az_deletion_protection_or_rotation_acknowledgement(
+    prod: Any, dev: Any
+) -> None:
     rules = {rule for _, rule in _acknowledgements(prod.stack)}
     assert "AwsSolutions-RDS3" not in rules
     assert "AwsSolutions-RDS10" not in rules
+    assert "AwsSolutions-SMG4" not in rules  # prod rotates its secrets
+    assert "AwsSolutions-SMG4" in {rule for _, rule in _acknowledgements(dev.stack)}
 
 
 def test_nag_fails_the_synth_on_a_new_finding(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ def _one(
 @pytest.fixture(scope="module")
 def container(dev: Any) -> dict[str, Any]:
     _, task = _one(dev, "AWS::ECS::TaskDefinition")
-    (definition,) = task["ContainerDefinitions"]
+    (definition,) = [c for c in task["ContainerDefinitions"] if c["Name"] == "worker"]
     return dict(definition)
 
 
@@ -31,7 +31,15 @@ def test_container_environment_is_the_contract(dev: Any, container: dict[str, An
     env = {item["Name"]: item["Value"] for item in container["Environment"]}
     runs_id, _ = _one(dev, "AWS::SQS::Queue", {"QueueName": NAMES.runs_queue})
     topic_id, _ = _one(dev, "AWS::SNS::Topic")
-    secret_id, _ = _one(dev, "AWS::SecretsManager::SecretTargetAttachment")
+    secret_id, _ = _one(
+        dev,
+        "AWS::SecretsManager::SecretTargetAttachment",
+        {
+            "SecretId": {
+                "Ref": _one(dev, "AWS::SecretsManager::Secret", {"Name": NAMES.db_app_secret})[0]
+            }
+        },
+    )
     raw_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.raw_bucket})
     results_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.results_bucket})
     assert env == {
@@ -84,53 +92,35 @@ def test_prod_runs_workers_in_private_subnets_behind_one_nat(prod: Any) -> None:
     prod.template.resource_count_is("AWS::EC2::NatGateway", 1)
 
 
-def test_scaling_starts_from_zero_on_one_waiting_run(dev: Any) -> None:
+def test_scaling_policies_count_runs_waiting_or_in_progress(dev: Any) -> None:
+    """The shape of the policies; their behaviour is simulated in test_infra_scaling."""
     _, target = _one(dev, "AWS::ApplicationAutoScaling::ScalableTarget")
     assert (target["MinCapacity"], target["MaxCapacity"]) == (0, 2)
     policies = dev.resources("AWS::ApplicationAutoScaling::ScalingPolicy")
     assert len(policies) == 2  # no CPU target-tracking policy
-    steps = {
-        logical_id: p["Properties"]["StepScalingPolicyConfiguration"]
-        for logical_id, p in policies.items()
-    }
-    out_id = next(i for i, c in steps.items() if c["StepAdjustments"][0]["ScalingAdjustment"] > 0)
-    in_id = next(i for i, c in steps.items() if c["StepAdjustments"][0]["ScalingAdjustment"] < 0)
-    assert steps[out_id]["StepAdjustments"] == [
-        {"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}
-    ]
-    assert steps[in_id]["StepAdjustments"] == [
-        {"MetricIntervalUpperBound": 0, "ScalingAdjustment": -2}
-    ]
-
-    alarms = {
-        a["Properties"]["AlarmActions"][0]["Ref"]: a["Properties"]
+    types = sorted(
+        p["Properties"]["StepScalingPolicyConfiguration"]["AdjustmentType"]
+        for p in policies.values()
+    )
+    assert types == ["ChangeInCapacity", "ExactCapacity"]
+    alarms = [
+        a["Properties"]
         for a in dev.resources("AWS::CloudWatch::Alarm").values()
-        if a["Properties"]["AlarmActions"][0].get("Ref") in steps
-    }
-    scale_out = alarms[out_id]
-    assert scale_out["MetricName"] == "ApproximateNumberOfMessagesVisible"
-    assert (scale_out["ComparisonOperator"], scale_out["Threshold"]) == (
-        "GreaterThanOrEqualToThreshold",
-        1,
-    )
-    assert (scale_out["Period"], scale_out["EvaluationPeriods"]) == (60, 1)
-    scale_in = alarms[in_id]
-    assert (scale_in["ComparisonOperator"], scale_in["Threshold"]) == (
-        "LessThanOrEqualToThreshold",
-        0,
-    )
-    assert scale_in["EvaluationPeriods"] == 5
-    expression = next(m for m in scale_in["Metrics"] if "Expression" in m)
-    assert expression["Expression"] == "FILL(visible, 0) + FILL(inflight, 0)"
-    metric_names = {
-        m["Id"]: m["MetricStat"]["Metric"]["MetricName"]
-        for m in scale_in["Metrics"]
-        if "MetricStat" in m
-    }
-    assert metric_names == {
-        "visible": "ApproximateNumberOfMessagesVisible",
-        "inflight": "ApproximateNumberOfMessagesNotVisible",
-    }
+        if a["Properties"]["AlarmActions"][0].get("Ref") in policies
+    ]
+    assert len(alarms) == 2
+    for alarm in alarms:
+        expression = next(m for m in alarm["Metrics"] if "Expression" in m)
+        assert expression["Expression"] == "FILL(visible, 0) + FILL(inflight, 0)"
+        metric_names = {
+            m["Id"]: m["MetricStat"]["Metric"]["MetricName"]
+            for m in alarm["Metrics"]
+            if "MetricStat" in m
+        }
+        assert metric_names == {
+            "visible": "ApproximateNumberOfMessagesVisible",
+            "inflight": "ApproximateNumberOfMessagesNotVisible",
+        }
 
 
 def _task_role_statements(synth: Any) -> list[dict[str, Any]]:

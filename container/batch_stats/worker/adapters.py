@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 import logging
+import urllib.error
 import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from psycopg.conninfo import make_conninfo
+
+from batch_stats.worker.metrics import EmfMetrics
 
 log = logging.getLogger(__name__)
 
@@ -121,13 +124,25 @@ class SnsNotifier:
         return str(response["MessageId"])
 
 
+#: Encrypt and check that the server is the one the secret names (not only encrypt).
+DEFAULT_SSLMODE = "verify-full"
+
+
 def database_url_from_secret(client: Any, secret_arn: str) -> str:
     """A libpq connection string from an RDS secret (JSON: host, port, username, password, dbname).
 
-    SSL is required unless the secret says otherwise (``sslmode``); libpq ignores it for Unix
-    sockets.
+    The server's certificate is verified (``sslmode=verify-full``: signed by a CA in
+    ``PGSSLROOTCERT``, the RDS bundle in the image, and issued for the host) unless the secret
+    says otherwise (``sslmode``); libpq ignores SSL for Unix sockets (the local mode).
     """
-    raw = client.get_secret_value(SecretId=secret_arn)["SecretString"]
+    # AWSCURRENT is what a finished rotation promotes (named explicitly: moto's default
+    # version does not follow a stage moved by UpdateSecretVersionStage).
+    raw = client.get_secret_value(SecretId=secret_arn, VersionStage="AWSCURRENT")["SecretString"]
+    return conninfo_from_secret(raw, source=f"secret {secret_arn}")
+
+
+def conninfo_from_secret(raw: str, *, source: str) -> str:
+    """A libpq connection string from the text of an RDS secret (see above)."""
     try:
         secret = json.loads(raw)
         return make_conninfo(
@@ -136,26 +151,48 @@ def database_url_from_secret(client: Any, secret_arn: str) -> str:
             user=secret["username"],
             password=secret["password"],
             dbname=secret.get("dbname", "postgres"),
-            sslmode=secret.get("sslmode", "require"),
+            sslmode=secret.get("sslmode", DEFAULT_SSLMODE),
             connect_timeout="10",
         )
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError(
-            f"secret {secret_arn} is not an RDS secret: JSON with host, username and password "
-            f"(and optionally port, dbname, sslmode) is expected ({exc!r})"
+            f"{source} is not an RDS secret: JSON with host, username and password "
+            f"(and optionally port, dbname, sslmode) is expected ({type(exc).__name__})"
         ) from None
 
 
 class TaskProtection:
-    """ECS task scale-in protection through the ECS agent; a no-op outside ECS."""
+    """ECS task scale-in protection through the ECS agent; a no-op outside ECS.
 
-    def __init__(self, agent_uri: str | None, *, expires_in_minutes: int = 60) -> None:
+    The agent calls ``ecs:UpdateTaskProtection`` with the task role's credentials and answers
+    200 with ``{"protection": {...}}`` when ECS applied it, 200 with ``{"failure": {...}}`` when
+    ECS refused it for the task, and an error status with ``{"error": {"Code", "Message"}}``
+    (``AccessDeniedException`` when the task role lacks the permission). Every refusal is
+    logged and counted (``TaskProtectionFailures``); it is not fatal: a run stopped by a
+    scale-in is delivered again.
+    """
+
+    def __init__(
+        self,
+        agent_uri: str | None,
+        *,
+        expires_in_minutes: int = 60,
+        metrics: EmfMetrics | None = None,
+        timeout_seconds: float = 5.0,
+    ) -> None:
+        if not 1 <= expires_in_minutes <= 2880:
+            raise ValueError(
+                f"expires_in_minutes must be 1-2880 (the ECS limit), got {expires_in_minutes!r}"
+            )
         self._uri = agent_uri
         self._minutes = expires_in_minutes
+        self._metrics = metrics
+        self._timeout = timeout_seconds
 
-    def set(self, enabled: bool) -> None:
+    def set(self, enabled: bool) -> bool:
+        """Ask for protection on or off; True when ECS confirmed it (always True outside ECS)."""
         if self._uri is None:
-            return
+            return True
         body: dict[str, Any] = {"ProtectionEnabled": enabled}
         if enabled:
             body["ExpiresInMinutes"] = self._minutes
@@ -166,8 +203,43 @@ class TaskProtection:
             headers={"Content-Type": "application/json"},
         )
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                response.read()
+            with urllib.request.urlopen(request, timeout=self._timeout) as response:
+                status, raw = int(response.status), response.read()
+        except urllib.error.HTTPError as exc:
+            status, raw = exc.code, exc.read()
         except OSError as exc:
-            # Losing protection risks a scale-in mid-run, which redelivery repairs; not fatal.
-            log.warning("could not set ECS task protection to %s: %s", enabled, exc)
+            return self._refused(enabled, f"the ECS agent could not be reached: {exc}")
+        problem = protection_problem(status, raw, enabled=enabled)
+        if problem is not None:
+            return self._refused(enabled, problem)
+        return True
+
+    def _refused(self, enabled: bool, problem: str) -> bool:
+        log.warning("ECS task protection %s was refused: %s", "on" if enabled else "off", problem)
+        if self._metrics is not None:
+            self._metrics.emit({"TaskProtectionFailures": 1}, protection="on" if enabled else "off")
+        return False
+
+
+def protection_problem(status: int, raw: bytes, *, enabled: bool) -> str | None:
+    """What is wrong with the agent's answer to a protection request (None: applied)."""
+    try:
+        answer = json.loads(raw or b"{}")
+    except json.JSONDecodeError:
+        answer = None
+    if not isinstance(answer, dict):
+        return f"HTTP {status} with a body that is not a JSON object: {raw[:200]!r}"
+    if isinstance(answer.get("error"), dict):
+        error = answer["error"]
+        return f"HTTP {status} {error.get('Code', '?')}: {error.get('Message', '')}"
+    if isinstance(answer.get("failure"), dict):
+        failure = answer["failure"]
+        return f"{failure.get('Reason', '?')}: {failure.get('Detail') or ''}".rstrip(": ")
+    if status >= 300:
+        return f"HTTP {status}: {raw[:200]!r}"
+    protection = answer.get("protection")
+    if not isinstance(protection, dict):
+        return f"HTTP {status} without a 'protection' object: {raw[:200]!r}"
+    if protection.get("ProtectionEnabled") is not enabled:
+        return f"the task's protection is {protection.get('ProtectionEnabled')!r}, not {enabled!r}"
+    return None

@@ -57,6 +57,7 @@ def build_worker(
 ) -> Worker:
     """A worker wired to AWS (or to whatever ``AWS_ENDPOINT_URL`` points at)."""
     session = session or boto3.Session()
+    metrics = metrics or EmfMetrics()
     processor = RunProcessor(
         objects=S3ObjectStore(
             session.client(
@@ -76,7 +77,7 @@ def build_worker(
         queue=SqsRunQueue(session.client("sqs"), settings.runs_queue_url),
         processor=processor,
         visibility_timeout=settings.visibility_timeout_seconds,
-        protection=TaskProtection(settings.ecs_agent_uri),
+        protection=TaskProtection(settings.ecs_agent_uri, metrics=metrics),
         wait_seconds=wait_seconds,
         retry_delay_seconds=retry_delay_seconds,
         metrics=metrics,

@@ -20,6 +20,8 @@ UNITS = {
     "RunDurationSeconds": "Seconds",
     "ImagesProcessed": "Count",
     "ImagesRejected": "Count",
+    "RunErrors": "Count",
+    "TaskProtectionFailures": "Count",
 }
 
 

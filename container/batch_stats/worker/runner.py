@@ -433,6 +433,7 @@ class Worker:
                 message.receive_count,
                 delay,
             )
+            self._metrics.emit({"RunErrors": 1}, run_id=run.run_id)
             self._release(message, delay)
             return None
         finally:
