@@ -20,6 +20,7 @@ UNITS = {
     "RunDurationSeconds": "Seconds",
     "ImagesProcessed": "Count",
     "ImagesRejected": "Count",
+    "ShardsProcessed": "Count",
 }
 
 
