@@ -99,6 +99,20 @@ class Monitoring(Construct):
         )
         lambda_errors = function.metric_errors(period=FIVE_MINUTES, statistic="Sum")
         alarm("LambdaErrors", lambda_errors, 1, "The batch_counter Lambda raised errors.")
+        alarm(
+            "BadKeyUploads",
+            pipeline_metric("RejectedKeys", LAMBDA_SERVICE),
+            1,
+            "Uploads with a key outside uploads/<run_id>/<batch_id>/<name>.png arrived: they "
+            "are copied under rejected/ and listed in their run's notification.",
+        )
+        alarm(
+            "LateUploads",
+            pipeline_metric("LateUploads", LAMBDA_SERVICE),
+            1,
+            "Uploads arrived for runs already closed: they are kept, not processed, and listed "
+            "in the run's record (batch-stats status).",
+        )
         runs_failed = pipeline_metric("RunsFailed", WORKER_SERVICE)
         alarm("WorkerRunsFailed", runs_failed, 1, "The worker reported failed runs.")
         oldest_run = runs_queue.metric_approximate_age_of_oldest_message(

@@ -148,7 +148,7 @@ def _show_tracking(pipeline: LocalPipeline, run_id: str, console: _Console) -> N
     console.step(
         f"tracking table: run state {item.get('state', {}).get('S')}, "
         f"{item.get('image_count', {}).get('N')} images, "
-        f"{item.get('complete_batches', {}).get('N')} complete batches"
+        f"{len(json.loads(item.get('plan', {}).get('S', '[]')))} shard message(s)"
     )
     bad = ddb.query(
         TableName=table,
