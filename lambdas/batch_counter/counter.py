@@ -389,9 +389,13 @@ class BatchCounter:
             )
             return
         if recorded is ManifestRecorded.CLOSED:
-            self.store.record_late(
-                key.run_id, key=obj.key, reason="manifest_after_dispatch", now=now
-            )
+            # The run was closed on the stack's defaults before its manifest arrived: a
+            # manifest describing exactly that set changes nothing; any other is reported.
+            sizes = {b: m.images for b, m in manifest.batches.items()}
+            if self.store.batch_counts(key.run_id) != sizes:
+                self.store.record_late(
+                    key.run_id, key=obj.key, reason="manifest_contradicts_closed_run", now=now
+                )
         self._advance(self.store.get_run(key.run_id), bucket=obj.bucket, now=now, result=result)
 
     def _fail(

@@ -404,6 +404,17 @@ class ResultsDatabase:
             conn.execute("UPDATE runs SET notified_status = %s WHERE run_id = %s", (status, run_id))
         return True
 
+    def run_row(self, run_id: str) -> dict[str, object] | None:
+        """The run's row (status, Parquet URI, counts, error, shards, announced status)."""
+        with self._connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(
+                "SELECT status, parquet_uri, images_processed, images_rejected, error, shards, "
+                "notified_status, processed_at FROM runs WHERE run_id = %s",
+                (run_id,),
+            )
+            row = cur.fetchone()
+        return None if row is None else dict(row)
+
     def notified_status(self, run_id: str) -> str | None:
         """The status last announced for the run (None: not announced yet)."""
         with self._connect() as conn:
