@@ -214,6 +214,8 @@ def _demo(args: argparse.Namespace) -> int:
             bad_key=not args.no_bad_key,
             out_dir=args.out,
             seed=args.seed,
+            workers=args.workers,
+            shard_images=args.shard_images,
         )
     )
     return 0
@@ -280,6 +282,20 @@ def register(commands: Any, add_command: AddCommand) -> None:
     demo.set_defaults(bad=("truncated", "not_png"))
     demo.add_argument(
         "--no-bad-key", action="store_true", help="do not upload the file with a bad key"
+    )
+    demo.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes on the runs queue (default: %(default)s, in this process)",
+    )
+    demo.add_argument(
+        "--shard-images",
+        type=_positive,
+        default=5000,
+        metavar="N",
+        help="most images in one shard message (SHARD_IMAGES; default: %(default)s)",
     )
     demo.add_argument(
         "--out",

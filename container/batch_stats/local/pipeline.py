@@ -102,6 +102,7 @@ def local_pipeline(
     stage: str = "local",
     runs_visibility_timeout: int = 60,
     lambda_log_level: str = "WARNING",
+    shard_images: int = 5000,
 ) -> Iterator[LocalPipeline]:
     """Start the local pipeline for runs of ``params.batches`` x ``params.images_per_batch``."""
     with ExitStack() as stack:
@@ -127,7 +128,9 @@ def local_pipeline(
         step(f"webhook {hook.url} subscribed to the topic")
         environ = {
             **resources.lambda_environ(
-                images_per_batch=params.images_per_batch, batches_per_run=params.batches
+                images_per_batch=params.images_per_batch,
+                batches_per_run=params.batches,
+                shard_images=shard_images,
             ),
             **resources.worker_environ(database_url=database_url),
             "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", lambda_log_level),
