@@ -77,9 +77,15 @@ class LocalPipeline:
         raise TimeoutError(f"the ingest queue was not drained within {timeout} s")
 
     def run_worker(self, *, runs: int, timeout: float = 120) -> list[RunOutcome]:
-        """Let the worker take ``runs`` runs off the runs queue."""
+        """Let the worker take shards off the runs queue until ``runs`` runs are finished; return
+        the outcomes of the shards that finished them."""
         outcomes: list[RunOutcome] = []
-        self.worker.on_outcome = outcomes.append
+
+        def keep(outcome: RunOutcome) -> None:
+            if outcome.final:
+                outcomes.append(outcome)
+
+        self.worker.on_outcome = keep
         deadline = time.monotonic() + timeout
         try:
             while len(outcomes) < runs:
