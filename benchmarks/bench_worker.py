@@ -27,12 +27,12 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from batch_counter.counter import build_run_message
+from batch_counter.counter import Shard, build_run_message
 from batch_stats.engine import (
     EngineParams,
     ImagePlan,
@@ -49,8 +49,9 @@ from batch_stats.local.services import embedded_postgres
 from batch_stats.worker.adapters import ObjectMissingError
 from batch_stats.worker.app import tune_allocator
 from batch_stats.worker.database import ResultsDatabase
-from batch_stats.worker.messages import RunMessage
+from batch_stats.worker.messages import ImageRef, RunMessage
 from batch_stats.worker.runner import RunProcessor
+from batch_stats.worker.tracking import Reported, RunInfo
 from PIL import Image
 
 RUN_ID = "bench-run"
@@ -81,6 +82,29 @@ class FolderStore:
 
     def copy(self, *, bucket: str, key: str, to_key: str, metadata: Mapping[str, str]) -> None:
         self.put(bucket, to_key, self.get(bucket, key), content_type="", metadata=metadata)
+
+
+class MemoryTracking:
+    """The tracking table's reads, from the written files (the run by reference)."""
+
+    def __init__(self, batches: Mapping[str, list[str]]) -> None:
+        self._batches = batches
+
+    def run_info(self, run_id: str) -> RunInfo:
+        total = sum(len(keys) for keys in self._batches.values())
+        return RunInfo(run_id=run_id, state="DISPATCHED", image_count=total, manifest_sha=None)
+
+    def objects(self, run_id: str, *, first_batch: str, last_batch: str) -> Iterator[ImageRef]:
+        for batch_id in sorted(self._batches):
+            if first_batch <= batch_id <= last_batch:
+                for key in sorted(self._batches[batch_id]):
+                    yield ImageRef(key=key, batch_id=batch_id, name=key.rsplit("/", 1)[1])
+
+    def batch_counts(self, run_id: str) -> dict[str, int]:
+        return {batch_id: len(keys) for batch_id, keys in self._batches.items()}
+
+    def reported(self, run_id: str) -> Reported:
+        return Reported(bad_keys=[], late_uploads=[])
 
 
 class MemoryNotifier:
@@ -130,11 +154,19 @@ def timed(function: Callable[[], object]) -> tuple[float, float]:
 
 
 def breakdown(
-    processor: RunProcessor, message: RunMessage, store: FolderStore, blobs: list[bytes]
+    processor: RunProcessor,
+    message: RunMessage,
+    store: FolderStore,
+    blobs: list[bytes],
+    batches: Mapping[str, list[str]],
 ) -> dict[str, Callable[[], object]]:
     """The parts of the worker's time, each timed on its own (for the report only)."""
-    params = processor.run_params(message)
-    refs = message.images
+    params = PARAMS
+    refs = list(
+        MemoryTracking(batches).objects(
+            message.run_id, first_batch=message.first_batch, last_batch=message.last_batch
+        )
+    )
     images = [decode_image(data, name="x.png", params=params) for data in blobs[:10]]
     seed = run_seed(message.run_id)
     height, width = params.image_height, params.image_width
@@ -175,9 +207,9 @@ def main() -> int:
             build_run_message(
                 run_id=RUN_ID,
                 bucket="raw",
-                batches=batches,
-                images_per_batch=PARAMS.images_per_batch,
-                batches_per_run=PARAMS.batches,
+                shard=0,
+                plan=[Shard(min(batches), max(batches), len(keys))],
+                failure=None,
                 now=datetime.now(UTC),
             )
         )
@@ -189,6 +221,7 @@ def main() -> int:
                 objects=FolderStore(root),
                 database=database,
                 notifier=notifier,
+                tracking=MemoryTracking(batches),
                 raw_bucket="raw",
                 results_bucket="results",
                 concurrency=1,
@@ -197,7 +230,7 @@ def main() -> int:
             blobs = [(root / "raw" / key).read_bytes() for key in keys]
             decode_only(blobs)  # warm-up (imports, caches)
             processor.process(message)
-            parts = breakdown(processor, message, FolderStore(root), blobs)
+            parts = breakdown(processor, message, FolderStore(root), blobs, batches)
             times: dict[str, list[tuple[float, float]]] = {
                 name: [] for name in ("decode", "load", "worker", *parts)
             }

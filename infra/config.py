@@ -28,6 +28,8 @@ class StageConfig:
     #: Images that complete one batch, and batches that complete one run (the Lambda's trigger).
     images_per_batch: int = 20
     batches_per_run: int = 5
+    #: Most images in one run message (shard) of whole batches; larger runs fan out over tasks.
+    shard_images: int = 5000
     #: Lambda ``batch_counter``.
     lambda_memory_mib: int = 256
     lambda_timeout_seconds: int = 30
@@ -76,6 +78,7 @@ class StageConfig:
         positive = (
             "images_per_batch",
             "batches_per_run",
+            "shard_images",
             "lambda_memory_mib",
             "lambda_timeout_seconds",
             "worker_max_tasks",

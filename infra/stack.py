@@ -53,6 +53,7 @@ class PipelineStack(Stack):
             config=config,
             names=names,
             ingest_queue=self.ingest.queue,
+            raw_bucket=self.storage.raw,
             powertools_layer_arn=powertools_layer_arn,
         )
         self.network = Network(self, "Network", config=config)
@@ -76,6 +77,7 @@ class PipelineStack(Stack):
             raw_bucket=self.storage.raw,
             results_bucket=self.storage.results,
             runs_queue=self.batch_counter.runs_queue,
+            tracking_table=self.batch_counter.table,
             topic=self.notifications.topic,
             topic_key=self.notifications.key,
             db_secret=self.database.app_secret,

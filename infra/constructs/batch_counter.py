@@ -10,12 +10,13 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
+from aws_cdk import aws_s3 as s3
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
 
 from infra.config import StageConfig
-from infra.constructs._common import acknowledge, log_retention
+from infra.constructs._common import acknowledge, arn_finding, log_retention
 from infra.naming import ResourceNames
 
 #: The Lambda asset folder (the repository's ``lambdas/``) and what stays out of it.
@@ -54,6 +55,7 @@ class BatchCounter(Construct):
         config: StageConfig,
         names: ResourceNames,
         ingest_queue: sqs.IQueue,
+        raw_bucket: s3.IBucket | None = None,
         powertools_layer_arn: str | None = None,
     ) -> None:
         super().__init__(scope, construct_id)
@@ -74,10 +76,14 @@ class BatchCounter(Construct):
             removal_policy=removal,
         )
 
+        # FIFO: the counter sends each shard with deduplication id <run_id>.<shard>, so a retried
+        # send (lost response, failed state update) is dropped by SQS within 5 minutes. One
+        # message group per shard: shards of a run are processed in parallel.
         self.runs_dlq = sqs.Queue(
             self,
             "RunsDeadLetterQueue",
             queue_name=names.runs_dlq,
+            fifo=True,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             retention_period=Duration.days(DLQ_RETENTION_DAYS),
@@ -86,6 +92,7 @@ class BatchCounter(Construct):
             self,
             "RunsQueue",
             queue_name=names.runs_queue,
+            fifo=True,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
             enforce_ssl=True,
             # Longer than a run: a message in progress never becomes visible to a second worker.
@@ -141,6 +148,7 @@ class BatchCounter(Construct):
                 "RUNS_QUEUE_URL": self.runs_queue.queue_url,
                 "IMAGES_PER_BATCH": str(config.images_per_batch),
                 "BATCHES_PER_RUN": str(config.batches_per_run),
+                "SHARD_IMAGES": str(config.shard_images),
                 "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -170,3 +178,30 @@ class BatchCounter(Construct):
             )
         )
         self.runs_queue.grant_send_messages(self.role)
+        if raw_bucket is not None:
+            # Manifests are read from uploads/; bad-key uploads are copied under rejected/.
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="ReadUploads",
+                    actions=["s3:GetObject"],
+                    resources=[raw_bucket.arn_for_objects("uploads/*")],
+                )
+            )
+            self.role.add_to_policy(
+                iam.PolicyStatement(
+                    sid="CopyBadKeysToRejected",
+                    actions=["s3:PutObject"],
+                    resources=[raw_bucket.arn_for_objects("rejected/*")],
+                )
+            )
+            policy = self.role.node.find_child("DefaultPolicy")
+            for prefix, what in (
+                ("uploads/", "reads run manifests (uploads/<run_id>/_manifest.json)"),
+                ("rejected/", "copies uploads with a bad key under rejected/<run_id>/_bad_keys/"),
+            ):
+                acknowledge(
+                    policy,
+                    arn_finding(raw_bucket, f"/{prefix}*"),
+                    f"Object keys carry run ids unknown at deploy time; the counter {what}, and "
+                    f"the grant is limited to the {prefix} prefix.",
+                )

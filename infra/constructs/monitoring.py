@@ -110,6 +110,20 @@ class Monitoring(Construct):
             "The batch_counter Lambda failed to record upload events; SQS delivers them again "
             "(read the function's logs: 'record failed').",
         )
+        alarm(
+            "BadKeyUploads",
+            pipeline_metric("RejectedKeys", LAMBDA_SERVICE),
+            1,
+            "Uploads with a key outside uploads/<run_id>/<batch_id>/<name>.png arrived: they "
+            "are copied under rejected/ and listed in their run's notification.",
+        )
+        alarm(
+            "LateUploads",
+            pipeline_metric("LateUploads", LAMBDA_SERVICE),
+            1,
+            "Uploads arrived for runs already closed: they are kept, not processed, and listed "
+            "in the run's record (batch-stats status).",
+        )
         runs_failed = pipeline_metric("RunsFailed", WORKER_SERVICE)
         alarm("WorkerRunsFailed", runs_failed, 1, "The worker reported failed runs.")
         run_errors = pipeline_metric("RunErrors", WORKER_SERVICE)

@@ -7,6 +7,7 @@ from pathlib import Path
 from aws_cdk import ArnFormat, Duration, RemovalPolicy, Stack
 from aws_cdk import aws_applicationautoscaling as appscaling
 from aws_cdk import aws_cloudwatch as cloudwatch
+from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_ec2 as ec2
 from aws_cdk import aws_ecr_assets as ecr_assets
 from aws_cdk import aws_ecs as ecs
@@ -60,6 +61,7 @@ class Worker(Construct):
         topic_key: kms.IKey,
         db_secret: secretsmanager.ISecret,
         db_master_secret: secretsmanager.ISecret,
+        tracking_table: dynamodb.ITable,
     ) -> None:
         super().__init__(scope, construct_id)
         removal = RemovalPolicy.DESTROY if config.destroy_on_removal else RemovalPolicy.RETAIN
@@ -123,6 +125,7 @@ class Worker(Construct):
                 "RAW_BUCKET": raw_bucket.bucket_name,
                 "RESULTS_BUCKET": results_bucket.bucket_name,
                 "NOTIFICATIONS_TOPIC_ARN": topic.topic_arn,
+                "TRACKING_TABLE_NAME": tracking_table.table_name,
                 "DB_SECRET_ARN": db_secret.secret_arn,
                 "DOWNLOAD_CONCURRENCY": str(config.worker_download_concurrency),
                 "VISIBILITY_TIMEOUT_SECONDS": str(config.run_timeout_seconds),
@@ -142,6 +145,14 @@ class Worker(Construct):
             topic=topic,
             topic_key=topic_key,
             db_secret=db_secret,
+        )
+        # Runs by reference: the worker reads the run item and pages its objects (no Scan).
+        self.task_definition.task_role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadRunTracking",
+                actions=["dynamodb:GetItem", "dynamodb:Query"],
+                resources=[tracking_table.table_arn],
+            )
         )
 
         self.security_group = ec2.SecurityGroup(
@@ -206,6 +217,14 @@ class Worker(Construct):
                 actions=["s3:ListBucket"],
                 resources=[raw_bucket.bucket_arn],
                 conditions={"StringLike": {"s3:prefix": [f"{UPLOADS_PREFIX}*"]}},
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                # The shard that finishes a run reads the other shards' Parquet parts.
+                sid="ReadResultParts",
+                actions=["s3:GetObject"],
+                resources=[results],
             )
         )
         role.add_to_principal_policy(

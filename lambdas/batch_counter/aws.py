@@ -2,15 +2,21 @@
 
 Items, all in one table with partition key ``pk`` and sort key ``sk``:
 
-========================  ==========  ==================================================
-pk                        sk          attributes
-========================  ==========  ==================================================
-``RUN#<run_id>``          ``RUN``     state, image_count, complete_batches, created_at,
-                                      dispatch_owner, dispatch_claimed_at, run_message_id
-``RUN#<run_id>``          ``BATCH#b`` image_count, complete
-``RUN#<run_id>``          ``OBJ#b/n`` key, bucket, size, etag, event_time, recorded_at
-``BADKEY``                sha256      bucket, key, reason, first_seen, last_seen, times_seen
-========================  ==========  ==================================================
+============================  ==============  ==============================================
+pk                            sk              attributes
+============================  ==============  ==============================================
+``RUN#<run_id>``              ``RUN``         state, image_count, created_at, last_upload_at,
+                                              manifest_sha, expected_images, expected_batches,
+                                              bucket, plan (JSON), failure, extras (JSON),
+                                              dispatching_at, dispatched_at
+``RUN#<run_id>``              ``BATCH#b``     image_count
+``RUN#<run_id>``              ``OBJ#b/n``     key, bucket, size, etag, event_time, recorded_at
+``RUN#<run_id>``              ``LATE#<key>``  key, reason, recorded_at (uploads the run no
+                                              longer takes)
+``RUN#<run_id>``              ``BADKEY#sha``  bad-key uploads whose key names this run
+``BADKEY``                    sha256          bucket, key, reason, copied_to, first_seen,
+                                              last_seen, times_seen (every bad key)
+============================  ==============  ==============================================
 
 Every item carries ``expires_at`` (epoch seconds, 30 days on) for an optional TTL.
 """
@@ -18,11 +24,21 @@ Every item carries ``expires_at`` (epoch seconds, 30 days on) for an optional TT
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from batch_counter.counter import ObjectCreated, RunState, RunStatus
+from batch_counter.counter import (
+    ManifestRecorded,
+    ObjectCreated,
+    Recorded,
+    RunSnapshot,
+    RunState,
+    Shard,
+)
 from batch_counter.keys import UploadKey
+from batch_counter.manifest import Manifest
 
 TTL_DAYS = 30
 BAD_KEYS_PARTITION = "BADKEY"
@@ -38,6 +54,35 @@ def _iso(now: datetime) -> dict[str, str]:
 
 def _expires(now: datetime) -> dict[str, str]:
     return {"N": str(int((now + timedelta(days=TTL_DAYS)).timestamp()))}
+
+
+def _cancellation_codes(exc: Exception) -> list[str | None]:
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return []
+    return [reason.get("Code") for reason in response.get("CancellationReasons") or []]
+
+
+def _snapshot(run_id: str, item: Mapping[str, Any]) -> RunSnapshot:
+    def text(name: str) -> str | None:
+        value = item.get(name)
+        return None if value is None else str(value["S"])
+
+    def number(name: str) -> int | None:
+        value = item.get(name)
+        return None if value is None else int(value["N"])
+
+    plan = tuple(Shard(*entry) for entry in json.loads(text("plan") or "[]"))
+    return RunSnapshot(
+        run_id=run_id,
+        state=RunState(text("state") or RunState.OPEN.value),
+        image_count=number("image_count") or 0,
+        manifest_sha=text("manifest_sha"),
+        expected_images=number("expected_images"),
+        failure=text("failure"),
+        plan=plan,
+        bucket=text("bucket"),
+    )
 
 
 def _is_conditional_failure(exc: Exception) -> bool:
@@ -64,7 +109,10 @@ class DynamoTrackingStore:
         self._client = client
         self._table = table_name
 
-    def record_object(self, upload: UploadKey, obj: ObjectCreated, *, now: datetime) -> bool:
+    def _run_key(self, run_id: str) -> dict[str, dict[str, str]]:
+        return {"pk": _run_pk(run_id), "sk": {"S": "RUN"}}
+
+    def record_object(self, upload: UploadKey, obj: ObjectCreated, *, now: datetime) -> Recorded:
         pk = _run_pk(upload.run_id)
         one = {"N": "1"}
         try:
@@ -102,13 +150,13 @@ class DynamoTrackingStore:
                             "UpdateExpression": (
                                 "ADD image_count :one "
                                 "SET #state = if_not_exists(#state, :open), "
-                                "complete_batches = if_not_exists(complete_batches, :zero), "
-                                "created_at = if_not_exists(created_at, :now), expires_at = :exp"
+                                "created_at = if_not_exists(created_at, :now), "
+                                "last_upload_at = :now, expires_at = :exp"
                             ),
+                            "ConditionExpression": "attribute_not_exists(#state) OR #state = :open",
                             "ExpressionAttributeNames": {"#state": "state"},
                             "ExpressionAttributeValues": {
                                 ":one": one,
-                                ":zero": {"N": "0"},
                                 ":open": {"S": RunState.OPEN.value},
                                 ":now": _iso(now),
                                 ":exp": _expires(now),
@@ -118,123 +166,163 @@ class DynamoTrackingStore:
                 ]
             )
         except self._client.exceptions.TransactionCanceledException as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
+            if not _is_conditional_failure(exc):
+                raise
+            codes = _cancellation_codes(exc)
+            if codes and codes[0] != "ConditionalCheckFailed":
+                return Recorded.LATE  # new object, but the run no longer takes uploads
+            return Recorded.DUPLICATE
+        return Recorded.NEW
 
-    def complete_batch(self, run_id: str, batch_id: str, *, images_per_batch: int) -> bool:
-        pk = _run_pk(run_id)
-        batch_key = {"pk": pk, "sk": {"S": f"BATCH#{batch_id}"}}
-        item = self._client.get_item(TableName=self._table, Key=batch_key, ConsistentRead=True).get(
-            "Item"
-        )
-        if item is None or "complete" in item:
-            return False
-        if int(item.get("image_count", {"N": "0"})["N"]) < images_per_batch:
-            return False
-        try:
-            self._client.transact_write_items(
-                TransactItems=[
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": batch_key,
-                            "UpdateExpression": "SET complete = :true",
-                            "ConditionExpression": (
-                                "attribute_not_exists(complete) AND image_count >= :n"
-                            ),
-                            "ExpressionAttributeValues": {
-                                ":true": {"BOOL": True},
-                                ":n": {"N": str(images_per_batch)},
-                            },
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": {"pk": pk, "sk": {"S": "RUN"}},
-                            "UpdateExpression": "ADD complete_batches :one",
-                            "ExpressionAttributeValues": {":one": {"N": "1"}},
-                        }
-                    },
-                ]
-            )
-        except self._client.exceptions.TransactionCanceledException as exc:
-            if _is_conditional_failure(exc):
-                return False
-            raise
-        return True
-
-    def run_status(self, run_id: str) -> RunStatus | None:
+    def get_run(self, run_id: str) -> RunSnapshot | None:
         item = self._client.get_item(
-            TableName=self._table,
-            Key={"pk": _run_pk(run_id), "sk": {"S": "RUN"}},
-            ConsistentRead=True,
+            TableName=self._table, Key=self._run_key(run_id), ConsistentRead=True
         ).get("Item")
-        if item is None:
-            return None
-        return RunStatus(
-            run_id=run_id,
-            state=RunState(item["state"]["S"]),
-            complete_batches=int(item.get("complete_batches", {"N": "0"})["N"]),
-        )
+        return None if item is None else _snapshot(run_id, item)
 
-    def claim_dispatch(
-        self, run_id: str, *, owner: str, batches_per_run: int, now: datetime, lease_seconds: int
-    ) -> bool:
-        stale_before = now - timedelta(seconds=lease_seconds)
+    def batch_counts(self, run_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        pages = self._client.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :batch)",
+            ExpressionAttributeValues={":pk": _run_pk(run_id), ":batch": {"S": "BATCH#"}},
+            ProjectionExpression="sk, image_count",
+            ConsistentRead=True,
+        )
+        for page in pages:
+            for item in page["Items"]:
+                counts[item["sk"]["S"][len("BATCH#") :]] = int(item["image_count"]["N"])
+        return counts
+
+    def record_manifest(
+        self, run_id: str, manifest: Manifest, *, bucket: str, now: datetime
+    ) -> ManifestRecorded:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key={"pk": _run_pk(run_id), "sk": {"S": "RUN"}},
+                Key=self._run_key(run_id),
                 UpdateExpression=(
-                    "SET #state = :dispatching, dispatch_owner = :owner, dispatch_claimed_at = :now"
+                    "SET manifest_sha = :sha, expected_images = :images, "
+                    "expected_batches = :batches, #bucket = :bucket, "
+                    "#state = if_not_exists(#state, :open), "
+                    "image_count = if_not_exists(image_count, :zero), "
+                    "created_at = if_not_exists(created_at, :now), last_upload_at = :now, "
+                    "expires_at = :exp"
                 ),
                 ConditionExpression=(
-                    "complete_batches >= :b AND (#state = :open OR (#state = :dispatching AND "
-                    "(dispatch_owner = :owner OR dispatch_claimed_at < :stale)))"
+                    "(attribute_not_exists(#state) OR #state = :open) AND "
+                    "(attribute_not_exists(manifest_sha) OR manifest_sha = :sha)"
                 ),
-                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeNames={"#state": "state", "#bucket": "bucket"},
                 ExpressionAttributeValues={
-                    ":dispatching": {"S": RunState.DISPATCHING.value},
+                    ":sha": {"S": manifest.sha256},
+                    ":images": {"N": str(manifest.total_images)},
+                    ":batches": {"N": str(len(manifest.batches))},
+                    ":bucket": {"S": bucket},
                     ":open": {"S": RunState.OPEN.value},
-                    ":owner": {"S": owner},
+                    ":zero": {"N": "0"},
                     ":now": _iso(now),
-                    ":stale": _iso(stale_before),
-                    ":b": {"N": str(batches_per_run)},
+                    ":exp": _expires(now),
                 },
             )
         except self._client.exceptions.ConditionalCheckFailedException:
-            return False
-        return True
+            run = self.get_run(run_id)
+            if run is None:
+                raise
+            if run.manifest_sha not in (None, manifest.sha256):
+                return ManifestRecorded.DIFFERENT
+            if run.manifest_sha == manifest.sha256:
+                return ManifestRecorded.SAME
+            return ManifestRecorded.CLOSED
+        return ManifestRecorded.RECORDED
 
-    def mark_dispatched(self, run_id: str, *, owner: str, message_id: str, now: datetime) -> None:
+    def claim_dispatch(
+        self,
+        run_id: str,
+        *,
+        seen_images: int | None,
+        plan: Sequence[Shard],
+        failure: str | None,
+        extras: Mapping[str, int],
+        bucket: str,
+        now: datetime,
+    ) -> RunSnapshot | None:
+        values: dict[str, dict[str, str]] = {
+            ":dispatching": {"S": RunState.DISPATCHING.value},
+            ":open": {"S": RunState.OPEN.value},
+            ":plan": {"S": json.dumps([[s.first_batch, s.last_batch, s.images] for s in plan])},
+            ":extras": {"S": json.dumps(dict(sorted(extras.items())))},
+            ":bucket": {"S": bucket},
+            ":now": _iso(now),
+            ":zero": {"N": "0"},
+            ":exp": _expires(now),
+        }
+        update = (
+            "SET #state = :dispatching, #plan = :plan, extras = :extras, #bucket = :bucket, "
+            "dispatching_at = :now, image_count = if_not_exists(image_count, :zero), "
+            "created_at = if_not_exists(created_at, :now), expires_at = :exp"
+        )
+        if seen_images is None:
+            condition = "attribute_not_exists(#state) OR #state = :open"
+        else:
+            condition = "#state = :open AND image_count = :seen"
+            values[":seen"] = {"N": str(seen_images)}
+        if failure is not None:
+            update += ", failure = :failure"
+            values[":failure"] = {"S": failure}
+        try:
+            item = self._client.update_item(
+                TableName=self._table,
+                Key=self._run_key(run_id),
+                UpdateExpression=update,
+                ConditionExpression=condition,
+                ExpressionAttributeNames={"#state": "state", "#plan": "plan", "#bucket": "bucket"},
+                ExpressionAttributeValues=values,
+                ReturnValues="ALL_NEW",
+            )["Attributes"]
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return None
+        return _snapshot(run_id, item)
+
+    def mark_dispatched(self, run_id: str, *, now: datetime) -> None:
         try:
             self._client.update_item(
                 TableName=self._table,
-                Key={"pk": _run_pk(run_id), "sk": {"S": "RUN"}},
-                UpdateExpression=(
-                    "SET #state = :dispatched, run_message_id = :mid, dispatched_at = :now"
-                ),
-                ConditionExpression="#state = :dispatching AND dispatch_owner = :owner",
+                Key=self._run_key(run_id),
+                UpdateExpression="SET #state = :dispatched, dispatched_at = :now",
+                ConditionExpression="#state = :dispatching",
                 ExpressionAttributeNames={"#state": "state"},
                 ExpressionAttributeValues={
                     ":dispatched": {"S": RunState.DISPATCHED.value},
                     ":dispatching": {"S": RunState.DISPATCHING.value},
-                    ":owner": {"S": owner},
-                    ":mid": {"S": message_id},
                     ":now": _iso(now),
                 },
             )
         except self._client.exceptions.ConditionalCheckFailedException:
-            # Another record took the claim over after the lease; it sends (and marks) itself.
-            return
+            return  # already DISPATCHED by another record
+
+    def record_late(self, run_id: str, *, key: str, reason: str, now: datetime) -> bool:
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": _run_pk(run_id),
+                    "sk": {"S": f"LATE#{key}"},
+                    "key": {"S": key},
+                    "reason": {"S": reason},
+                    "recorded_at": _iso(now),
+                    "expires_at": _expires(now),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
 
     def run_objects(self, run_id: str) -> dict[str, list[str]]:
+        """Keys of the run's recorded objects, by batch id (for operators and tests)."""
         batches: dict[str, list[str]] = {}
-        paginator = self._client.get_paginator("query")
-        pages = paginator.paginate(
+        pages = self._client.get_paginator("query").paginate(
             TableName=self._table,
             KeyConditionExpression="pk = :pk AND begins_with(sk, :obj)",
             ExpressionAttributeValues={":pk": _run_pk(run_id), ":obj": {"S": "OBJ#"}},
@@ -248,29 +336,46 @@ class DynamoTrackingStore:
                 batches.setdefault(batch_id, []).append(item["key"]["S"])
         return batches
 
-    def record_bad_key(self, *, bucket: str, key: str, reason: str, now: datetime) -> None:
-        digest = hashlib.sha256(f"{bucket}/{key}".encode()).hexdigest()
-        self._client.update_item(
-            TableName=self._table,
-            Key={"pk": {"S": BAD_KEYS_PARTITION}, "sk": {"S": digest}},
-            UpdateExpression=(
-                "SET #bucket = :bucket, #key = :key, reason = :reason, last_seen = :now, "
-                "first_seen = if_not_exists(first_seen, :now), expires_at = :exp "
-                "ADD times_seen :one"
-            ),
-            ExpressionAttributeNames={"#key": "key", "#bucket": "bucket"},
-            ExpressionAttributeValues={
-                ":bucket": {"S": bucket},
-                ":key": {"S": key},
-                ":reason": {"S": reason},
-                ":now": _iso(now),
-                ":exp": _expires(now),
-                ":one": {"N": "1"},
-            },
+    def record_bad_key(
+        self,
+        *,
+        run_id: str | None,
+        bucket: str,
+        key: str,
+        reason: str,
+        copied_to: str | None,
+        now: datetime,
+    ) -> None:
+        digest = hashlib.sha256(f"{bucket}/{key}".encode("utf-8", "surrogatepass")).hexdigest()
+        values = {
+            ":bucket": {"S": bucket},
+            ":key": {"S": key},
+            ":reason": {"S": reason},
+            ":copied": {"S": copied_to or ""},
+            ":now": _iso(now),
+            ":exp": _expires(now),
+            ":one": {"N": "1"},
+        }
+        update = (
+            "SET #bucket = :bucket, #key = :key, reason = :reason, copied_to = :copied, "
+            "last_seen = :now, first_seen = if_not_exists(first_seen, :now), expires_at = :exp "
+            "ADD times_seen :one"
         )
+        names = {"#key": "key", "#bucket": "bucket"}
+        keys = [{"pk": {"S": BAD_KEYS_PARTITION}, "sk": {"S": digest}}]
+        if run_id is not None:
+            keys.append({"pk": _run_pk(run_id), "sk": {"S": f"BADKEY#{digest}"}})
+        for item_key in keys:
+            self._client.update_item(
+                TableName=self._table,
+                Key=item_key,
+                UpdateExpression=update,
+                ExpressionAttributeNames=names,
+                ExpressionAttributeValues=values,
+            )
 
     def bad_keys(self) -> list[dict[str, str]]:
-        """Rejected keys (bucket, key, reason, first_seen), for operators and tests."""
+        """Rejected keys (bucket, key, reason, first_seen, copied_to), for operators and tests."""
         items = self._client.query(
             TableName=self._table,
             KeyConditionExpression="pk = :pk",
@@ -278,18 +383,57 @@ class DynamoTrackingStore:
             ConsistentRead=True,
         )["Items"]
         return [
-            {name: item[name]["S"] for name in ("bucket", "key", "reason", "first_seen")}
+            {
+                name: item[name]["S"]
+                for name in ("bucket", "key", "reason", "first_seen", "copied_to")
+            }
             for item in items
         ]
 
 
 class SqsRunQueue:
-    """RunQueue on an SQS standard queue."""
+    """RunQueue on an SQS FIFO queue: one message group per shard, deduplication by shard id."""
 
     def __init__(self, *, client: Any, queue_url: str) -> None:
         self._client = client
         self._url = queue_url
 
-    def send_run(self, body: str) -> str:
-        response = self._client.send_message(QueueUrl=self._url, MessageBody=body)
+    def send_run(self, body: str, *, deduplication_id: str, group_id: str) -> str:
+        response = self._client.send_message(
+            QueueUrl=self._url,
+            MessageBody=body,
+            MessageDeduplicationId=deduplication_id,
+            MessageGroupId=group_id,
+        )
         return str(response["MessageId"])
+
+
+class S3Objects:
+    """ObjectStore on S3 (manifest reads, copies of bad-key uploads under ``rejected/``)."""
+
+    def __init__(self, *, client: Any) -> None:
+        self._client = client
+
+    def get(self, bucket: str, key: str) -> bytes | None:
+        try:
+            response = self._client.get_object(Bucket=bucket, Key=key)
+        except self._client.exceptions.NoSuchKey:
+            return None
+        return bytes(response["Body"].read())
+
+    def copy(self, *, bucket: str, key: str, to_key: str, metadata: Mapping[str, str]) -> bool:
+        try:
+            self._client.copy_object(
+                Bucket=bucket,
+                Key=to_key,
+                CopySource={"Bucket": bucket, "Key": key},
+                Metadata=dict(metadata),
+                MetadataDirective="REPLACE",
+            )
+        except self._client.exceptions.NoSuchKey:
+            return False
+        except self._client.exceptions.ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return False
+            raise
+        return True

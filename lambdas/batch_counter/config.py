@@ -12,13 +12,17 @@ REQUIRED_ENV_VARS: tuple[str, ...] = (
     "IMAGES_PER_BATCH",
     "BATCHES_PER_RUN",
 )
+#: Optional: images per shard message (default DEFAULT_SHARD_IMAGES); the stack sets it.
+OPTIONAL_ENV_VARS: tuple[str, ...] = ("SHARD_IMAGES",)
 #: Variables read by Powertools itself (service name, metrics namespace, log level).
 POWERTOOLS_ENV_VARS: tuple[str, ...] = (
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
 )
-ENV_VARS: tuple[str, ...] = REQUIRED_ENV_VARS + POWERTOOLS_ENV_VARS
+ENV_VARS: tuple[str, ...] = REQUIRED_ENV_VARS + OPTIONAL_ENV_VARS + POWERTOOLS_ENV_VARS
+DEFAULT_SHARD_IMAGES = 5000
+MAX_SHARD_IMAGES = 1_000_000
 
 SERVICE_NAME = "batch-counter"
 METRICS_NAMESPACE = "ImagePipeline"
@@ -36,9 +40,10 @@ class CounterSettings:
     runs_queue_url: str
     images_per_batch: int
     batches_per_run: int
+    shard_images: int = DEFAULT_SHARD_IMAGES
 
     def __post_init__(self) -> None:
-        for name in ("images_per_batch", "batches_per_run"):
+        for name in ("images_per_batch", "batches_per_run", "shard_images"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -62,6 +67,18 @@ def load_settings(environ: Mapping[str, str]) -> CounterSettings:
             continue
         if counts[name] < 1:
             problems.append(f"{name}={raw!r} is too small (allowed: an integer >= 1)")
+    shard_raw = environ.get("SHARD_IMAGES", "").strip()
+    shard_images = DEFAULT_SHARD_IMAGES
+    if shard_raw:
+        try:
+            shard_images = int(shard_raw)
+        except ValueError:
+            shard_images = 0
+        if not 1 <= shard_images <= MAX_SHARD_IMAGES:
+            problems.append(
+                f"SHARD_IMAGES={shard_raw!r} is not allowed (an integer from 1 to "
+                f"{MAX_SHARD_IMAGES})"
+            )
     if problems:
         raise ConfigError("; ".join(problems))
     return CounterSettings(
@@ -69,4 +86,5 @@ def load_settings(environ: Mapping[str, str]) -> CounterSettings:
         runs_queue_url=environ["RUNS_QUEUE_URL"].strip(),
         images_per_batch=counts["IMAGES_PER_BATCH"],
         batches_per_run=counts["BATCHES_PER_RUN"],
+        shard_images=shard_images,
     )

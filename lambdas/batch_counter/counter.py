@@ -1,18 +1,22 @@
-"""The batch counter's logic: record uploads once, complete batches and runs, dispatch runs.
+"""The batch counter's logic: record uploads once, close each run on a defined set, dispatch it.
 
-Storage and queue sit behind the two small protocols below, so this module imports no AWS SDK.
-Every step is idempotent, which is what makes at-least-once S3 events safe:
+Storage, queue and object store sit behind the small protocols below, so this module imports no
+AWS SDK. Every step is idempotent, which is what makes at-least-once S3 events safe:
 
-1. ``record_object`` writes the object item only if it does not exist yet and, in the same
-   transaction, increments the batch and run counters; a duplicate event changes nothing.
-2. ``complete_batch`` marks a full batch complete at most once and, in the same transaction,
-   increments the run's count of complete batches.
-3. A complete run is claimed with a conditional state change OPEN -> DISPATCHING (owner: the SQS
-   message id of the record), the run message is sent, then DISPATCHING -> DISPATCHED. A retry of
-   the same record, or any record once the claim is older than the lease, sends again: the run
-   message may be duplicated in that rare case, and the worker is idempotent by run id.
-
-Steps 2 and 3 run for duplicates too, so a crash between steps is repaired by the redelivery.
+1. ``record_object``: one transaction puts the object item (only if new), increments the batch's
+   and the run's counters, on condition that the run is still OPEN. A duplicate event changes
+   nothing; an upload to a run that is no longer OPEN is recorded apart as a late upload. Then one
+   read of the run item: two DynamoDB calls per object in the common case.
+2. When the run's count reaches what it expects (its manifest's total, or the stack's
+   ``BATCHES_PER_RUN`` x ``IMAGES_PER_BATCH`` without a manifest), the batch counts are read
+   (one Query) and compared with the manifest (or the stack shape). A run whose counts match is
+   claimed OPEN -> DISPATCHING with a condition on the count that was checked, so the set it holds
+   is exactly the set that was verified, and the shard plan is stored with the claim.
+3. One message per shard is sent to the FIFO runs queue with deduplication id
+   ``<run_id>.<shard>``, then DISPATCHING -> DISPATCHED. Any record finding the run DISPATCHING
+   (a retry, a duplicate, a late upload) sends again: SQS drops the copies within its five-minute
+   deduplication window, so a lost SendMessage response or a failed state update sends nothing
+   twice.
 """
 
 from __future__ import annotations
@@ -22,13 +26,21 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol
-from urllib.parse import unquote_plus
+from typing import Protocol
+from urllib.parse import quote, unquote_plus
 
-from batch_counter.keys import InvalidKeyError, UploadKey, parse_upload_key
+from batch_counter.keys import (
+    InvalidKeyError,
+    ManifestKey,
+    UploadKey,
+    manifest_key,
+    parse_key,
+    run_id_of,
+)
+from batch_counter.manifest import Manifest, ManifestError, parse_manifest
 
-RUN_MESSAGE_VERSION = 1
-DISPATCH_LEASE_SECONDS = 300
+RUN_MESSAGE_VERSION = 2
+DEFAULT_SHARD_IMAGES = 5000
 
 
 class RunState(StrEnum):
@@ -49,49 +61,139 @@ class ObjectCreated:
 
 
 @dataclass(frozen=True)
-class RunStatus:
+class Shard:
+    """Whole batches ``first_batch`` .. ``last_batch`` in the order of ``shard_order``."""
+
+    first_batch: str
+    last_batch: str
+    images: int
+
+
+def shard_order(batch_id: str) -> str:
+    """The order of batches in shards: that of the object items' sort keys (``OBJ#<batch>/``)."""
+    return batch_id + "/"
+
+
+def plan_shards(sizes: Mapping[str, int], *, shard_images: int) -> list[Shard]:
+    """Consecutive whole batches, at most ``shard_images`` images a shard (a larger batch alone)."""
+    shards: list[Shard] = []
+    first = last = ""
+    images = 0
+    for batch_id in sorted(sizes, key=shard_order):
+        size = sizes[batch_id]
+        if images and images + size > shard_images:
+            shards.append(Shard(first, last, images))
+            images = 0
+        if not images:
+            first = batch_id
+        last = batch_id
+        images += size
+    if images:
+        shards.append(Shard(first, last, images))
+    return shards
+
+
+@dataclass(frozen=True)
+class RunSnapshot:
+    """The run item of the tracking table."""
+
     run_id: str
     state: RunState
-    complete_batches: int
+    image_count: int
+    manifest_sha: str | None = None
+    expected_images: int | None = None
+    failure: str | None = None
+    plan: tuple[Shard, ...] = ()
+    bucket: str | None = None
+
+
+class Recorded(StrEnum):
+    NEW = "new"
+    DUPLICATE = "duplicate"
+    LATE = "late"
+
+
+class ManifestRecorded(StrEnum):
+    RECORDED = "recorded"
+    SAME = "same"
+    DIFFERENT = "different"
+    CLOSED = "closed"
 
 
 class TrackingStore(Protocol):
     """Durable tracking of uploads, batches and runs (DynamoDB in AWS)."""
 
-    def record_object(self, upload: UploadKey, obj: ObjectCreated, *, now: datetime) -> bool:
-        """Record the object once; return True if it was new (counters incremented)."""
+    def record_object(self, upload: UploadKey, obj: ObjectCreated, *, now: datetime) -> Recorded:
+        """Record the object once in an OPEN run (one call)."""
         ...
 
-    def complete_batch(self, run_id: str, batch_id: str, *, images_per_batch: int) -> bool:
-        """Mark the batch complete if it holds enough images; True if this call completed it."""
+    def get_run(self, run_id: str) -> RunSnapshot | None:
+        """The run item (one consistent read)."""
         ...
 
-    def run_status(self, run_id: str) -> RunStatus | None: ...
+    def batch_counts(self, run_id: str) -> dict[str, int]:
+        """Objects recorded per batch."""
+        ...
+
+    def record_manifest(
+        self, run_id: str, manifest: Manifest, *, bucket: str, now: datetime
+    ) -> ManifestRecorded:
+        """Attach the manifest to the OPEN run (creating the run item if needed)."""
+        ...
 
     def claim_dispatch(
-        self, run_id: str, *, owner: str, batches_per_run: int, now: datetime, lease_seconds: int
-    ) -> bool:
-        """Claim OPEN -> DISPATCHING (same owner or expired lease may re-claim); True if claimed."""
+        self,
+        run_id: str,
+        *,
+        seen_images: int | None,
+        plan: Sequence[Shard],
+        failure: str | None,
+        extras: Mapping[str, int],
+        bucket: str,
+        now: datetime,
+    ) -> RunSnapshot | None:
+        """OPEN -> DISPATCHING if the run still holds ``seen_images``; the new item, or None."""
         ...
 
-    def mark_dispatched(self, run_id: str, *, owner: str, message_id: str, now: datetime) -> None:
-        """DISPATCHING -> DISPATCHED, if still owned by ``owner``."""
+    def mark_dispatched(self, run_id: str, *, now: datetime) -> None:
+        """DISPATCHING -> DISPATCHED (no-op if already done)."""
         ...
 
-    def run_objects(self, run_id: str) -> dict[str, list[str]]:
-        """Keys of the run's recorded objects, by batch id."""
+    def record_late(self, run_id: str, *, key: str, reason: str, now: datetime) -> bool:
+        """Keep an upload the run no longer takes; True the first time."""
         ...
 
-    def record_bad_key(self, *, bucket: str, key: str, reason: str, now: datetime) -> None:
-        """Keep a rejected key where an operator sees it."""
+    def record_bad_key(
+        self,
+        *,
+        run_id: str | None,
+        bucket: str,
+        key: str,
+        reason: str,
+        copied_to: str | None,
+        now: datetime,
+    ) -> None:
+        """Keep a rejected key where an operator (and its run's notification) sees it."""
         ...
 
 
 class RunQueue(Protocol):
-    """The queue the workers consume (SQS in AWS)."""
+    """The queue the workers consume (an SQS FIFO queue in AWS)."""
 
-    def send_run(self, body: str) -> str:
+    def send_run(self, body: str, *, deduplication_id: str, group_id: str) -> str:
         """Send one run message; return its message id."""
+        ...
+
+
+class ObjectStore(Protocol):
+    """Reads of manifests and copies of rejected uploads (S3 in AWS)."""
+
+    def get(self, bucket: str, key: str) -> bytes | None:
+        """The object's bytes; None if it does not exist."""
+        ...
+
+    def copy(self, *, bucket: str, key: str, to_key: str, metadata: Mapping[str, str]) -> bool:
+        """Copy within the bucket; False if the source does not exist."""
         ...
 
 
@@ -100,6 +202,7 @@ class Outcome(StrEnum):
     DUPLICATE = "duplicate"
     REJECTED_KEY = "rejected_key"
     LATE = "late"
+    MANIFEST = "manifest"
 
 
 @dataclass
@@ -109,7 +212,16 @@ class RecordResult:
     outcomes: list[tuple[str, Outcome]] = field(default_factory=list)
     rejected: list[InvalidKeyError] = field(default_factory=list)
     dispatched_runs: list[str] = field(default_factory=list)
+    failed_runs: list[tuple[str, str]] = field(default_factory=list)
     ignored_events: int = 0
+
+
+def rejected_key_for(key: str, run_id: str | None) -> str:
+    """Where a bad-key upload is copied: under its run when the key names a valid run id."""
+    import hashlib
+
+    digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+    return f"rejected/{run_id or '_unknown_run'}/_bad_keys/{digest}"
 
 
 class MalformedEventError(ValueError):
@@ -156,37 +268,50 @@ def build_run_message(
     *,
     run_id: str,
     bucket: str,
-    batches: Mapping[str, Sequence[str]],
-    images_per_batch: int,
-    batches_per_run: int,
+    shard: int,
+    plan: Sequence[Shard],
+    failure: str | None,
     now: datetime,
 ) -> str:
-    """The JSON body of a run message (documented in the README)."""
-    message: dict[str, Any] = {
+    """The JSON body of one shard's run message (documented in the README): a reference to the
+    run and its shard, not a list of keys."""
+    part = plan[shard] if plan else Shard("", "", 0)
+    message = {
         "version": RUN_MESSAGE_VERSION,
         "run_id": run_id,
         "bucket": bucket,
-        "prefix": f"uploads/{run_id}/",
-        "batches": {batch: sorted(keys) for batch, keys in sorted(batches.items())},
-        "images_per_batch": images_per_batch,
-        "batches_per_run": batches_per_run,
+        "shard": shard,
+        "shards": max(len(plan), 1),
+        "first_batch": part.first_batch,
+        "last_batch": part.last_batch,
+        "images": part.images,
+        "failure": failure,
         "dispatched_at": now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
     }
     return json.dumps(message, separators=(",", ":"))
 
 
+@dataclass(frozen=True)
+class _Verdict:
+    plan: list[Shard]
+    failure: str | None
+    extras: dict[str, int]
+
+
 @dataclass(frozen=True, kw_only=True)
 class BatchCounter:
-    """Counts uploads per batch and dispatches each complete run exactly once."""
+    """Counts uploads per run and dispatches each complete run exactly once, in shards."""
 
     store: TrackingStore
     queue: RunQueue
+    objects: ObjectStore
     images_per_batch: int
     batches_per_run: int
-    lease_seconds: int = DISPATCH_LEASE_SECONDS
+    shard_images: int = DEFAULT_SHARD_IMAGES
 
     def handle_record(self, body: str, *, message_id: str, now: datetime) -> RecordResult:
         """Process one SQS record. Raises only for failures worth a retry of the record."""
+        del message_id  # every step is idempotent by object key and run id
         result = RecordResult()
         notifications = parse_s3_notifications(body)
         if notifications is None:
@@ -194,51 +319,182 @@ class BatchCounter:
             return result
         for obj in notifications:
             try:
-                upload = parse_upload_key(obj.key)
+                parsed = parse_key(obj.key)
             except InvalidKeyError as exc:
-                self.store.record_bad_key(
-                    bucket=obj.bucket, key=obj.key, reason=exc.reason, now=now
-                )
+                self._reject_key(obj, exc, now=now)
                 result.rejected.append(exc)
                 result.outcomes.append((obj.key, Outcome.REJECTED_KEY))
                 continue
-            new = self.store.record_object(upload, obj, now=now)
-            self.store.complete_batch(
-                upload.run_id, upload.batch_id, images_per_batch=self.images_per_batch
-            )
-            status = self.store.run_status(upload.run_id)
-            outcome = Outcome.RECORDED if new else Outcome.DUPLICATE
-            if new and status is not None and status.state is RunState.DISPATCHED:
-                outcome = Outcome.LATE
+            if isinstance(parsed, ManifestKey):
+                self._manifest(parsed, obj, now=now, result=result)
+                continue
+            recorded = self.store.record_object(parsed, obj, now=now)
+            outcome = {
+                Recorded.NEW: Outcome.RECORDED,
+                Recorded.DUPLICATE: Outcome.DUPLICATE,
+                Recorded.LATE: Outcome.LATE,
+            }[recorded]
+            if recorded is Recorded.LATE and not self.store.record_late(
+                parsed.run_id, key=obj.key, reason="after_dispatch", now=now
+            ):
+                outcome = Outcome.DUPLICATE
             result.outcomes.append((obj.key, outcome))
-            if self._dispatch_if_complete(status, bucket=obj.bucket, owner=message_id, now=now):
-                result.dispatched_runs.append(upload.run_id)
+            self._advance(
+                self.store.get_run(parsed.run_id), bucket=obj.bucket, now=now, result=result
+            )
         return result
 
-    def _dispatch_if_complete(
-        self, status: RunStatus | None, *, bucket: str, owner: str, now: datetime
-    ) -> bool:
-        if status is None or status.state is RunState.DISPATCHED:
-            return False
-        if status.complete_batches < self.batches_per_run:
-            return False
+    def _reject_key(self, obj: ObjectCreated, exc: InvalidKeyError, *, now: datetime) -> None:
+        run_id = run_id_of(obj.key)
+        to_key = rejected_key_for(obj.key, run_id)
+        copied = self.objects.copy(
+            bucket=obj.bucket,
+            key=obj.key,
+            to_key=to_key,
+            metadata={
+                "reason": exc.reason,
+                "source-key": quote(obj.key, safe="/"),
+                "run-id": run_id or "",
+            },
+        )
+        self.store.record_bad_key(
+            run_id=run_id,
+            bucket=obj.bucket,
+            key=obj.key,
+            reason=exc.reason,
+            copied_to=f"s3://{obj.bucket}/{to_key}" if copied else None,
+            now=now,
+        )
+
+    def _manifest(
+        self, key: ManifestKey, obj: ObjectCreated, *, now: datetime, result: RecordResult
+    ) -> None:
+        result.outcomes.append((obj.key, Outcome.MANIFEST))
+        data = self.objects.get(obj.bucket, obj.key)
+        if data is None:
+            return  # deleted since: nothing to attach (the run keeps the stack's defaults)
+        try:
+            manifest = parse_manifest(data, run_id=key.run_id)
+        except ManifestError as exc:
+            self._fail(key.run_id, f"malformed manifest: {exc}", obj=obj, now=now, result=result)
+            return
+        recorded = self.store.record_manifest(key.run_id, manifest, bucket=obj.bucket, now=now)
+        if recorded is ManifestRecorded.DIFFERENT:
+            self._fail(
+                key.run_id,
+                "a second manifest differs from the first (a run has one manifest)",
+                obj=obj,
+                now=now,
+                result=result,
+            )
+            return
+        if recorded is ManifestRecorded.CLOSED:
+            # The run was closed on the stack's defaults before its manifest arrived: a
+            # manifest describing exactly that set changes nothing; any other is reported.
+            sizes = {b: m.images for b, m in manifest.batches.items()}
+            if self.store.batch_counts(key.run_id) != sizes:
+                self.store.record_late(
+                    key.run_id, key=obj.key, reason="manifest_contradicts_closed_run", now=now
+                )
+        self._advance(self.store.get_run(key.run_id), bucket=obj.bucket, now=now, result=result)
+
+    def _fail(
+        self, run_id: str, reason: str, *, obj: ObjectCreated, now: datetime, result: RecordResult
+    ) -> None:
+        """Close an OPEN run as failed (reported by the worker); a closed run records a late one."""
         claimed = self.store.claim_dispatch(
-            status.run_id,
-            owner=owner,
-            batches_per_run=self.batches_per_run,
-            now=now,
-            lease_seconds=self.lease_seconds,
+            run_id, seen_images=None, plan=(), failure=reason, extras={}, bucket=obj.bucket, now=now
         )
-        if not claimed:
-            return False
-        body = build_run_message(
-            run_id=status.run_id,
-            bucket=bucket,
-            batches=self.store.run_objects(status.run_id),
-            images_per_batch=self.images_per_batch,
-            batches_per_run=self.batches_per_run,
-            now=now,
-        )
-        message_id = self.queue.send_run(body)
-        self.store.mark_dispatched(status.run_id, owner=owner, message_id=message_id, now=now)
-        return True
+        if claimed is None:
+            self.store.record_late(run_id, key=obj.key, reason="manifest_after_dispatch", now=now)
+            run = self.store.get_run(run_id)
+        else:
+            run = claimed
+            result.failed_runs.append((run_id, reason))
+        self._advance(run, bucket=obj.bucket, now=now, result=result)
+
+    def _advance(
+        self, run: RunSnapshot | None, *, bucket: str, now: datetime, result: RecordResult
+    ) -> None:
+        if run is None:
+            return
+        if run.state is RunState.OPEN:
+            expected = (
+                run.expected_images
+                if run.manifest_sha is not None and run.expected_images is not None
+                else self.images_per_batch * self.batches_per_run
+            )
+            if run.image_count < expected:
+                return
+            verdict = self._verify(run, bucket=bucket)
+            if verdict is None:
+                return
+            claimed = self.store.claim_dispatch(
+                run.run_id,
+                seen_images=run.image_count,
+                plan=verdict.plan,
+                failure=verdict.failure,
+                extras=verdict.extras,
+                bucket=bucket,
+                now=now,
+            )
+            if claimed is None:
+                # The count moved (that upload's record checks again) or another record claimed.
+                run = self.store.get_run(run.run_id)
+                if run is None or run.state is not RunState.DISPATCHING:
+                    return
+            else:
+                run = claimed
+                if verdict.failure is not None:
+                    result.failed_runs.append((run.run_id, verdict.failure))
+        if run.state is RunState.DISPATCHING:
+            run_bucket = run.bucket or bucket
+            for shard in range(max(len(run.plan), 1)):
+                body = build_run_message(
+                    run_id=run.run_id,
+                    bucket=run_bucket,
+                    shard=shard,
+                    plan=run.plan,
+                    failure=run.failure,
+                    now=now,
+                )
+                self.queue.send_run(
+                    body,
+                    deduplication_id=f"{run.run_id}.{shard}",
+                    group_id=f"{run.run_id}.{shard}",
+                )
+            self.store.mark_dispatched(run.run_id, now=now)
+            result.dispatched_runs.append(run.run_id)
+
+    def _verify(self, run: RunSnapshot, *, bucket: str) -> _Verdict | None:
+        """The run's verdict once its counts may be met: a plan, a failure, or None (not yet)."""
+        counts = self.store.batch_counts(run.run_id)
+        if run.manifest_sha is None:
+            shape_met = len(counts) == self.batches_per_run and all(
+                n == self.images_per_batch for n in counts.values()
+            )
+            if not shape_met:
+                return None
+            return _Verdict(plan_shards(counts, shard_images=self.shard_images), None, {})
+        data = self.objects.get(bucket, manifest_key(run.run_id))
+        if data is None:
+            return None
+        try:
+            manifest = parse_manifest(data, run_id=run.run_id)
+        except ManifestError:
+            return None  # replaced by a bad manifest: its own event fails the run
+        if manifest.sha256 != run.manifest_sha:
+            return None  # replaced: its own event decides
+        over = [
+            f"{batch_id} has {counts.get(batch_id, 0)} objects, the manifest announces {b.images}"
+            for batch_id, b in sorted(manifest.batches.items())
+            if counts.get(batch_id, 0) > b.images
+        ]
+        extras = {b: n for b, n in counts.items() if b not in manifest.batches}
+        if over:
+            failure = "more objects than the manifest announces: " + "; ".join(over)
+            return _Verdict([], failure, extras)
+        if any(counts.get(b, 0) < m.images for b, m in manifest.batches.items()):
+            return None
+        sizes = {b: m.images for b, m in manifest.batches.items()}
+        return _Verdict(plan_shards(sizes, shard_images=self.shard_images), None, extras)

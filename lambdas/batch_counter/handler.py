@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batch_counter.aws import DynamoTrackingStore, SqsRunQueue
+from batch_counter.aws import DynamoTrackingStore, S3Objects, SqsRunQueue
 from batch_counter.config import METRICS_NAMESPACE, SERVICE_NAME, load_settings
 from batch_counter.counter import BatchCounter, MalformedEventError, Outcome
 
@@ -43,8 +43,10 @@ def _counter() -> BatchCounter:
             client=boto3.client("dynamodb"), table_name=settings.tracking_table_name
         ),
         queue=SqsRunQueue(client=boto3.client("sqs"), queue_url=settings.runs_queue_url),
+        objects=S3Objects(client=boto3.client("s3")),
         images_per_batch=settings.images_per_batch,
         batches_per_run=settings.batches_per_run,
+        shard_images=settings.shard_images,
     )
 
 
@@ -71,11 +73,22 @@ def record_handler(record: SQSRecord) -> None:
             metrics.add_metric(name="DuplicateEvents", unit=MetricUnit.Count, value=1)
             logger.info("duplicate event ignored", key=key)
         elif outcome is Outcome.LATE:
-            metrics.add_metric(name="ImagesRecorded", unit=MetricUnit.Count, value=1)
-            logger.warning("upload arrived after its run was dispatched; not processed", key=key)
+            metrics.add_metric(name="LateUploads", unit=MetricUnit.Count, value=1)
+            logger.warning(
+                "upload arrived after its run was closed; kept, reported, not processed", key=key
+            )
+        elif outcome is Outcome.MANIFEST:
+            metrics.add_metric(name="ManifestsReceived", unit=MetricUnit.Count, value=1)
     for rejected in result.rejected:
         metrics.add_metric(name="RejectedKeys", unit=MetricUnit.Count, value=1)
-        logger.warning("upload key rejected; object kept", key=rejected.key, reason=rejected.reason)
+        logger.warning(
+            "upload key rejected; object copied under rejected/ and reported",
+            key=rejected.key,
+            reason=rejected.reason,
+        )
+    for run_id, reason in result.failed_runs:
+        metrics.add_metric(name="RunsRejected", unit=MetricUnit.Count, value=1)
+        logger.warning("run closed as failed", run_id=run_id, reason=reason)
     for run_id in result.dispatched_runs:
         metrics.add_metric(name="RunsDispatched", unit=MetricUnit.Count, value=1)
         logger.info("run dispatched", run_id=run_id)

@@ -1,4 +1,5 @@
-"""Validation of upload keys: ``uploads/<run_id>/<batch_id>/<name>.png``."""
+"""Validation of upload keys: ``uploads/<run_id>/<batch_id>/<name>.png`` and the run's manifest
+``uploads/<run_id>/_manifest.json``."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ UPLOAD_PREFIX = "uploads/"
 _ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,123}\.png")
 MAX_KEY_LENGTH = 300
+MANIFEST_NAME = "_manifest.json"
 
 KEY_RULES = (
     "expected uploads/<run_id>/<batch_id>/<name>.png where run_id and batch_id are 1-64 "
@@ -38,6 +40,35 @@ class UploadKey:
     run_id: str
     batch_id: str
     name: str
+
+
+@dataclass(frozen=True)
+class ManifestKey:
+    """The key of a run's manifest, ``uploads/<run_id>/_manifest.json``."""
+
+    key: str
+    run_id: str
+
+
+def manifest_key(run_id: str) -> str:
+    return f"{UPLOAD_PREFIX}{run_id}/{MANIFEST_NAME}"
+
+
+def run_id_of(key: str) -> str | None:
+    """The run id of a key under ``uploads/<run_id>/``, if that segment is a valid id."""
+    if not key.startswith(UPLOAD_PREFIX):
+        return None
+    candidate = key[len(UPLOAD_PREFIX) :].split("/", 1)[0]
+    return candidate if _ID_RE.fullmatch(candidate) else None
+
+
+def parse_key(key: str) -> UploadKey | ManifestKey:
+    """An image upload or a run manifest; raise InvalidKeyError for anything else."""
+    if len(key) <= MAX_KEY_LENGTH and key.startswith(UPLOAD_PREFIX):
+        parts = key[len(UPLOAD_PREFIX) :].split("/")
+        if len(parts) == 2 and parts[1] == MANIFEST_NAME and _ID_RE.fullmatch(parts[0]):
+            return ManifestKey(key=key, run_id=parts[0])
+    return parse_upload_key(key)
 
 
 def parse_upload_key(key: str) -> UploadKey:

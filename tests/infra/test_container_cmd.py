@@ -26,7 +26,8 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from batch_counter.counter import build_run_message
+from batch_counter.aws import DynamoTrackingStore, S3Objects, SqsRunQueue
+from batch_counter.counter import BatchCounter
 from batch_stats.engine import (
     EngineParams,
     decode_image,
@@ -144,6 +145,7 @@ def _stack_environment(dev: Any, resources: LocalResources, secret_arn: str) -> 
         "RAW_BUCKET": resources.names.raw_bucket,
         "RESULTS_BUCKET": resources.names.results_bucket,
         "NOTIFICATIONS_TOPIC_ARN": resources.topic_arn,
+        "TRACKING_TABLE_NAME": resources.names.tracking_table,
         "DB_SECRET_ARN": secret_arn,
     }
     environ: dict[str, str] = {}
@@ -190,20 +192,28 @@ def test_dockerfile_cmd_processes_one_run(
     clients["sns"].subscribe(TopicArn=resources.topic_arn, Protocol="sqs", Endpoint=probe_arn)
 
     uploads = upload_run(clients["s3"], resources.names.raw_bucket, RUN_ID, params=PARAMS)
-    batches: dict[str, list[str]] = {}
-    for upload in uploads:
-        batches.setdefault(upload.batch_id, []).append(upload.key)
-    clients["sqs"].send_message(
-        QueueUrl=resources.runs_queue_url,
-        MessageBody=build_run_message(
-            run_id=RUN_ID,
-            bucket=resources.names.raw_bucket,
-            batches=batches,
-            images_per_batch=PARAMS.images_per_batch,
-            batches_per_run=PARAMS.batches,
-            now=datetime.now(UTC),
+    # The batch counter closes the run from the S3 events and sends its (by reference) message.
+    counter = BatchCounter(
+        store=DynamoTrackingStore(
+            client=session.client("dynamodb"), table_name=resources.names.tracking_table
         ),
+        queue=SqsRunQueue(client=clients["sqs"], queue_url=resources.runs_queue_url),
+        objects=S3Objects(client=clients["s3"]),
+        images_per_batch=PARAMS.images_per_batch,
+        batches_per_run=PARAMS.batches,
     )
+    while (
+        events := clients["sqs"]
+        .receive_message(QueueUrl=resources.ingest_queue_url, MaxNumberOfMessages=10)
+        .get("Messages", [])
+    ):
+        for event in events:
+            counter.handle_record(
+                event["Body"], message_id=event["MessageId"], now=datetime.now(UTC)
+            )
+            clients["sqs"].delete_message(
+                QueueUrl=resources.ingest_queue_url, ReceiptHandle=event["ReceiptHandle"]
+            )
 
     # The process environment: a bare PATH with the image venv first, the Dockerfile's ENV
     # (WORKDIR /app is the staged build context), the platform's AWS variables (here: moto),

@@ -67,6 +67,7 @@ def test_lambda_environment_is_the_contract(dev: Any, function: dict[str, Any]) 
         "RUNS_QUEUE_URL": {"Ref": queue_id},
         "IMAGES_PER_BATCH": "20",
         "BATCHES_PER_RUN": "5",
+        "SHARD_IMAGES": "5000",
         "POWERTOOLS_SERVICE_NAME": "batch-counter",
         "POWERTOOLS_METRICS_NAMESPACE": "ImagePipeline",
         "POWERTOOLS_LOG_LEVEL": "INFO",

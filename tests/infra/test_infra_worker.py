@@ -30,6 +30,7 @@ def container(dev: Any) -> dict[str, Any]:
 def test_container_environment_is_the_contract(dev: Any, container: dict[str, Any]) -> None:
     env = {item["Name"]: item["Value"] for item in container["Environment"]}
     runs_id, _ = _one(dev, "AWS::SQS::Queue", {"QueueName": NAMES.runs_queue})
+    table_id, _ = _one(dev, "AWS::DynamoDB::Table", {"TableName": NAMES.tracking_table})
     topic_id, _ = _one(dev, "AWS::SNS::Topic")
     secret_id, _ = _one(
         dev,
@@ -47,6 +48,7 @@ def test_container_environment_is_the_contract(dev: Any, container: dict[str, An
         "RAW_BUCKET": {"Ref": raw_id},
         "RESULTS_BUCKET": {"Ref": results_id},
         "NOTIFICATIONS_TOPIC_ARN": {"Ref": topic_id},
+        "TRACKING_TABLE_NAME": {"Ref": table_id},
         "DB_SECRET_ARN": {"Ref": secret_id},
         "DOWNLOAD_CONCURRENCY": "16",
         "VISIBILITY_TIMEOUT_SECONDS": "900",
@@ -151,6 +153,13 @@ def test_task_role_is_least_privilege(dev: Any) -> None:
 
     assert _actions(statements["ReadUploads"]) == {"s3:GetObject"}
     assert statements["ReadUploads"]["Resource"] == objects(raw_id, "uploads/")
+    # The last shard of a run merges the shards' Parquet parts.
+    assert _actions(statements["ReadResultParts"]) == {"s3:GetObject"}
+    assert statements["ReadResultParts"]["Resource"] == objects(results_id, "results/")
+    # Runs by reference: the run item and its objects are read from the tracking table.
+    table_id, _ = _one(dev, "AWS::DynamoDB::Table", {"TableName": NAMES.tracking_table})
+    assert _actions(statements["ReadRunTracking"]) == {"dynamodb:GetItem", "dynamodb:Query"}
+    assert statements["ReadRunTracking"]["Resource"] == {"Fn::GetAtt": [table_id, "Arn"]}
     assert _actions(statements["WriteRejectedAndResults"]) == {
         "s3:PutObject",
         "s3:AbortMultipartUpload",
@@ -171,7 +180,12 @@ def test_task_role_is_least_privilege(dev: Any) -> None:
         "sqs:ChangeMessageVisibility",
         "secretsmanager:GetSecretValue",
     } <= all_actions
-    # Nothing else: no wildcard actions, no '*' resources, no DynamoDB, no bucket-wide writes.
-    assert not [a for a in all_actions if a.endswith("*") or a.startswith("dynamodb:")]
+    # Nothing else: no wildcard actions, no '*' resources, no DynamoDB writes, no bucket-wide
+    # writes.
+    assert not [a for a in all_actions if a.endswith("*")]
+    assert {a for a in all_actions if a.startswith("dynamodb:")} == {
+        "dynamodb:GetItem",
+        "dynamodb:Query",
+    }
     assert not [s for s in every if s["Resource"] == "*"]
     assert all(s["Effect"] == "Allow" for s in every)

@@ -1,4 +1,5 @@
-"""The serverless subcommands of ``batch-stats``: ``worker``, ``upload-run`` and ``demo``."""
+"""The serverless subcommands of ``batch-stats``: ``worker``, ``upload-run``, ``upload``,
+``status`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -123,9 +124,83 @@ def _upload_run(args: argparse.Namespace) -> int:
             bad=args.bad,
             seed=args.seed,
             progress=lambda upload: bar.update(),
+            manifest=args.manifest,
         )
     print(f"uploaded {len(uploads)} images of run {run_id} to s3://{bucket}/uploads/{run_id}/")
+    if args.manifest:
+        print(f"then its manifest s3://{bucket}/uploads/{run_id}/_manifest.json")
     return 0
+
+
+def _upload_folder(args: argparse.Namespace) -> int:
+    import boto3
+    from tqdm import tqdm
+
+    from batch_stats.worker.upload import scan_upload_folder, upload_folder
+
+    bucket = args.bucket or os.environ.get("RAW_BUCKET", "")
+    if not bucket:
+        raise ValueError("no bucket: pass --bucket or set RAW_BUCKET")
+    total = len(scan_upload_folder(args.folder, args.run_id))  # refuses bad entries up front
+    with tqdm(total=total, desc="upload", unit="img", file=sys.stderr, disable=None) as bar:
+        uploads = upload_folder(
+            boto3.client("s3"),
+            bucket,
+            args.folder,
+            args.run_id,
+            progress=lambda upload: bar.update(),
+        )
+    batches = len({u.batch_id for u in uploads})
+    print(
+        f"uploaded {len(uploads)} images in {batches} batches of run {args.run_id} to "
+        f"s3://{bucket}/uploads/{args.run_id}/, then its manifest (_manifest.json)"
+    )
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    import boto3
+
+    from batch_stats.worker.adapters import S3ObjectStore
+    from batch_stats.worker.app import build_database
+    from batch_stats.worker.config import WorkerSettings
+    from batch_stats.worker.status import format_status, run_status, to_json
+    from batch_stats.worker.tracking import DynamoRunTracking
+
+    table = args.table or os.environ.get("TRACKING_TABLE_NAME", "")
+    if not table:
+        raise ValueError("no tracking table: pass --table or set TRACKING_TABLE_NAME")
+    session = boto3.Session()
+    raw_bucket = os.environ.get("RAW_BUCKET") or None
+    database = None
+    database_url = os.environ.get("DATABASE_URL") or None
+    secret_arn = os.environ.get("DB_SECRET_ARN") or None
+    if database_url or secret_arn:
+        database = build_database(
+            WorkerSettings(
+                runs_queue_url="-",
+                raw_bucket=raw_bucket or "-",
+                results_bucket="-",
+                notifications_topic_arn="-",
+                tracking_table_name=table,
+                database_url=None if secret_arn else database_url,
+                db_secret_arn=secret_arn,
+            ),
+            session,
+        )
+    try:
+        status = run_status(
+            args.run_id,
+            tracking=DynamoRunTracking(session.client("dynamodb"), table),
+            objects=S3ObjectStore(session.client("s3")) if raw_bucket else None,
+            raw_bucket=raw_bucket,
+            database=database,
+        )
+    finally:
+        if database is not None:
+            database.close()
+    print(to_json(status) if args.json else format_status(status))
+    return 0 if status["found"] else 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -139,6 +214,8 @@ def _demo(args: argparse.Namespace) -> int:
             bad_key=not args.no_bad_key,
             out_dir=args.out,
             seed=args.seed,
+            workers=args.workers,
+            shard_images=args.shard_images,
         )
     )
     return 0
@@ -163,6 +240,37 @@ def register(commands: Any, add_command: AddCommand) -> None:
         "--bucket", default=None, help="raw bucket (default: the RAW_BUCKET variable)"
     )
     _run_options(upload, default_run_id=None)
+    upload.add_argument(
+        "--no-manifest",
+        dest="manifest",
+        action="store_false",
+        help="upload only the images (the run then completes on the stack's defaults)",
+    )
+    folder = add_command(
+        commands,
+        "upload",
+        _upload_folder,
+        "upload your own folder of batch folders (FOLDER/<batch_id>/<name>.png) as a run, then "
+        "its manifest (names and SHA-256 of every image)",
+    )
+    folder.add_argument("folder", type=Path, help="folder holding <batch_id>/<name>.png")
+    folder.add_argument("--run-id", type=_run_id, required=True, help=f"run id ({_RUN_ID_HELP})")
+    folder.add_argument(
+        "--bucket", default=None, help="raw bucket (default: the RAW_BUCKET variable)"
+    )
+    status = add_command(
+        commands,
+        "status",
+        _status,
+        "show a run's state: expected and received images per batch, shards done, rejected "
+        "objects, bad keys, late uploads, the Parquet URI (tracking table: TRACKING_TABLE_NAME; "
+        "results: DATABASE_URL or DB_SECRET_ARN; manifest: RAW_BUCKET)",
+    )
+    status.add_argument("run_id", type=_run_id, help="the run id")
+    status.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    status.add_argument(
+        "--table", default=None, help="tracking table (default: TRACKING_TABLE_NAME)"
+    )
     demo = add_command(
         commands,
         "demo",
@@ -174,6 +282,20 @@ def register(commands: Any, add_command: AddCommand) -> None:
     demo.set_defaults(bad=("truncated", "not_png"))
     demo.add_argument(
         "--no-bad-key", action="store_true", help="do not upload the file with a bad key"
+    )
+    demo.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes on the runs queue (default: %(default)s, in this process)",
+    )
+    demo.add_argument(
+        "--shard-images",
+        type=_positive,
+        default=5000,
+        metavar="N",
+        help="most images in one shard message (SHARD_IMAGES; default: %(default)s)",
     )
     demo.add_argument(
         "--out",

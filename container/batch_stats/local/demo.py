@@ -45,6 +45,9 @@ class DemoOptions:
     bad_key: bool = True
     out_dir: Path = Path("out/demo")
     seed: int | None = None
+    #: Worker processes on the runs queue (1: the worker runs in this process).
+    workers: int = 1
+    shard_images: int = 5000
 
 
 class _Console:
@@ -76,6 +79,7 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             step=console.step,
             lambda_log_level="ERROR",
             metrics=EmfMetrics(worker_emf),
+            shard_images=options.shard_images,
         ) as pipeline:
             raw = pipeline.resources.names.raw_bucket
             console.step(
@@ -108,15 +112,21 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                 pipeline.pump_lambda(on_batch=bar.update)
             _show_tracking(pipeline, options.run_id, console)
 
-            console.step("worker: processing the run from the runs queue")
-            with console.bar(total, "worker", "img") as bar:
-                worker_bars.append(bar)
-                (outcome,) = pipeline.run_worker(runs=1)
-            console.step(f"run {outcome.run_id} {outcome.status}")
-            envelope = pipeline.webhook.get(timeout=30)
+            if options.workers == 1:
+                console.step("worker: processing the run from the runs queue")
+                with console.bar(total, "worker", "img") as bar:
+                    worker_bars.append(bar)
+                    (outcome,) = pipeline.run_worker(runs=1)
+                console.step(f"run {outcome.run_id} {outcome.status}")
+                envelope = pipeline.webhook.get(timeout=30)
+                statistics: Sequence[BatchStats] = outcome.statistics
+                parquet_uri = outcome.parquet_uri
+            else:
+                envelope = _run_worker_processes(pipeline, options, console, worker_emf)
+                parquet_uri = envelope["Message"]["parquet_uri"]
+                statistics = _read_statistics(s3, parquet_uri)
             notification: dict[str, Any] = envelope["Message"]
             rows = pipeline.database.batch_rows(options.run_id)
-            parquet_uri = outcome.parquet_uri
             if parquet_uri is not None:
                 bucket, _, key = parquet_uri.removeprefix("s3://").partition("/")
                 local_copy = options.out_dir / "batch_stats.parquet"
@@ -132,12 +142,65 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
                     path=options.out_dir / "preview.png",
                 )
             (options.out_dir / "notification.json").write_text(json.dumps(notification, indent=2))
-            if outcome.statistics:
-                plot_statistics(outcome.statistics, path=options.out_dir / "statistics.png")
+            if statistics:
+                plot_statistics(statistics, path=options.out_dir / "statistics.png")
         console.step("local services stopped")
 
-    _print_results(outcome.statistics, parquet_uri, rows, envelope, options.out_dir)
+    _print_results(statistics, parquet_uri, rows, envelope, options.out_dir)
     return notification
+
+
+def _run_worker_processes(
+    pipeline: LocalPipeline, options: DemoOptions, console: _Console, metrics: Any
+) -> dict[str, Any]:
+    """Run ``options.workers`` worker processes (the container's command) on the runs queue until
+    the run's notification arrives; stop them with SIGTERM as ECS would."""
+    import os
+    import signal
+    import subprocess
+
+    console.step(
+        f"{options.workers} worker processes (python -m batch_stats.worker) on the runs queue"
+    )
+    environ = {**os.environ, "LOG_LEVEL": "WARNING"}
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "batch_stats.worker"],
+            env=environ,
+            stdout=metrics,
+            stderr=subprocess.DEVNULL,
+        )
+        for _ in range(options.workers)
+    ]
+    try:
+        envelope = pipeline.webhook.get(timeout=600)
+        console.step(
+            f"run {envelope['Message']['run_id']} {envelope['Message']['status']} in "
+            f"{envelope['Message']['shards']} shard(s)"
+        )
+        return envelope
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def _read_statistics(s3: Any, parquet_uri: str | None) -> list[BatchStats]:
+    if parquet_uri is None:
+        return []
+    import io
+
+    from batch_stats.engine import read_batch_stats
+
+    bucket, _, key = parquet_uri.removeprefix("s3://").partition("/")
+    stats, _ = read_batch_stats(io.BytesIO(s3.get_object(Bucket=bucket, Key=key)["Body"].read()))
+    return stats
 
 
 def _show_tracking(pipeline: LocalPipeline, run_id: str, console: _Console) -> None:
@@ -148,7 +211,7 @@ def _show_tracking(pipeline: LocalPipeline, run_id: str, console: _Console) -> N
     console.step(
         f"tracking table: run state {item.get('state', {}).get('S')}, "
         f"{item.get('image_count', {}).get('N')} images, "
-        f"{item.get('complete_batches', {}).get('N')} complete batches"
+        f"{len(json.loads(item.get('plan', {}).get('S', '[]')))} shard message(s)"
     )
     bad = ddb.query(
         TableName=table,

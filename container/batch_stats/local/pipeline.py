@@ -77,9 +77,15 @@ class LocalPipeline:
         raise TimeoutError(f"the ingest queue was not drained within {timeout} s")
 
     def run_worker(self, *, runs: int, timeout: float = 120) -> list[RunOutcome]:
-        """Let the worker take ``runs`` runs off the runs queue."""
+        """Let the worker take shards off the runs queue until ``runs`` runs are finished; return
+        the outcomes of the shards that finished them."""
         outcomes: list[RunOutcome] = []
-        self.worker.on_outcome = outcomes.append
+
+        def keep(outcome: RunOutcome) -> None:
+            if outcome.final:
+                outcomes.append(outcome)
+
+        self.worker.on_outcome = keep
         deadline = time.monotonic() + timeout
         try:
             while len(outcomes) < runs:
@@ -102,6 +108,7 @@ def local_pipeline(
     stage: str = "local",
     runs_visibility_timeout: int = 60,
     lambda_log_level: str = "WARNING",
+    shard_images: int = 5000,
 ) -> Iterator[LocalPipeline]:
     """Start the local pipeline for runs of ``params.batches`` x ``params.images_per_batch``."""
     with ExitStack() as stack:
@@ -127,7 +134,9 @@ def local_pipeline(
         step(f"webhook {hook.url} subscribed to the topic")
         environ = {
             **resources.lambda_environ(
-                images_per_batch=params.images_per_batch, batches_per_run=params.batches
+                images_per_batch=params.images_per_batch,
+                batches_per_run=params.batches,
+                shard_images=shard_images,
             ),
             **resources.worker_environ(database_url=database_url),
             "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", lambda_log_level),

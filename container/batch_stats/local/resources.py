@@ -24,13 +24,16 @@ class LocalResources:
     runs_dlq_url: str
     topic_arn: str
 
-    def lambda_environ(self, *, images_per_batch: int, batches_per_run: int) -> dict[str, str]:
+    def lambda_environ(
+        self, *, images_per_batch: int, batches_per_run: int, shard_images: int = 5000
+    ) -> dict[str, str]:
         """The batch counter's environment, as the CDK stack sets it."""
         return {
             "TRACKING_TABLE_NAME": self.names.tracking_table,
             "RUNS_QUEUE_URL": self.runs_queue_url,
             "IMAGES_PER_BATCH": str(images_per_batch),
             "BATCHES_PER_RUN": str(batches_per_run),
+            "SHARD_IMAGES": str(shard_images),
             "POWERTOOLS_SERVICE_NAME": "batch-counter",
             "POWERTOOLS_METRICS_NAMESPACE": "ImagePipeline",
         }
@@ -42,20 +45,29 @@ class LocalResources:
             "RAW_BUCKET": self.names.raw_bucket,
             "RESULTS_BUCKET": self.names.results_bucket,
             "NOTIFICATIONS_TOPIC_ARN": self.topic_arn,
+            "TRACKING_TABLE_NAME": self.names.tracking_table,
             "DATABASE_URL": database_url,
         }
 
 
 def _queue_with_dlq(
-    sqs: Any, *, name: str, dlq_name: str, max_receives: int, visibility_timeout: int
+    sqs: Any,
+    *,
+    name: str,
+    dlq_name: str,
+    max_receives: int,
+    visibility_timeout: int,
+    fifo: bool = False,
 ) -> tuple[str, str]:
-    dlq_url = sqs.create_queue(QueueName=dlq_name)["QueueUrl"]
+    fifo_attributes = {"FifoQueue": "true"} if fifo else {}
+    dlq_url = sqs.create_queue(QueueName=dlq_name, Attributes=fifo_attributes)["QueueUrl"]
     dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"][
         "QueueArn"
     ]
     url = sqs.create_queue(
         QueueName=name,
         Attributes={
+            **fifo_attributes,
             "VisibilityTimeout": str(visibility_timeout),
             "RedrivePolicy": json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receives)}
@@ -94,6 +106,7 @@ def create_resources(
         dlq_name=names.runs_dlq,
         max_receives=RUNS_MAX_RECEIVES,
         visibility_timeout=runs_visibility_timeout,
+        fifo=True,
     )
     session.client("dynamodb").create_table(
         TableName=names.tracking_table,

@@ -27,6 +27,7 @@ from batch_stats.worker.database import ResultsDatabase
 from batch_stats.worker.messages import ImageRef
 from batch_stats.worker.metrics import EmfMetrics
 from batch_stats.worker.runner import RunProcessor, Worker
+from batch_stats.worker.tracking import DynamoRunTracking
 
 log = logging.getLogger("batch_stats.worker")
 
@@ -67,6 +68,9 @@ def build_worker(
         ),
         database=build_database(settings, session),
         notifier=SnsNotifier(session.client("sns"), settings.notifications_topic_arn),
+        tracking=DynamoRunTracking(
+            session.client("dynamodb", config=botocore_config()), settings.tracking_table_name
+        ),
         raw_bucket=settings.raw_bucket,
         results_bucket=settings.results_bucket,
         concurrency=settings.download_concurrency,

@@ -12,6 +12,7 @@ REQUIRED_ENV_VARS: tuple[str, ...] = (
     "RAW_BUCKET",
     "RESULTS_BUCKET",
     "NOTIFICATIONS_TOPIC_ARN",
+    "TRACKING_TABLE_NAME",
 )
 #: Exactly one of these: the RDS secret's ARN (AWS) or a database URL (local mode).
 DATABASE_ENV_VARS: tuple[str, ...] = ("DB_SECRET_ARN", "DATABASE_URL")
@@ -49,6 +50,7 @@ class WorkerSettings:
     raw_bucket: str
     results_bucket: str
     notifications_topic_arn: str
+    tracking_table_name: str
     db_secret_arn: str | None = None
     database_url: str | None = None
     download_concurrency: int = DEFAULT_DOWNLOAD_CONCURRENCY
@@ -118,6 +120,7 @@ def load_settings(environ: Mapping[str, str]) -> WorkerSettings:
         raw_bucket=environ["RAW_BUCKET"].strip(),
         results_bucket=environ["RESULTS_BUCKET"].strip(),
         notifications_topic_arn=environ["NOTIFICATIONS_TOPIC_ARN"].strip(),
+        tracking_table_name=environ["TRACKING_TABLE_NAME"].strip(),
         db_secret_arn=secret_arn,
         database_url=database_url,
         download_concurrency=concurrency,

@@ -50,6 +50,26 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        2,
+        """
+        ALTER TABLE runs DROP CONSTRAINT runs_status_check;
+        ALTER TABLE runs ADD CONSTRAINT runs_status_check
+            CHECK (status IN ('processing', 'finished', 'failed'));
+        ALTER TABLE runs ADD COLUMN shards integer NOT NULL DEFAULT 1;
+        ALTER TABLE rejected_images ADD COLUMN shard integer NOT NULL DEFAULT 0;
+        ALTER TABLE rejected_images ADD COLUMN copied_to text;
+        CREATE TABLE run_shards (
+            run_id text NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE,
+            shard integer NOT NULL,
+            images_processed integer NOT NULL,
+            images_rejected integer NOT NULL,
+            part_uri text,
+            done_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (run_id, shard)
+        );
+        """,
+    ),
 )
 _MIGRATION_LOCK = 0x696D67706970  # pg_advisory_xact_lock key: one migrating worker at a time
 
@@ -75,6 +95,32 @@ class RunRecord:
     images_processed: int
     rejections: Sequence[Rejection]
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class ShardRecord:
+    """One shard's results: its batches' rows and rejections, and its Parquet part."""
+
+    run_id: str
+    shard: int
+    shards: int
+    batch_ids: Sequence[str]
+    stats: Sequence[BatchStats]
+    image_counts: dict[str, int]
+    rejections: Sequence[Rejection]
+    part_uri: str | None
+
+
+@dataclass(frozen=True)
+class RunTotals:
+    """What the finished shards of a run add up to."""
+
+    shards_done: int
+    images_processed: int
+    images_rejected: int
+    part_uris: list[str]
+    batch_ids: list[str]
+    largest_batch: int
 
 
 Connection = psycopg.Connection[tuple[object, ...]]
@@ -140,6 +186,30 @@ class ResultsDatabase:
                 conn.execute("INSERT INTO schema_migrations (version) VALUES (%s)", (version,))
         return MIGRATIONS[-1][0]
 
+    @staticmethod
+    def _upsert_rows(
+        conn: Connection, run_id: str, stats: Sequence[BatchStats], image_counts: dict[str, int]
+    ) -> None:
+        columns = ", ".join(STAT_COLUMNS)
+        updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("image_count", *STAT_COLUMNS))
+        with conn.cursor() as cur:
+            cur.executemany(
+                f"""
+                INSERT INTO batch_stats (run_id, batch_id, image_count, {columns})
+                VALUES (%s, %s, %s, {", ".join(["%s"] * len(STAT_COLUMNS))})
+                ON CONFLICT (run_id, batch_id) DO UPDATE SET {updates}, updated_at = now()
+                """,
+                [
+                    (
+                        run_id,
+                        batch.batch_id,
+                        image_counts[batch.batch_id],
+                        *(getattr(batch, c) for c in STAT_COLUMNS),
+                    )
+                    for batch in stats
+                ],
+            )
+
     def save_run(self, record: RunRecord) -> str | None:
         """Upsert the run, its batch rows and rejections in one transaction.
 
@@ -173,25 +243,7 @@ class ResultsDatabase:
                     record.error,
                 ),
             )
-            columns = ", ".join(STAT_COLUMNS)
-            updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in ("image_count", *STAT_COLUMNS))
-            with conn.cursor() as cur:
-                cur.executemany(
-                    f"""
-                    INSERT INTO batch_stats (run_id, batch_id, image_count, {columns})
-                    VALUES (%s, %s, %s, {", ".join(["%s"] * len(STAT_COLUMNS))})
-                    ON CONFLICT (run_id, batch_id) DO UPDATE SET {updates}, updated_at = now()
-                    """,
-                    [
-                        (
-                            record.run_id,
-                            stats.batch_id,
-                            record.image_counts[stats.batch_id],
-                            *(getattr(stats, c) for c in STAT_COLUMNS),
-                        )
-                        for stats in record.stats
-                    ],
-                )
+            self._upsert_rows(conn, record.run_id, record.stats, record.image_counts)
             conn.execute(
                 "DELETE FROM batch_stats WHERE run_id = %s AND NOT (batch_id = ANY(%s))",
                 (record.run_id, [s.batch_id for s in record.stats]),
@@ -199,12 +251,178 @@ class ResultsDatabase:
             conn.execute("DELETE FROM rejected_images WHERE run_id = %s", (record.run_id,))
             with conn.cursor() as cur:
                 cur.executemany(
-                    "INSERT INTO rejected_images (run_id, object_key, reason, detail) "
-                    "VALUES (%s, %s, %s, %s)",
-                    [(record.run_id, r.key, r.reason, r.detail) for r in record.rejections],
+                    "INSERT INTO rejected_images (run_id, object_key, reason, detail, copied_to) "
+                    "VALUES (%s, %s, %s, %s, %s)",
+                    [
+                        (record.run_id, r.key, r.reason, r.detail, r.copied_to)
+                        for r in record.rejections
+                    ],
                 )
             previous = locked.fetchone()
         return None if previous is None or previous[0] is None else str(previous[0])
+
+    def save_shard(self, record: ShardRecord) -> int:
+        """Store one shard's rows and rejections, mark it done; return the shards now done.
+
+        The run's row is locked first, so shards finishing at the same instant count one after
+        the other: exactly one of them sees the last count (a redelivered shard sees it again,
+        and everything after is idempotent).
+        """
+        with self._connect() as conn, conn.transaction():
+            conn.execute(
+                "INSERT INTO runs (run_id, status, images_processed, images_rejected, shards) "
+                "VALUES (%s, 'processing', 0, 0, %s) ON CONFLICT (run_id) DO NOTHING",
+                (record.run_id, record.shards),
+            )
+            conn.execute("SELECT 1 FROM runs WHERE run_id = %s FOR UPDATE", (record.run_id,))
+            conn.execute(
+                "UPDATE runs SET shards = %s WHERE run_id = %s", (record.shards, record.run_id)
+            )
+            self._upsert_rows(conn, record.run_id, record.stats, record.image_counts)
+            conn.execute(
+                "DELETE FROM batch_stats WHERE run_id = %s AND batch_id = ANY(%s) "
+                "AND NOT (batch_id = ANY(%s))",
+                (record.run_id, list(record.batch_ids), [s.batch_id for s in record.stats]),
+            )
+            conn.execute(
+                "DELETE FROM rejected_images WHERE run_id = %s AND shard = %s",
+                (record.run_id, record.shard),
+            )
+            with conn.cursor() as cur:
+                cur.executemany(
+                    "INSERT INTO rejected_images (run_id, object_key, reason, detail, shard, "
+                    "copied_to) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (run_id, object_key) "
+                    "DO UPDATE SET reason = EXCLUDED.reason, detail = EXCLUDED.detail, "
+                    "shard = EXCLUDED.shard, copied_to = EXCLUDED.copied_to",
+                    [
+                        (record.run_id, r.key, r.reason, r.detail, record.shard, r.copied_to)
+                        for r in record.rejections
+                    ],
+                )
+            conn.execute(
+                """
+                INSERT INTO run_shards (run_id, shard, images_processed, images_rejected, part_uri)
+                VALUES (%s, %s, %s, %s, %s)
+                ON CONFLICT (run_id, shard) DO UPDATE SET
+                    images_processed = EXCLUDED.images_processed,
+                    images_rejected = EXCLUDED.images_rejected,
+                    part_uri = EXCLUDED.part_uri, done_at = now()
+                """,
+                (
+                    record.run_id,
+                    record.shard,
+                    sum(record.image_counts.values()),
+                    len(record.rejections),
+                    record.part_uri,
+                ),
+            )
+            conn.execute(
+                "DELETE FROM run_shards WHERE run_id = %s AND shard >= %s",
+                (record.run_id, record.shards),
+            )
+            row = conn.execute(
+                "SELECT count(*) FROM run_shards WHERE run_id = %s", (record.run_id,)
+            ).fetchone()
+        assert row is not None
+        return int(str(row[0]))
+
+    def run_totals(self, run_id: str) -> RunTotals:
+        with self._connect() as conn:
+            shards = conn.execute(
+                "SELECT count(*), coalesce(sum(images_processed), 0), "
+                "coalesce(sum(images_rejected), 0) FROM run_shards WHERE run_id = %s",
+                (run_id,),
+            ).fetchone()
+            parts = conn.execute(
+                "SELECT part_uri FROM run_shards WHERE run_id = %s AND part_uri IS NOT NULL "
+                "ORDER BY shard",
+                (run_id,),
+            ).fetchall()
+            batches = conn.execute(
+                "SELECT batch_id, image_count FROM batch_stats WHERE run_id = %s ORDER BY batch_id",
+                (run_id,),
+            ).fetchall()
+        assert shards is not None
+        return RunTotals(
+            shards_done=int(str(shards[0])),
+            images_processed=int(str(shards[1])),
+            images_rejected=int(str(shards[2])),
+            part_uris=[str(row[0]) for row in parts],
+            batch_ids=[str(row[0]) for row in batches],
+            largest_batch=max((int(str(row[1])) for row in batches), default=0),
+        )
+
+    def finish_run(
+        self,
+        run_id: str,
+        *,
+        status: str,
+        parquet_uri: str | None,
+        images_processed: int,
+        images_rejected: int,
+        error: str | None,
+    ) -> None:
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE runs SET status = %s, parquet_uri = %s, images_processed = %s, "
+                "images_rejected = %s, error = %s, processed_at = now() WHERE run_id = %s",
+                (status, parquet_uri, images_processed, images_rejected, error, run_id),
+            )
+
+    def rejections(self, run_id: str) -> list[Rejection]:
+        """The run's rejected images, ordered by key."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT object_key, reason, detail, copied_to FROM rejected_images "
+                "WHERE run_id = %s ORDER BY object_key",
+                (run_id,),
+            ).fetchall()
+        found = []
+        for key, reason, detail, copied_to in rows:
+            batch_id, _, name = str(key).split("/", 2)[-1].partition("/")
+            found.append(
+                Rejection(
+                    str(key),
+                    batch_id,
+                    name,
+                    str(reason),
+                    str(detail),
+                    None if copied_to is None else str(copied_to),
+                )
+            )
+        return found
+
+    def notify_once(self, run_id: str, status: str, publish: Callable[[], object]) -> bool:
+        """Call ``publish`` unless ``status`` was announced for the run; True if it published.
+
+        The run's row stays locked from the check, across the publish, to the record of the
+        announcement: a second worker on the same run waits, then sees the status announced.
+        What remains is a crash after SNS accepted the message and before the commit: the row
+        then still says "not announced" and the redelivery publishes again (SNS standard topics
+        have no deduplication); the message's ``notification_id`` lets subscribers drop it.
+        """
+        with self._connect() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT notified_status FROM runs WHERE run_id = %s FOR UPDATE", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"run {run_id!r} has no row to record its notification in")
+            if row[0] == status:
+                return False
+            publish()
+            conn.execute("UPDATE runs SET notified_status = %s WHERE run_id = %s", (status, run_id))
+        return True
+
+    def run_row(self, run_id: str) -> dict[str, object] | None:
+        """The run's row (status, Parquet URI, counts, error, shards, announced status)."""
+        with self._connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(
+                "SELECT status, parquet_uri, images_processed, images_rejected, error, shards, "
+                "notified_status, processed_at FROM runs WHERE run_id = %s",
+                (run_id,),
+            )
+            row = cur.fetchone()
+        return None if row is None else dict(row)
 
     def notified_status(self, run_id: str) -> str | None:
         """The status last announced for the run (None: not announced yet)."""

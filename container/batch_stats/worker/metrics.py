@@ -22,6 +22,7 @@ UNITS = {
     "ImagesRejected": "Count",
     "RunErrors": "Count",
     "TaskProtectionFailures": "Count",
+    "ShardsProcessed": "Count",
 }
 
 

@@ -1,21 +1,25 @@
-"""Processing one run, and the loop that takes runs off the queue.
+"""Processing one shard of a run, and the loop that takes shards off the queue.
 
-Order of effects for a run (all idempotent by run id, so a redelivered message is harmless):
-download + decode + process (concurrently) -> copy rejected uploads -> Parquet to the
-deterministic results key -> PostgreSQL upsert in one transaction -> SNS notification (once per
-run and status) -> delete the message. While it works, a heartbeat extends the message's
-visibility and the ECS task is protected from scale-in.
+Order of effects for a shard (all idempotent by run id and shard, so a redelivered message is
+harmless): page the shard's objects from the tracking table -> download + decode + process
+(concurrently) -> copy rejected uploads -> the shard's Parquet part (runs of several shards) ->
+its rows, rejections and "done" mark in one PostgreSQL transaction, which also counts the shards
+done under the run's row lock. The worker that sees the last shard done writes the run's Parquet
+file (deterministic key), the run's row, and publishes the one notification under that row lock
+-> delete the message. While it works, a heartbeat extends the message's visibility and the ECS
+task is protected from scale-in.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
 import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -30,6 +34,7 @@ from batch_stats.engine import (
     decode_image,
     draw_plan,
     image_rng,
+    read_batch_stats,
     run_metadata,
     run_seed,
     summarize_batch,
@@ -43,16 +48,28 @@ from batch_stats.worker.adapters import (
     RunQueue,
     TaskProtection,
 )
-from batch_stats.worker.database import ResultsDatabase, RunRecord
-from batch_stats.worker.messages import ImageRef, InvalidRunMessageError, Rejection, RunMessage
+from batch_stats.worker.database import ResultsDatabase, RunRecord, ShardRecord
+from batch_stats.worker.messages import (
+    ImageRef,
+    InvalidRunMessageError,
+    ManifestEntry,
+    Rejection,
+    RunMessage,
+    manifest_batches,
+)
 from batch_stats.worker.metrics import EmfMetrics
 from batch_stats.worker.retry import RETRY_DELAY_SECONDS, backoff_delay
+from batch_stats.worker.tracking import RunTracking
 
 log = logging.getLogger(__name__)
 
 FINISHED = "finished"
 FAILED = "failed"
 _METADATA_LIMIT = 1024  # S3 user metadata: 2 KB in total, US-ASCII
+
+
+class _ChecksumMismatchError(Exception):
+    """The object's bytes are not those the run's manifest announces."""
 
 
 class RunAbandonedError(Exception):
@@ -67,9 +84,14 @@ def rejected_key(run_id: str, batch_id: str, name: str) -> str:
     return f"rejected/{run_id}/{batch_id}/{name}"
 
 
+#: Longest lists a notification carries (SNS messages are at most 256 KB); the counts are full,
+#: and the Parquet file, the database and ``batch-stats status`` have everything.
+NOTIFICATION_LIST_LIMIT = 100
+
+
 @dataclass(frozen=True)
 class RunOutcome:
-    """The result of a processed run (what was stored and announced)."""
+    """The result of a processed shard; ``final``: it finished the run (stored and announced)."""
 
     run_id: str
     status: str
@@ -79,19 +101,41 @@ class RunOutcome:
     rejections: Sequence[Rejection]
     error: str | None
     notified: bool
+    shard: int = 0
+    shards: int = 1
+    final: bool = True
+    images_rejected: int | None = None
+    bad_keys: Sequence[dict[str, str]] = ()
+    late_uploads: Sequence[dict[str, str]] = ()
+    extra_batches: dict[str, int] = dataclasses.field(default_factory=dict)
 
     def notification(self) -> dict[str, Any]:
         """The SNS message body (JSON object)."""
+        limit = NOTIFICATION_LIST_LIMIT
         return {
             "run_id": self.run_id,
             "status": self.status,
+            "notification_id": f"{self.run_id}:{self.status}",
             "parquet_uri": self.parquet_uri,
-            "statistics": [stats.as_row() for stats in self.statistics],
+            "batch_count": len(self.statistics),
+            "statistics": [stats.as_row() for stats in self.statistics[:limit]],
             "images_processed": self.images_processed,
-            "rejected_count": len(self.rejections),
-            "rejected": [rejection.as_dict() for rejection in self.rejections],
+            "shards": self.shards,
+            "rejected_count": (
+                len(self.rejections) if self.images_rejected is None else self.images_rejected
+            ),
+            "rejected": [rejection.as_dict() for rejection in self.rejections[:limit]],
+            "bad_keys": list(self.bad_keys[:limit]),
+            "bad_key_count": len(self.bad_keys),
+            "late_uploads": list(self.late_uploads[:limit]),
+            "late_upload_count": len(self.late_uploads),
+            "extra_batches": dict(sorted(self.extra_batches.items())[:limit]),
             "error": self.error,
         }
+
+
+def part_key(run_id: str, shard: int) -> str:
+    return f"results/{run_id}/parts/shard-{shard:05d}.parquet"
 
 
 #: Printable US-ASCII but ``%``: what S3 user metadata (sent as HTTP headers) carries as is.
@@ -114,8 +158,59 @@ def _ascii(text: str) -> str:
     return encoded
 
 
+def _select(
+    run_id: str, found: Iterable[ImageRef], manifest: dict[str, ManifestEntry] | None
+) -> tuple[list[ImageRef], list[Rejection], list[str]]:
+    """The shard's images to process, the ones refused up front, and the shard's batch ids.
+
+    Without a manifest the run's objects are exactly those recorded when it was closed. With
+    one, only the manifest's batches belong to the run (objects of other batches are its extras,
+    reported from the run item); where the manifest names a batch's images, an object it does
+    not name is refused (``not_in_manifest``) and a named one that is absent is ``missing``.
+    """
+    refs: list[ImageRef] = []
+    refused: list[Rejection] = []
+    seen: dict[str, set[str]] = {}
+    for ref in found:
+        if manifest is not None:
+            entry = manifest.get(ref.batch_id)
+            if entry is None:
+                continue
+            if entry.objects:
+                if ref.name not in entry.objects:
+                    refused.append(
+                        Rejection(
+                            ref.key,
+                            ref.batch_id,
+                            ref.name,
+                            "not_in_manifest",
+                            f"{ref.name}: not among the images the manifest names for "
+                            f"{ref.batch_id}; the upload is kept",
+                            None,
+                        )
+                    )
+                    continue
+                ref = dataclasses.replace(ref, sha256=entry.objects[ref.name])
+        seen.setdefault(ref.batch_id, set()).add(ref.name)
+        refs.append(ref)
+    if manifest is not None:
+        for batch_id in sorted(seen):
+            for name in sorted(set(manifest[batch_id].objects) - seen[batch_id]):
+                refused.append(
+                    Rejection(
+                        f"uploads/{run_id}/{batch_id}/{name}",
+                        batch_id,
+                        name,
+                        "missing",
+                        f"{name}: named by the manifest but not uploaded",
+                        None,
+                    )
+                )
+    return refs, refused, sorted(seen)
+
+
 class RunProcessor:
-    """Processes run messages with the engine and stores, then announces, the results."""
+    """Processes run messages (one shard each) with the engine; stores, then announces, runs."""
 
     def __init__(
         self,
@@ -123,6 +218,7 @@ class RunProcessor:
         objects: ObjectStore,
         database: ResultsDatabase,
         notifier: Notifier,
+        tracking: RunTracking,
         raw_bucket: str,
         results_bucket: str,
         concurrency: int = 16,
@@ -133,6 +229,7 @@ class RunProcessor:
         self._on_image = on_image
         self._db = database
         self._notifier = notifier
+        self._tracking = tracking
         self._raw_bucket = raw_bucket
         self._results_bucket = results_bucket
         self._concurrency = concurrency
@@ -142,24 +239,39 @@ class RunProcessor:
     def database(self) -> ResultsDatabase:
         return self._db
 
-    def run_params(self, run: RunMessage) -> EngineParams:
-        return dataclasses.replace(
-            self._params, images_per_batch=run.images_per_batch, batches=run.batches_per_run
-        )
-
     def process(self, run: RunMessage, *, cancel: threading.Event | None = None) -> RunOutcome:
         cancel = cancel or threading.Event()
         if run.bucket != self._raw_bucket:
-            return self._finish(
+            return self._fail_run(
                 run,
-                stats=[],
-                counts={},
-                rejections=[],
-                error=f"the run's bucket {run.bucket!r} is not the raw bucket {self._raw_bucket!r}",
+                f"the run's bucket {run.bucket!r} is not the raw bucket {self._raw_bucket!r}",
+                report=False,
             )
-        params = self.run_params(run)
+        if run.failure is not None:
+            return self._fail_run(run, run.failure)
+        info = self._tracking.run_info(run.run_id)
+        if info is None:
+            return self._fail_run(
+                run, f"run {run.run_id!r} is not in the tracking table", report=False
+            )
+        manifest: dict[str, ManifestEntry] | None = None
+        if info.manifest_sha is not None:
+            key = f"uploads/{run.run_id}/_manifest.json"
+            try:
+                data = self._objects.get(self._raw_bucket, key)
+            except ObjectMissingError:
+                return self._fail_run(run, f"the run's manifest {key} was deleted")
+            if hashlib.sha256(data).hexdigest() != info.manifest_sha:
+                return self._fail_run(
+                    run, f"the run's manifest {key} was replaced after the run was closed"
+                )
+            manifest = manifest_batches(data)
+        found = self._tracking.objects(
+            run.run_id, first_batch=run.first_batch, last_batch=run.last_batch
+        )
+        refs, rejections, shard_batches = _select(run.run_id, found, manifest)
+        params = self._params
         seed = run_seed(run.run_id)
-        refs = run.images
         # Every image's squares and crop are drawn first, for the run's image size (an image of
         # another size gets its own draw later): the interpreter-heavy draws then run back to
         # back instead of between decodes, which evict their code and data from the CPU caches.
@@ -189,7 +301,6 @@ class RunProcessor:
         if cancel.is_set():
             raise RunAbandonedError(run.run_id)
         per_batch: dict[str, list[tuple[int, int]]] = {}
-        rejections: list[Rejection] = []
         for ref, result in zip(refs, results, strict=True):
             if isinstance(result, Rejection):
                 rejections.append(result)
@@ -197,10 +308,165 @@ class RunProcessor:
                 per_batch.setdefault(ref.batch_id, []).append(result)
         stats = [summarize_batch(batch_id, per_batch[batch_id]) for batch_id in sorted(per_batch)]
         counts = {batch_id: len(values) for batch_id, values in per_batch.items()}
-        error = None if stats else "no image of the run could be processed"
-        return self._finish(
-            run, stats=stats, counts=counts, rejections=rejections, error=error, params=params
+        part_uri = None
+        if run.shards > 1 and stats:
+            part_uri = self._put_parquet(
+                part_key(run.run_id, run.shard),
+                stats,
+                run_metadata(
+                    params=params, seed=seed, run_id=run.run_id, shard=f"{run.shard}/{run.shards}"
+                ),
+            )
+        done = self._db.save_shard(
+            ShardRecord(
+                run_id=run.run_id,
+                shard=run.shard,
+                shards=run.shards,
+                batch_ids=shard_batches,
+                stats=stats,
+                image_counts=counts,
+                rejections=rejections,
+                part_uri=part_uri,
+            )
         )
+        if done < run.shards:
+            log.info("run %s: shard %d done (%d of %d)", run.run_id, run.shard, done, run.shards)
+            return RunOutcome(
+                run_id=run.run_id,
+                status="processing",
+                parquet_uri=part_uri,
+                statistics=stats,
+                images_processed=sum(counts.values()),
+                rejections=rejections,
+                error=None,
+                notified=False,
+                shard=run.shard,
+                shards=run.shards,
+                final=False,
+            )
+        return self._finalize(run, stats if run.shards == 1 else None, extras=info.extras)
+
+    def _put_parquet(self, key: str, stats: Sequence[BatchStats], metadata: dict[str, str]) -> str:
+        buffer = io.BytesIO()
+        write_batch_stats(stats, buffer, metadata=metadata)
+        self._objects.put(
+            self._results_bucket,
+            key,
+            buffer.getvalue(),
+            content_type="application/vnd.apache.parquet",
+            metadata={"run-id": metadata["run_id"]},
+        )
+        return f"s3://{self._results_bucket}/{key}"
+
+    def _finalize(
+        self, run: RunMessage, stats: list[BatchStats] | None, *, extras: dict[str, int]
+    ) -> RunOutcome:
+        """Write the run's Parquet file (from the shards' parts), its row, and announce it once.
+
+        Runs in every worker that sees the last shard done (a redelivered shard too): each step
+        is idempotent, and the notification is claimed under the run's row lock.
+        """
+        totals = self._db.run_totals(run.run_id)
+        if stats is None:
+            merged: list[BatchStats] = []
+            for uri in totals.part_uris:
+                key = uri.removeprefix(f"s3://{self._results_bucket}/")
+                part, _ = read_batch_stats(io.BytesIO(self._objects.get(self._results_bucket, key)))
+                merged.extend(part)
+            stats = sorted(merged, key=lambda s: s.batch_id)
+        error = None if stats else "no image of the run could be processed"
+        parquet_uri = None
+        if stats:
+            params = dataclasses.replace(
+                self._params, batches=len(stats), images_per_batch=max(totals.largest_batch, 1)
+            )
+            parquet_uri = self._put_parquet(
+                results_key(run.run_id),
+                stats,
+                run_metadata(
+                    params=params,
+                    seed=run_seed(run.run_id),
+                    run_id=run.run_id,
+                    source=f"s3://{run.bucket}/uploads/{run.run_id}/",
+                    images_rejected=str(totals.images_rejected),
+                ),
+            )
+        status = FINISHED if error is None else FAILED
+        self._db.finish_run(
+            run.run_id,
+            status=status,
+            parquet_uri=parquet_uri,
+            images_processed=totals.images_processed,
+            images_rejected=totals.images_rejected,
+            error=error,
+        )
+        reported = self._tracking.reported(run.run_id)
+        outcome = RunOutcome(
+            run_id=run.run_id,
+            status=status,
+            parquet_uri=parquet_uri,
+            statistics=stats,
+            images_processed=totals.images_processed,
+            rejections=self._db.rejections(run.run_id),
+            error=error,
+            notified=False,
+            shard=run.shard,
+            shards=run.shards,
+            images_rejected=totals.images_rejected,
+            bad_keys=reported.bad_keys,
+            late_uploads=reported.late_uploads,
+            extra_batches=extras,
+        )
+        return self._announce(outcome)
+
+    def _announce(self, outcome: RunOutcome) -> RunOutcome:
+        def publish() -> None:
+            self._notifier.publish(
+                subject=f"imgpipe run {outcome.run_id} {outcome.status}",
+                message=json.dumps(outcome.notification()),
+            )
+
+        if not self._db.notify_once(outcome.run_id, outcome.status, publish):
+            log.info(
+                "run %s was already announced as %s; not notifying again",
+                outcome.run_id,
+                outcome.status,
+            )
+            return outcome
+        return dataclasses.replace(outcome, notified=True)
+
+    def _fail_run(self, run: RunMessage, error: str, *, report: bool = True) -> RunOutcome:
+        """Store and announce a run that cannot be processed (nothing uploaded is touched)."""
+        self._db.save_run(
+            RunRecord(
+                run_id=run.run_id,
+                status=FAILED,
+                parquet_uri=None,
+                stats=[],
+                image_counts={},
+                images_processed=0,
+                rejections=[],
+                error=error,
+            )
+        )
+        reported = self._tracking.reported(run.run_id) if report else None
+        info = self._tracking.run_info(run.run_id) if report else None
+        outcome = RunOutcome(
+            run_id=run.run_id,
+            status=FAILED,
+            parquet_uri=None,
+            statistics=[],
+            images_processed=0,
+            rejections=[],
+            error=error,
+            notified=False,
+            shard=run.shard,
+            shards=run.shards,
+            bad_keys=reported.bad_keys if reported else (),
+            late_uploads=reported.late_uploads if reported else (),
+            extra_batches=info.extras if info else {},
+        )
+        return self._announce(outcome)
 
     def _one_image(
         self, run_id: str, ref: ImageRef, *, params: EngineParams, seed: int, plan: ImagePlan
@@ -211,6 +477,10 @@ class RunProcessor:
         except ObjectMissingError as exc:
             return Rejection(ref.key, ref.batch_id, ref.name, "missing", str(exc), None)
         try:
+            if ref.sha256 is not None and hashlib.sha256(data).hexdigest() != ref.sha256:
+                raise _ChecksumMismatchError(
+                    f"{ref.name}: its SHA-256 differs from the manifest's {ref.sha256}"
+                )
             image = decode_image(data, name=ref.name, params=params)
             del data
             height, width = image.shape[:2]
@@ -218,6 +488,8 @@ class RunProcessor:
                 rng = image_rng(seed, ref.batch_id, ref.name)
                 plan = draw_plan(rng, height=height, width=width, params=params)
             return count_crop(image, plan=plan, params=params)
+        except _ChecksumMismatchError as exc:
+            reason, detail = "checksum_mismatch", str(exc)
         except ImageRejected as exc:
             reason, detail = exc.reason, str(exc)
         except ValueError as exc:
@@ -237,70 +509,6 @@ class RunProcessor:
         return Rejection(
             ref.key, ref.batch_id, ref.name, reason, detail, f"s3://{self._raw_bucket}/{to_key}"
         )
-
-    def _finish(
-        self,
-        run: RunMessage,
-        *,
-        stats: list[BatchStats],
-        counts: dict[str, int],
-        rejections: list[Rejection],
-        error: str | None,
-        params: EngineParams | None = None,
-    ) -> RunOutcome:
-        status = FINISHED if error is None else FAILED
-        parquet_uri = None
-        if stats:
-            buffer = io.BytesIO()
-            metadata = run_metadata(
-                params=params or self.run_params(run),
-                seed=run_seed(run.run_id),
-                run_id=run.run_id,
-                source=f"s3://{run.bucket}/uploads/{run.run_id}/",
-                images_rejected=str(len(rejections)),
-            )
-            write_batch_stats(stats, buffer, metadata=metadata)
-            key = results_key(run.run_id)
-            self._objects.put(
-                self._results_bucket,
-                key,
-                buffer.getvalue(),
-                content_type="application/vnd.apache.parquet",
-                metadata={"run-id": run.run_id},
-            )
-            parquet_uri = f"s3://{self._results_bucket}/{key}"
-        images_processed = sum(counts.values())
-        announced = self._db.save_run(
-            RunRecord(
-                run_id=run.run_id,
-                status=status,
-                parquet_uri=parquet_uri,
-                stats=stats,
-                image_counts=counts,
-                images_processed=images_processed,
-                rejections=rejections,
-                error=error,
-            )
-        )
-        outcome = RunOutcome(
-            run_id=run.run_id,
-            status=status,
-            parquet_uri=parquet_uri,
-            statistics=stats,
-            images_processed=images_processed,
-            rejections=rejections,
-            error=error,
-            notified=False,
-        )
-        if announced == status:
-            log.info("run %s was already announced as %s; not notifying again", run.run_id, status)
-            return outcome
-        self._notifier.publish(
-            subject=f"imgpipe run {run.run_id} {status}",
-            message=json.dumps(outcome.notification()),
-        )
-        self._db.mark_notified(run.run_id, status)
-        return dataclasses.replace(outcome, notified=True)
 
 
 class Heartbeat:
@@ -415,7 +623,13 @@ class Worker:
             )
             self._release(message, 0)  # never becomes valid: no point in waiting
             return None
-        log.info("run %s: processing %d images", run.run_id, len(run.images))
+        log.info(
+            "run %s: processing shard %d of %d (%d images)",
+            run.run_id,
+            run.shard + 1,
+            run.shards,
+            run.images,
+        )
         self._protection.set(True)
         try:
             with Heartbeat(self._queue, message, timeout=self._visibility):
@@ -439,15 +653,17 @@ class Worker:
         finally:
             self._protection.set(False)
         duration = time.monotonic() - started
-        self._metrics.emit(
-            {
-                "RunsFinished" if outcome.status == FINISHED else "RunsFailed": 1,
-                "RunDurationSeconds": round(duration, 3),
-                "ImagesProcessed": outcome.images_processed,
-                "ImagesRejected": len(outcome.rejections),
-            },
-            run_id=run.run_id,
-        )
+        values: dict[str, float] = {"ShardsProcessed": 1}
+        if outcome.final:
+            values.update(
+                {
+                    "RunsFinished" if outcome.status == FINISHED else "RunsFailed": 1,
+                    "RunDurationSeconds": round(duration, 3),
+                    "ImagesProcessed": outcome.images_processed,
+                    "ImagesRejected": len(outcome.rejections),
+                }
+            )
+        self._metrics.emit(values, run_id=run.run_id)
         log.info(
             "run %s %s in %.2f s: %d images, %d rejected, %s",
             run.run_id,

@@ -8,7 +8,7 @@ from typing import Any
 
 import boto3
 import pytest
-from batch_counter.aws import DynamoTrackingStore, SqsRunQueue
+from batch_counter.aws import DynamoTrackingStore, S3Objects, SqsRunQueue
 from batch_counter.counter import BatchCounter
 from batch_stats.local.resources import LocalResources, create_resources
 from batch_stats.local.services import MotoEndpoint, moto_server
@@ -49,8 +49,15 @@ def run_queue(session: boto3.Session, resources: LocalResources) -> SqsRunQueue:
 
 
 @pytest.fixture
-def counter(store: DynamoTrackingStore, run_queue: SqsRunQueue) -> BatchCounter:
-    return BatchCounter(store=store, queue=run_queue, images_per_batch=3, batches_per_run=2)
+def objects(session: boto3.Session) -> S3Objects:
+    return S3Objects(client=session.client("s3"))
+
+
+@pytest.fixture
+def counter(store: DynamoTrackingStore, run_queue: SqsRunQueue, objects: S3Objects) -> BatchCounter:
+    return BatchCounter(
+        store=store, queue=run_queue, objects=objects, images_per_batch=3, batches_per_run=2
+    )
 
 
 Drain = Callable[..., list[dict[str, Any]]]

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import unquote
 
 import boto3
 import pytest
 from batch_counter import handler
-from batch_counter.aws import DynamoTrackingStore, SqsRunQueue
+from batch_counter.aws import DynamoTrackingStore
 from batch_counter.counter import BatchCounter, RunState
 from batch_stats.local.lambda_driver import SqsEventSource, sqs_event
 from batch_stats.local.resources import LocalResources
@@ -51,7 +51,8 @@ def test_handler_reads_its_settings_from_the_environment(
         while source.poll_once().received:
             pass
         (message,) = drain(sqs, resources.runs_queue_url)
-        assert json.loads(message["Body"])["batches"] == {"b1": ["uploads/r1/b1/a.png"]}
+        body = json.loads(message["Body"])
+        assert (body["run_id"], body["first_batch"], body["last_batch"]) == ("r1", "b1", "b1")
     finally:
         handler._counter.cache_clear()
 
@@ -71,19 +72,23 @@ def test_whole_run_is_dispatched_once_from_real_s3_events(
     assert received == 6 + 1  # the uploads, and the s3:TestEvent of the notification setup
     (message,) = drain(sqs, resources.runs_queue_url)
     body = json.loads(message["Body"])
-    assert body["version"] == 1
-    assert body["run_id"] == "run-a"
-    assert body["bucket"] == resources.names.raw_bucket
-    assert body["prefix"] == "uploads/run-a/"
-    assert body["batches"] == {
-        f"batch_00{b}": [f"uploads/run-a/batch_00{b}/img_000{i}.png" for i in (1, 2, 3)]
-        for b in (1, 2)
+    # A reference to the run and its shard, not a list of keys.
+    assert body == {
+        "version": 2,
+        "run_id": "run-a",
+        "bucket": resources.names.raw_bucket,
+        "shard": 0,
+        "shards": 1,
+        "first_batch": "batch_001",
+        "last_batch": "batch_002",
+        "images": 6,
+        "failure": None,
+        "dispatched_at": body["dispatched_at"],
     }
-    assert (body["images_per_batch"], body["batches_per_run"]) == (3, 2)
     assert body["dispatched_at"].endswith("Z")
-    status = use_counter.store.run_status("run-a")
-    assert status is not None
-    assert status.state is RunState.DISPATCHED
+    run = use_counter.store.get_run("run-a")
+    assert run is not None
+    assert run.state is RunState.DISPATCHED
 
 
 def test_duplicated_shuffled_concurrent_events_give_one_message_per_run(
@@ -128,96 +133,13 @@ def test_duplicated_shuffled_concurrent_events_give_one_message_per_run(
         )["Items"]
         by_sk = {item["sk"]["S"]: item for item in items}
         assert by_sk["RUN"]["image_count"]["N"] == "6"
-        assert by_sk["RUN"]["complete_batches"]["N"] == "2"
+        assert by_sk["RUN"]["state"]["S"] == "DISPATCHED"
         assert by_sk["BATCH#batch_001"]["image_count"]["N"] == "3"
         assert by_sk["BATCH#batch_002"]["image_count"]["N"] == "3"
         assert sum(sk.startswith("OBJ#") for sk in by_sk) == 6
         assert store.run_objects(run_id)["batch_002"] == [
             f"uploads/{run_id}/batch_002/img_000{i}.png" for i in (1, 2, 3)
         ]
-
-
-class FailingOnce:
-    """The real SQS run queue, with a crash injected before the first send reaches SQS."""
-
-    def __init__(self, inner: SqsRunQueue) -> None:
-        self.inner = inner
-        self.calls = 0
-
-    def send_run(self, body: str) -> str:
-        self.calls += 1
-        if self.calls == 1:
-            raise ConnectionError("simulated network failure after the state change")
-        return self.inner.send_run(body)
-
-
-def test_failure_between_state_change_and_send_is_dispatched_on_retry(
-    monkeypatch: pytest.MonkeyPatch,
-    store: DynamoTrackingStore,
-    run_queue: SqsRunQueue,
-    resources: LocalResources,
-    session: boto3.Session,
-    drain: Any,
-) -> None:
-    queue = FailingOnce(run_queue)
-    counter = BatchCounter(store=store, queue=queue, images_per_batch=3, batches_per_run=1)
-    monkeypatch.setattr(handler, "_counter", lambda: counter)
-    s3, sqs = session.client("s3"), session.client("sqs")
-    upload_run(s3, resources.names.raw_bucket, "run-f", batches=1)
-    events = [e for e in drain(sqs, resources.ingest_queue_url) if "Records" in e["Body"]]
-    queue_arn = "arn:aws:sqs:us-east-1:123456789012:ingest"
-    from batch_stats.local.lambda_driver import LocalLambdaContext
-
-    response = handler.lambda_handler(sqs_event(events, queue_arn=queue_arn), LocalLambdaContext())
-    (failure,) = response["batchItemFailures"]
-    status = store.run_status("run-f")
-    assert status is not None
-    assert status.state is RunState.DISPATCHING
-    assert drain(sqs, resources.runs_queue_url, wait_seconds=0) == []
-
-    # Another delivery of some other event of the run finds DISPATCHING owned by someone else
-    # within the lease: it must not send.
-    others = [e for e in events if e["MessageId"] != failure["itemIdentifier"]]
-    response = handler.lambda_handler(sqs_event(others, queue_arn=queue_arn), LocalLambdaContext())
-    assert response["batchItemFailures"] == []
-    assert drain(sqs, resources.runs_queue_url, wait_seconds=0) == []
-
-    # The retry of the failed record (same SQS message id) sends the run.
-    retried = [e for e in events if e["MessageId"] == failure["itemIdentifier"]]
-    response = handler.lambda_handler(sqs_event(retried, queue_arn=queue_arn), LocalLambdaContext())
-    assert response["batchItemFailures"] == []
-    (message,) = drain(sqs, resources.runs_queue_url)
-    assert json.loads(message["Body"])["run_id"] == "run-f"
-    status = store.run_status("run-f")
-    assert status is not None
-    assert status.state is RunState.DISPATCHED
-
-
-def test_expired_dispatch_claim_is_taken_over(
-    store: DynamoTrackingStore,
-    run_queue: SqsRunQueue,
-    resources: LocalResources,
-    session: boto3.Session,
-    drain: Any,
-) -> None:
-    queue = FailingOnce(run_queue)
-    counter = BatchCounter(
-        store=store, queue=queue, images_per_batch=1, batches_per_run=1, lease_seconds=0
-    )
-    session.client("s3").put_object(
-        Bucket=resources.names.raw_bucket, Key="uploads/run-l/b/a.png", Body=PNG
-    )
-    (event,) = [
-        e
-        for e in drain(session.client("sqs"), resources.ingest_queue_url)
-        if "Records" in e["Body"]
-    ]
-    with pytest.raises(ConnectionError):
-        counter.handle_record(event["Body"], message_id="first", now=datetime.now(UTC))
-    # A duplicate event under another message id takes the expired claim over and sends.
-    result = counter.handle_record(event["Body"], message_id="second", now=datetime.now(UTC))
-    assert result.dispatched_runs == ["run-l"]
-    assert len(drain(session.client("sqs"), resources.runs_queue_url)) == 1
 
 
 def test_bad_keys_are_recorded_not_failed_and_objects_kept(
@@ -240,14 +162,30 @@ def test_bad_keys_are_recorded_not_failed_and_objects_kept(
         assert polled.failed == 0
         total += polled.received
     assert total == 3 + 1  # and the s3:TestEvent
-    recorded = {item["key"]: item["reason"] for item in store.bad_keys()}
-    assert recorded == {
+    recorded = {item["key"]: item for item in store.bad_keys()}
+    assert {key: item["reason"] for key, item in recorded.items()} == {
         "uploads/run-b/img.png": "wrong_depth",
         "uploads/run b/batch_001/img.png": "bad_run_id",
         "uploads/r/b/x.jpeg": "bad_name",
     }
     for key in bad:
         assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(PNG)
+        # Copied under rejected/ with its reason, under its run when the key names one.
+        copied = recorded[key]["copied_to"].removeprefix(f"s3://{bucket}/")
+        expected_run = {"uploads/run-b/img.png": "run-b", "uploads/r/b/x.jpeg": "r"}.get(key)
+        assert copied.startswith(f"rejected/{expected_run or '_unknown_run'}/_bad_keys/")
+        head = s3.head_object(Bucket=bucket, Key=copied)
+        assert head["ContentLength"] == len(PNG)
+        assert head["Metadata"]["reason"] == recorded[key]["reason"]
+        assert unquote(head["Metadata"]["source-key"]) == key
+    # A bad key that names a valid run is also kept in that run's partition (its notification
+    # and `batch-stats status` list it).
+    run_items = session.client("dynamodb").query(
+        TableName=resources.names.tracking_table,
+        KeyConditionExpression="pk = :pk AND begins_with(sk, :b)",
+        ExpressionAttributeValues={":pk": {"S": "RUN#run-b"}, ":b": {"S": "BADKEY#"}},
+    )["Items"]
+    assert [item["key"]["S"] for item in run_items] == ["uploads/run-b/img.png"]
     assert drain(sqs, resources.runs_queue_url, wait_seconds=0) == []
 
 
@@ -267,34 +205,6 @@ def test_non_s3_records_do_not_loop(use_counter: BatchCounter) -> None:
         queue_arn="arn:aws:sqs:us-east-1:123456789012:ingest",
     )
     assert handler.lambda_handler(event, LocalLambdaContext())["batchItemFailures"] == []
-
-
-def test_event_source_redelivers_only_the_failed_record(
-    monkeypatch: pytest.MonkeyPatch,
-    store: DynamoTrackingStore,
-    run_queue: SqsRunQueue,
-    resources: LocalResources,
-    session: boto3.Session,
-    drain: Any,
-) -> None:
-    queue = FailingOnce(run_queue)
-    counter = BatchCounter(store=store, queue=queue, images_per_batch=3, batches_per_run=2)
-    monkeypatch.setattr(handler, "_counter", lambda: counter)
-    upload_run(session.client("s3"), resources.names.raw_bucket, "run-r")
-    sqs = session.client("sqs")
-    source = SqsEventSource(
-        sqs=sqs, queue_url=resources.ingest_queue_url, handler=handler.lambda_handler
-    )
-    failed = 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        polled = source.poll_once()
-        failed += polled.failed
-        if not polled.received and run_queue_has_message(sqs, resources.runs_queue_url):
-            break
-    assert failed == 1  # the record whose send failed, redelivered after its visibility timeout
-    (message,) = drain(sqs, resources.runs_queue_url)
-    assert json.loads(message["Body"])["run_id"] == "run-r"
 
 
 def run_queue_has_message(sqs: Any, url: str) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import os
 import signal
 import subprocess
@@ -141,4 +142,22 @@ def test_demo_stops_everything_on_ctrl_c(work_dir: Path) -> None:
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 130
     assert "interrupted" in stderr
+    assert _processes_under(work_dir) == []
+
+
+@pytest.mark.slow
+def test_demo_with_worker_processes_fans_a_run_out_in_shards(work_dir: Path) -> None:
+    process = _demo(
+        work_dir,
+        *("--batches", "4", "--images-per-batch", "3", "--bad", ""),
+        *("--workers", "2", "--shard-images", "3"),
+    )
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    assert "2 worker processes (python -m batch_stats.worker) on the runs queue" in stdout
+    assert "run demo-run finished in 4 shard(s)" in stdout
+    notification = json.loads((work_dir / "out" / "notification.json").read_text())
+    assert (notification["shards"], notification["images_processed"]) == (4, 12)
+    stats, _ = read_batch_stats(work_dir / "out" / "batch_stats.parquet")
+    assert [s.batch_id for s in stats] == [f"batch_00{b}" for b in range(1, 5)]
     assert _processes_under(work_dir) == []

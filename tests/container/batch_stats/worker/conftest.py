@@ -13,7 +13,8 @@ from typing import Any
 import boto3
 import psycopg
 import pytest
-from batch_counter.counter import build_run_message
+from batch_counter.aws import DynamoTrackingStore, S3Objects, SqsRunQueue
+from batch_counter.counter import BatchCounter
 from batch_stats.engine import EngineParams
 from batch_stats.local.resources import LocalResources, create_resources
 from batch_stats.local.services import (
@@ -116,6 +117,7 @@ def settings(resources: LocalResources, database_url: str) -> WorkerSettings:
         raw_bucket=resources.names.raw_bucket,
         results_bucket=resources.names.results_bucket,
         notifications_topic_arn=resources.topic_arn,
+        tracking_table_name=resources.names.tracking_table,
         database_url=database_url,
         download_concurrency=4,
         visibility_timeout_seconds=VISIBILITY,
@@ -145,30 +147,84 @@ def worker(make_worker: Callable[..., Worker]) -> Worker:
     return worker
 
 
+def make_counter(
+    session: boto3.Session,
+    resources: LocalResources,
+    *,
+    images_per_batch: int,
+    batches: int,
+    shard_images: int = 5000,
+) -> BatchCounter:
+    """The batch counter as the stack configures it (its stack defaults are the run's shape)."""
+    return BatchCounter(
+        store=DynamoTrackingStore(
+            client=session.client("dynamodb"), table_name=resources.names.tracking_table
+        ),
+        queue=SqsRunQueue(client=session.client("sqs"), queue_url=resources.runs_queue_url),
+        objects=S3Objects(client=session.client("s3")),
+        images_per_batch=images_per_batch,
+        batches_per_run=batches,
+        shard_images=shard_images,
+    )
+
+
+def count_uploads(session: boto3.Session, resources: LocalResources, counter: BatchCounter) -> int:
+    """Hand every S3 event on the ingest queue to the batch counter; return how many."""
+    sqs = session.client("sqs")
+    handled = 0
+    while batch := sqs.receive_message(
+        QueueUrl=resources.ingest_queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+    ).get("Messages", []):
+        for message in batch:
+            counter.handle_record(
+                message["Body"], message_id=message["MessageId"], now=datetime.now(UTC)
+            )
+            sqs.delete_message(
+                QueueUrl=resources.ingest_queue_url, ReceiptHandle=message["ReceiptHandle"]
+            )
+            handled += 1
+    return handled
+
+
+@pytest.fixture
+def send_raw(session: boto3.Session, resources: LocalResources) -> Callable[[str], None]:
+    """Put a hand-made message on the FIFO runs queue."""
+
+    def send(body: str) -> None:
+        session.client("sqs").send_message(
+            QueueUrl=resources.runs_queue_url,
+            MessageBody=body,
+            MessageGroupId="raw",
+            MessageDeduplicationId=str(next(_ids)),
+        )
+
+    return send
+
+
 @pytest.fixture
 def dispatch_run(
     session: boto3.Session, resources: LocalResources
 ) -> Callable[..., list[PlannedUpload]]:
-    """Upload a synthetic run and send its run message (as the batch counter would)."""
+    """Upload a synthetic run and let the real batch counter close it and send its messages."""
 
     def dispatch(
-        run_id: str, *, params: EngineParams = SMALL, bad: tuple[str, ...] = ()
+        run_id: str,
+        *,
+        params: EngineParams = SMALL,
+        bad: tuple[str, ...] = (),
+        shard_images: int = 5000,
     ) -> list[PlannedUpload]:
         uploads = upload_run(
             session.client("s3"), resources.names.raw_bucket, run_id, params=params, bad=bad
         )
-        batches: dict[str, list[str]] = {}
-        for upload in uploads:
-            batches.setdefault(upload.batch_id, []).append(upload.key)
-        body = build_run_message(
-            run_id=run_id,
-            bucket=resources.names.raw_bucket,
-            batches=batches,
+        counter = make_counter(
+            session,
+            resources,
             images_per_batch=params.images_per_batch,
-            batches_per_run=params.batches,
-            now=datetime.now(UTC),
+            batches=params.batches,
+            shard_images=shard_images,
         )
-        session.client("sqs").send_message(QueueUrl=resources.runs_queue_url, MessageBody=body)
+        count_uploads(session, resources, counter)
         return uploads
 
     return dispatch

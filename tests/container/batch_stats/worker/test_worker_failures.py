@@ -11,12 +11,14 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import boto3
 import psycopg
 import pytest
+from batch_counter.counter import Shard, build_run_message
 from batch_stats.engine import EngineParams, read_batch_stats
 from batch_stats.local.resources import RUNS_MAX_RECEIVES, LocalResources
 from batch_stats.worker.adapters import (
@@ -30,6 +32,7 @@ from batch_stats.worker.config import ENV_VARS, ConfigError, WorkerSettings, loa
 from batch_stats.worker.database import ResultsDatabase
 from batch_stats.worker.messages import InvalidRunMessageError, RunMessage
 from batch_stats.worker.runner import RunProcessor, Worker, results_key
+from batch_stats.worker.tracking import DynamoRunTracking
 
 VISIBILITY = 2
 
@@ -62,10 +65,10 @@ class CrashingStore(S3ObjectStore):
 
 
 class CrashingDatabase(ResultsDatabase):
-    """The real database; the process dies right after the rows are committed."""
+    """The real database; the process dies right after the run's row is committed."""
 
-    def save_run(self, record: Any) -> None:
-        super().save_run(record)
+    def finish_run(self, run_id: str, **kwargs: Any) -> None:
+        super().finish_run(run_id, **kwargs)
         raise Killed
 
 
@@ -84,6 +87,7 @@ def assemble(
         objects=objects or S3ObjectStore(session.client("s3")),
         database=database or ResultsDatabase.from_url(settings.database_url),
         notifier=SnsNotifier(session.client("sns"), settings.notifications_topic_arn),
+        tracking=DynamoRunTracking(session.client("dynamodb"), settings.tracking_table_name),
         raw_bucket=settings.raw_bucket,
         results_bucket=settings.results_bucket,
         concurrency=concurrency,
@@ -134,6 +138,7 @@ def test_worker_killed_mid_run_is_redelivered_with_identical_results(
     database_url: str,
     worker: Worker,
     notifications: Callable[[], list[dict[str, Any]]],
+    send_raw: Callable[[str], None],
 ) -> None:
     # What the crashed attempt left (Parquet, rows) must equal what the redelivery writes, and a
     # further clean reprocessing of the same run must write exactly the same again.
@@ -156,7 +161,8 @@ def test_worker_killed_mid_run_is_redelivered_with_identical_results(
         results(session, resources, "run-k") if crash != "during_downloads" else None
     )
     before_crash_rows = stored_rows(database_url)
-    assert len(before_crash_rows) == (2 if crash == "after_database" else 0)
+    # The shard's rows are committed before the run's Parquet file is written.
+    assert len(before_crash_rows) == (0 if crash == "during_downloads" else 2)
 
     poll_until_handled(worker)  # redelivered once the visibility timeout expires
     first_parquet = results(session, resources, "run-k")
@@ -168,9 +174,18 @@ def test_worker_killed_mid_run_is_redelivered_with_identical_results(
     if before_crash_rows:
         assert first_rows == before_crash_rows
 
-    # Reprocessing the same run again gives byte-identical Parquet and identical rows,
-    # and announces nothing new.
-    dispatch_run("run-k")
+    # Reprocessing the same run again (its message delivered once more) gives byte-identical
+    # Parquet and identical rows, and announces nothing new.
+    send_raw(
+        build_run_message(
+            run_id="run-k",
+            bucket=resources.names.raw_bucket,
+            shard=0,
+            plan=[Shard("batch_001", "batch_002", 6)],
+            failure=None,
+            now=datetime.now(UTC),
+        )
+    )
     assert worker.poll_once()
     assert results(session, resources, "run-k") == first_parquet
     assert stored_rows(database_url) == first_rows
@@ -203,10 +218,13 @@ def test_postgres_down_keeps_the_message_and_loses_nothing(
 
 
 def test_poison_message_reaches_the_dlq_after_the_maximum_receives(
-    session: boto3.Session, resources: LocalResources, worker: Worker
+    session: boto3.Session,
+    resources: LocalResources,
+    worker: Worker,
+    send_raw: Callable[[str], None],
 ) -> None:
     sqs = session.client("sqs")
-    sqs.send_message(QueueUrl=resources.runs_queue_url, MessageBody='{"version": 1, "run_id": 7}')
+    send_raw('{"version": 2, "run_id": 7}')
     receives = 0
     while worker.poll_once():
         receives += 1
@@ -283,6 +301,7 @@ def worker_environ(settings: WorkerSettings) -> dict[str, str]:
         "RAW_BUCKET": settings.raw_bucket,
         "RESULTS_BUCKET": settings.results_bucket,
         "NOTIFICATIONS_TOPIC_ARN": settings.notifications_topic_arn,
+        "TRACKING_TABLE_NAME": settings.tracking_table_name,
         "DATABASE_URL": settings.database_url,
         "VISIBILITY_TIMEOUT_SECONDS": "30",
     }
@@ -355,12 +374,17 @@ def test_bad_settings_are_explained(environ: Mapping[str, str], problem: str) ->
     ("body", "problem"),
     [
         ("not json", "not JSON"),
-        ('{"version": 2}', "version 2"),
-        ('{"version": 1, "run_id": "../x"}', "run_id"),
+        ('{"version": 1}', "version 1"),
+        ('{"version": 2, "run_id": "../x"}', "run_id"),
         (
-            '{"version": 1, "run_id": "r", "bucket": "b", "batches": '
-            '{"b1": ["uploads/other/b1/a.png"]}, "images_per_batch": 1, "batches_per_run": 1}',
-            "not under uploads/r/b1/",
+            '{"version": 2, "run_id": "r", "bucket": "b", "shard": 2, "shards": 2, '
+            '"images": 1, "first_batch": "b1", "last_batch": "b1"}',
+            "shard 2 of 2",
+        ),
+        (
+            '{"version": 2, "run_id": "r", "bucket": "b", "shard": 0, "shards": 1, '
+            '"images": 1, "first_batch": "../b", "last_batch": "b1"}',
+            "first_batch",
         ),
     ],
 )
@@ -391,13 +415,14 @@ def test_credentials_come_from_the_secret(
         raw_bucket=settings.raw_bucket,
         results_bucket=settings.results_bucket,
         notifications_topic_arn=settings.notifications_topic_arn,
+        tracking_table_name=settings.tracking_table_name,
         db_secret_arn=secret_arn,
     )
     database = build_database(from_secret, session)
-    assert database.migrate() == 1
-    assert database.migrate() == 1  # idempotent
+    assert database.migrate() == 2
+    assert database.migrate() == 2  # idempotent
     with psycopg.connect(database_url) as conn:
-        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (1,)
+        assert conn.execute("SELECT count(*) FROM schema_migrations").fetchone() == (2,)
 
 
 def test_task_protection_is_held_while_a_run_is_processed(

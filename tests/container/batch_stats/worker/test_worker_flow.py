@@ -10,7 +10,7 @@ from typing import Any
 
 import boto3
 import psycopg
-from batch_counter.counter import build_run_message
+from batch_counter.counter import Shard, build_run_message
 from batch_stats.engine import (
     EngineParams,
     decode_image,
@@ -195,6 +195,7 @@ def test_run_without_any_valid_image_fails_and_is_announced(
 
 def test_run_naming_another_bucket_is_refused_and_announced_as_failed(
     worker: Worker,
+    send_raw: Callable[[str], None],
     session: boto3.Session,
     resources: LocalResources,
     notifications: Callable[[], list[dict[str, Any]]],
@@ -202,12 +203,12 @@ def test_run_naming_another_bucket_is_refused_and_announced_as_failed(
     body = build_run_message(
         run_id="run-elsewhere",
         bucket="someone-elses-bucket",
-        batches={"b1": ["uploads/run-elsewhere/b1/a.png"]},
-        images_per_batch=1,
-        batches_per_run=1,
+        shard=0,
+        plan=[Shard("b1", "b1", 1)],
+        failure=None,
         now=datetime.now(UTC),
     )
-    session.client("sqs").send_message(QueueUrl=resources.runs_queue_url, MessageBody=body)
+    send_raw(body)
     assert worker.poll_once()
     (note,) = notifications()
     assert note["status"] == "failed"
