@@ -15,16 +15,16 @@ help:
 # The virtual environment is updated whenever pyproject.toml changes. `make demo` installs only
 # what the local run needs (the `demo` extra); everything else installs everything (`dev`, which
 # includes `demo`, so a full install also satisfies the demo's stamp).
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@ $(VENV)/.installed-demo
 
-$(VENV)/.installed-demo: pyproject.toml
+$(VENV)/.installed-demo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[demo]'
 	touch $@
 
 install: $(VENV)/.installed
