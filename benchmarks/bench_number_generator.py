@@ -7,7 +7,8 @@ images are saved one at a time with Pillow's default settings, in one process.
 Measured (best of a few repeats; the machine may be shared, so the spread is printed too):
 
 1. single ``generate_numbers_sequence`` calls for a 10-digit sequence at width 300 (target
-   >= 15,000 calls/s);
+   >= 15,000 calls/s), with a Generator passed in and without an ``rng`` (the process's own
+   generator; its baseline is a fresh ``default_rng()`` per call, what the default used to do);
 2. ``generate_numbers_batch`` sequences per second (target >= 50,000);
 3. the phone-number dataset (``write_phone_dataset``), PNG images per second on every CPU
    available (target >= 8,000 on 2 cores).
@@ -146,6 +147,21 @@ def main() -> int:
 
     report("single call, 10 digits, width 300", best_rate(single, repeats),
            best_rate(naive_single, 2), 15_000)  # fmt: skip
+
+    # 1b. single calls without an rng: the process's own generator, against what a fresh
+    # default_rng() per call (the old behaviour, OS entropy every time) costs in the same run.
+    def single_no_rng() -> int:
+        for _ in range(calls):
+            generate_numbers_sequence(DIGITS, SPACING, WIDTH)
+        return calls
+
+    def single_fresh_rng() -> int:
+        for _ in range(calls):
+            generate_numbers_sequence(DIGITS, SPACING, WIDTH, rng=np.random.default_rng())
+        return calls
+
+    report("single call, no rng", best_rate(single_no_rng, repeats),
+           best_rate(single_fresh_rng, repeats), 15_000)  # fmt: skip
 
     # 2. batch ---------------------------------------------------------------------------------
     rows = np.tile(DIGITS, (1_000, 1))

@@ -1,29 +1,42 @@
 """A phone-number image dataset on disk: PNGs rendered in parallel, labels written by the parent.
 
-The numbers are drawn first (in the parent, so they are unique across the whole dataset), then cut
-into fixed-size chunks. Each chunk has its own seed spawned from the run's seed, so the images are
-the same whatever the number of worker processes. Workers render their chunk with the batch
-renderer, encode the PNGs and write them; the parent shows progress and finally writes
-``labels.csv`` atomically (``file,digits,formatted``).
+The numbers are drawn lazily, one chunk at a time (:func:`iter_phone_numbers`: unique across the
+whole dataset without holding them all), so memory stays bounded whatever the count. Each chunk
+has its own seed spawned from the run's seed, so the images are the same whatever the number of
+worker processes. Workers render their chunk with the batch renderer, encode the PNGs and write
+them; the parent keeps a few chunks in flight, shows progress and appends each finished chunk's
+rows to ``labels.csv`` in order (``file,digits,formatted``).
+
+Everything is written into a hidden staging folder beside the output folder, which is renamed into
+place only once complete: a run that fails (an error, Ctrl-C) removes it and leaves nothing; a run
+killed outright leaves only the hidden ``.<name>.partial-*`` folder, safe to delete.
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import shutil
 import tempfile
-from collections.abc import Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Never
+from typing import Final, Never, Protocol
 
 import numpy as np
 import numpy.typing as npt
 from tqdm import tqdm
 
-from number_generator._phone import JAPANESE_FORMATS, PhoneFormat, generate_phone_numbers
+from number_generator._phone import (
+    JAPANESE_FORMATS,
+    PhoneFormat,
+    PhoneNumber,
+    _check_request,
+    iter_phone_numbers,
+)
 from number_generator._png import PNGWriter
 from number_generator._sequence import (
     Align,
@@ -32,13 +45,29 @@ from number_generator._sequence import (
     _check_options,
     _spacing,
     _width,
+    generator,
     render_batch_u8,
+    warn_if_biased,
 )
 from number_generator._source import HEIGHT, DigitSource, SourceLike, load_source
 
-__all__ = ["LABELS_FILE", "default_workers", "write_phone_dataset"]
+__all__ = [
+    "CHUNK_BYTES",
+    "LABELS_FILE",
+    "check_output",
+    "default_workers",
+    "make_staging",
+    "publish",
+    "write_phone_dataset",
+]
 
 LABELS_FILE: Final = "labels.csv"
+#: Pixels one chunk may hold while it is rendered (the chunk size shrinks for very wide images).
+CHUNK_BYTES: Final = 64 * 1024 * 1024
+
+
+class _RowWriter(Protocol):
+    def writerows(self, rows: Iterable[Iterable[str]], /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -84,13 +113,15 @@ def write_phone_dataset(
     chunk_size: int = 1000,
     compress_level: int = 1,
     progress: bool = False,
+    overwrite: bool = False,
 ) -> Path:
     """Write ``count`` PNGs of unique phone numbers and ``labels.csv`` into ``output_dir``.
 
     Image ``i`` is ``<i>_<digits>.png`` (zero-padded index): 8-bit grayscale, black ink on white,
     only the digits (the hyphens are in the ``formatted`` column of the labels). ``workers``
     defaults to every CPU this process may use; ``workers=1`` renders in this process.
-    Returns the path of ``labels.csv``.
+    ``output_dir`` must not exist or be empty, unless ``overwrite`` (then its old contents are
+    replaced once the new dataset is complete). Returns the path of ``labels.csv``.
     """
     lo, hi = _spacing(spacing_range)
     width = _width(image_width)
@@ -102,61 +133,122 @@ def write_phone_dataset(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if not 0 <= compress_level <= 9:
         raise ValueError(f"compress_level must be 0-9, got {compress_level}")
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    numbers = generate_phone_numbers(count, rng=gen, formats=formats)
+    _check_request(count, formats)
+    target = Path(output_dir)
+    check_output(target, overwrite=overwrite)
+    gen = generator(rng)
     src = load_source(source)
-    for rows in _by_length([n.digits for n in numbers]).values():
-        _check_fit(rows, lo, hi, width, src, overflow)  # every length fits before any work
-    directory = _writable_directory(Path(output_dir))
-
-    digits_width = max(6, len(str(count - 1)))
-    files = [f"{i:0{digits_width}d}_{n.digits}.png" for i, n in enumerate(numbers)]
-    seeds = np.random.SeedSequence(gen.integers(0, 2**63, size=4).tolist())
-    bounds = range(0, count, chunk_size)
-    chunks = [
-        _Chunk([n.digits for n in numbers[a : a + chunk_size]], files[a : a + chunk_size], seed)
-        for a, seed in zip(bounds, seeds.spawn(len(bounds)), strict=True)
-    ]
-    job = _Job(str(directory), (lo, hi), width, align, overflow, compress_level)
-    if workers == 1 or len(chunks) == 1:
-        with _progress(count, progress) as bar:
-            for chunk in chunks:
-                bar.update(_render_chunk(job, src, chunk))
-    else:
-        _run_pool(job, source, chunks, min(workers, len(chunks)), count, progress)
-
-    labels = directory / LABELS_FILE
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".labels-", suffix=".csv")
+    for length in sorted({f.length for f in formats}):
+        # Check the hardest number each format can produce before any work: the one with the
+        # widest narrowest glyphs (must fit) and the one with the widest glyphs (fits exactly?).
+        same = [f for f in formats if f.length == length]
+        narrowest = np.array([_extreme(f, src.min_widths) for f in same], dtype=np.intp)
+        widest = np.array([_extreme(f, src.max_widths) for f in same], dtype=np.intp)
+        _check_fit(narrowest, lo, hi, width, src, overflow)
+        if not _check_fit(widest, lo, hi, width, src, overflow):
+            wide = np.asarray(src.max_widths)[widest].sum(axis=1)
+            row = widest[int(np.argmax(wide))].tolist()
+            warn_if_biased(row, lo, hi, width, src, stacklevel=3)
+    # A chunk's canvas (rows x 28 x width) stays within CHUNK_BYTES.
+    chunk_size = max(1, min(chunk_size, CHUNK_BYTES // (HEIGHT * (width + 32))))
+    staging = make_staging(target)
     try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as fh:
+        labels = staging / LABELS_FILE
+        digits_width = max(6, len(str(count - 1)))
+        seeds = np.random.SeedSequence(gen.integers(0, 2**63, size=4).tolist())
+        chunks = _chunks(count, chunk_size, digits_width, gen, seeds, formats)
+        job = _Job(str(staging), (lo, hi), width, align, overflow, compress_level)
+        with labels.open("w", newline="", encoding="utf-8") as fh:
             writer = csv.writer(fh)
             writer.writerow(("file", "digits", "formatted"))
-            writer.writerows(
-                (name, n.digits, n.formatted) for name, n in zip(files, numbers, strict=True)
-            )
-        os.replace(tmp, labels)
+            if workers == 1 or count <= chunk_size:
+                with _progress(count, progress) as bar:
+                    for chunk, numbers in chunks:
+                        _render_chunk(job, src, chunk)
+                        _write_rows(writer, chunk, numbers)
+                        bar.update(len(numbers))
+            else:
+                pool_size = min(workers, -(-count // chunk_size))
+                _run_pool(job, source, chunks, pool_size, count, progress, writer)
+        publish(staging, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        shutil.rmtree(staging, ignore_errors=True)
         raise
-    return labels
+    return target / LABELS_FILE
 
 
-def _writable_directory(directory: Path) -> Path:
+def _extreme(fmt: PhoneFormat, widths: tuple[int, ...]) -> list[int]:
+    """The digits of ``fmt``'s number with the largest total of ``widths`` (a real number)."""
+    first = max((int(c) for c in fmt.first_digits), key=lambda d: widths[d])
+    free = max(range(10), key=lambda d: widths[d])
+    return [int(c) for c in fmt.prefix] + [first] + [free] * (fmt.subscriber_length - 1)
+
+
+def check_output(target: Path, *, overwrite: bool) -> None:
+    """Refuse an output folder that cannot be one, or holds files (unless ``overwrite``).
+
+    ``target`` must not exist, or be an empty folder, unless ``overwrite``; an ancestor that is
+    a regular file is reported as "not a directory". Nothing is created.
+    """
+    for parent in (target, *target.parents):
+        if parent.exists() or parent.is_symlink():
+            if not parent.is_dir():
+                raise NotADirectoryError(
+                    f"cannot write to output directory {target}: {parent} is not a directory"
+                )
+            break
+    if target.is_dir() and not overwrite and any(target.iterdir()):
+        raise FileExistsError(
+            f"output directory {target} is not empty; choose a new or empty folder, or pass "
+            "--overwrite (overwrite=True) to replace its contents once the new dataset is complete"
+        )
+
+
+def make_staging(target: Path) -> Path:
+    """The hidden staging folder beside ``target`` (missing ancestors are created)."""
+    parent = target.resolve().parent
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
+        parent.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(dir=parent, prefix=f".{target.name}.partial-"))
     except OSError as exc:
-        raise OSError(f"cannot write to output directory {directory}: {exc.strerror}") from exc
-    return directory
+        raise OSError(f"cannot write to output directory {target}: {exc.strerror}") from exc
 
 
-def _by_length(numbers: Sequence[str]) -> dict[int, npt.NDArray[np.intp]]:
-    """Digit matrices per number length (rows in input order within each length)."""
-    groups: dict[int, list[str]] = {}
-    for digits in numbers:
-        groups.setdefault(len(digits), []).append(digits)
-    return {length: _digit_rows(group, length) for length, group in groups.items()}
+def publish(staging: Path, target: Path) -> None:
+    """Move the complete ``staging`` folder to ``target`` (renames; the old contents go last)."""
+    old: Path | None = None
+    if target.is_dir():
+        if any(target.iterdir()):
+            old = Path(tempfile.mkdtemp(dir=staging.parent, prefix=f".{target.name}.old-"))
+            os.rmdir(old)
+            os.replace(target, old)
+        else:
+            os.rmdir(target)
+    os.replace(staging, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _chunks(
+    count: int,
+    chunk_size: int,
+    digits_width: int,
+    gen: np.random.Generator,
+    seeds: np.random.SeedSequence,
+    formats: tuple[PhoneFormat, ...],
+) -> Iterator[tuple[_Chunk, list[PhoneNumber]]]:
+    start = 0
+    for numbers in iter_phone_numbers(count, rng=gen, formats=formats, chunk_size=chunk_size):
+        files = [f"{start + i:0{digits_width}d}_{n.digits}.png" for i, n in enumerate(numbers)]
+        (seed,) = seeds.spawn(1)
+        yield _Chunk([n.digits for n in numbers], files, seed), numbers
+        start += len(numbers)
+
+
+def _write_rows(writer: _RowWriter, chunk: _Chunk, numbers: list[PhoneNumber]) -> None:
+    writer.writerows(
+        (name, n.digits, n.formatted) for name, n in zip(chunk.files, numbers, strict=True)
+    )
 
 
 def _digit_rows(numbers: list[str], length: int) -> npt.NDArray[np.intp]:
@@ -175,7 +267,7 @@ def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> int:
         rows = _digit_rows([chunk.numbers[i] for i in index], length)
         pixels = render_batch_u8(
             rows, job.spacing, job.width, rng=gen, source=source, align=job.align,
-            overflow=job.overflow,
+            overflow=job.overflow, warn_bias=False,
         )  # fmt: skip
         for i, data in zip(index, writer.encode_batch(pixels), strict=True):
             writer.write(os.path.join(job.directory, chunk.files[i]), data)
@@ -199,28 +291,43 @@ def _progress(count: int, progress: bool) -> tqdm[Never]:
 def _run_pool(
     job: _Job,
     source: SourceLike,
-    chunks: list[_Chunk],
+    chunks: Iterator[tuple[_Chunk, list[PhoneNumber]]],
     workers: int,
     count: int,
     progress: bool,
+    writer: _RowWriter,
 ) -> None:
+    """Render ``chunks`` on ``workers`` processes, at most ``2 * workers`` chunks in flight, and
+    write their label rows in order as they finish."""
     with ProcessPoolExecutor(
         max_workers=workers, initializer=_init_worker, initargs=(source,)
     ) as pool:
-        # Submitting starts the workers; the progress bar (and its monitor thread) comes after,
-        # so that no thread exists in this process when the workers are forked.
-        futures: list[Future[int]] = [pool.submit(_worker, job, chunk) for chunk in chunks]
+        pending: deque[tuple[Future[int], _Chunk, list[PhoneNumber]]] = deque()
+
+        def submit(limit: int) -> None:
+            for chunk, numbers in chunks:
+                pending.append((pool.submit(_worker, job, chunk), chunk, numbers))
+                if len(pending) >= limit:
+                    return
+
+        # The first submissions start the workers; the progress bar (and its monitor thread)
+        # comes after, so that no thread exists in this process when the workers are forked.
+        submit(2 * workers)
         try:
             with _progress(count, progress) as bar:
-                for future in as_completed(futures):
-                    bar.update(future.result())
+                while pending:
+                    future, chunk, numbers = pending.popleft()
+                    future.result()
+                    _write_rows(writer, chunk, numbers)
+                    bar.update(len(numbers))
+                    submit(2 * workers)
         except BrokenProcessPool as exc:
-            for future in futures:
+            for future, _, _ in pending:
                 future.cancel()
             raise RuntimeError(
                 "a worker process died (killed, or out of memory?); try fewer --workers"
             ) from exc
         except BaseException:
-            for future in futures:
+            for future, _, _ in pending:
                 future.cancel()
             raise

@@ -12,7 +12,10 @@ never stretched to fill the width: the leftover width becomes padding, placed by
 from __future__ import annotations
 
 import operator
-from collections.abc import Iterable
+import os
+import threading
+import warnings
+from collections.abc import Iterable, Mapping, Set
 from typing import Final, Literal
 
 import numpy as np
@@ -22,12 +25,16 @@ from numpy.lib.stride_tricks import as_strided
 from number_generator._source import HEIGHT, DigitSource, SourceLike, load_source, to_float
 
 __all__ = [
+    "MAX_BATCH_PIXELS",
+    "MAX_IMAGE_WIDTH",
     "Align",
     "ArgumentTypeError",
     "Overflow",
     "RNGLike",
+    "SpacingBiasWarning",
     "generate_numbers_batch",
     "generate_numbers_sequence",
+    "generator",
 ]
 
 Align = Literal["left", "center", "right", "random"]
@@ -44,6 +51,20 @@ class ArgumentTypeError(TypeError, ValueError):
     a ValueError for every bad argument: ``except ValueError`` catches all of them.
     """
 
+
+class SpacingBiasWarning(UserWarning):
+    """``overflow="resample"`` at a width where some draws do not fit: the redrawn sequences
+    favour narrower digits and smaller gaps. The message gives the effect measured on the spot."""
+
+
+#: The widest image accepted (pixels): 28 MB of uint8, 112 MB as float32.
+MAX_IMAGE_WIDTH: Final = 1_000_000
+#: The most pixels one batch call renders (rows x 28 x width): about 2.7 GB with its float32 copy.
+MAX_BATCH_PIXELS: Final = 1 << 29
+#: Draws simulated to measure the bias of resampling at a tight width.
+BIAS_DRAWS: Final = 10_000
+#: Redrawn fraction from which the bias is reported (below it, means move by well under 0.1%).
+BIAS_THRESHOLD: Final = 0.001
 
 _OVERFLOWS: Final = ("resample", "raise")
 #: Redraws allowed (per sequence) before a too-tight width is reported instead of looping on.
@@ -104,7 +125,7 @@ def generate_numbers_sequence(
     width = _width(image_width)
     _check_options(align, overflow)
     src = load_source(source)
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gen = rng if type(rng) is np.random.Generator else generator(rng)
     n = len(seq)
     key = (tuple(seq), lo, hi)
     bounds = src.fit_cache.get(key)
@@ -120,6 +141,8 @@ def generate_numbers_sequence(
     exact = wide <= width
     if narrow > width or (not exact and overflow == "raise"):
         _check_fit(np.array([seq], dtype=np.intp), lo, hi, width, src, overflow)  # raises
+    if not exact:
+        warn_if_biased(seq, lo, hi, width, src, stacklevel=3)
 
     # Uniform integers as floor(u * count) from one vector of 53-bit uniforms: one Generator call
     # per attempt instead of two, and plain-Python arithmetic for a handful of digits.
@@ -188,21 +211,31 @@ def render_batch_u8(
     source: SourceLike = None,
     align: Align = "center",
     overflow: Overflow = "resample",
+    warn_bias: bool = True,
 ) -> npt.NDArray[np.uint8]:
     """:func:`generate_numbers_batch` as 8-bit pixels (0 ink, 255 white), for writing PNGs.
 
     Returns a (rows, 28, image_width) view into a slightly wider canvas (not C-contiguous).
+    ``warn_bias=False`` leaves the tight-width warning to the caller.
     """
     d2 = _digit_matrix(digits)
     lo, hi = _spacing(spacing_range)
     width = _width(image_width)
     _check_options(align, overflow)
     src = load_source(source)
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    gen = generator(rng)
     rows, n = d2.shape
+    if rows * HEIGHT * width > MAX_BATCH_PIXELS:
+        raise ValueError(
+            f"{rows:,} images of 28 x {width:,} pixels exceed the batch limit of "
+            f"{MAX_BATCH_PIXELS:,} pixels; render them in smaller batches"
+        )
     if rows == 0:
         return np.full((0, HEIGHT, width), 255, dtype=np.uint8)
     exact = _check_fit(d2, lo, hi, width, src, overflow)
+    if not exact and warn_bias:
+        wide = np.asarray(src.max_widths)[d2].sum(axis=1)
+        warn_if_biased(d2[int(np.argmax(wide))].tolist(), lo, hi, width, src, stacklevel=4)
 
     span = hi - lo + 1
     counts = src.counts[d2]
@@ -258,11 +291,68 @@ def render_batch_u8(
     return canvas[:, :, :width]
 
 
+# The generator used when the caller passes no `rng`: created from OS entropy on first use in each
+# process (about 30 microseconds, more than rendering a sequence, so not on every call) and
+# forgotten in a forked child, so worker processes never repeat each other's (or the parent's)
+# draws. A fresh interpreter (spawn, forkserver) starts without one anyway.
+_process_generator: list[np.random.Generator] = []
+_process_generator_lock = threading.Lock()
+
+
+def _forget_process_generator() -> None:
+    _process_generator.clear()
+
+
+if hasattr(os, "register_at_fork"):  # pragma: no branch - POSIX
+    os.register_at_fork(after_in_child=_forget_process_generator)
+
+
+def generator(rng: RNGLike = None) -> np.random.Generator:
+    """The :class:`numpy.random.Generator` that ``rng`` stands for.
+
+    A Generator is used as it is; a non-negative int seed, a SeedSequence or a BitGenerator makes a
+    new one; ``None`` gives this process's own generator, seeded once from OS entropy (fresh in
+    every process, forked children included). Anything else is an :class:`ArgumentTypeError`.
+    """
+    if isinstance(rng, np.random.Generator):
+        return rng
+    if rng is None:
+        if _process_generator:
+            return _process_generator[0]
+        with _process_generator_lock:
+            if not _process_generator:
+                _process_generator.append(np.random.default_rng())
+            return _process_generator[0]
+    if isinstance(rng, (np.random.BitGenerator, np.random.SeedSequence)):
+        return np.random.default_rng(rng)
+    if isinstance(rng, (bool, np.bool_)) or not isinstance(rng, (int, np.integer)):
+        raise ArgumentTypeError(
+            f"rng must be a numpy Generator, a non-negative integer seed, a SeedSequence, a "
+            f"BitGenerator or None; got {rng!r} ({type(rng).__name__})"
+        )
+    if rng < 0:
+        raise ValueError(f"rng seed must be a non-negative integer, got {rng}")
+    return np.random.default_rng(int(rng))
+
+
 def _digit_list(digits: Iterable[int]) -> list[int]:
     if type(digits) is list or type(digits) is tuple:  # fast path: plain ints 0-9
         fast = list(digits)
         if fast and all([type(d) is int for d in fast]) and min(fast) >= 0 and max(fast) <= 9:
             return fast
+    if isinstance(digits, (Set, Mapping)):
+        raise ArgumentTypeError(
+            f"digits must be an ordered sequence of integers 0-9 (a list, tuple or 1-D array), "
+            f"not a {type(digits).__name__}: it has no order, so the image would not be defined"
+        )
+    if not isinstance(digits, Iterable):
+        hint = ""
+        if isinstance(digits, int) and not isinstance(digits, bool):
+            hint = "; for a number give its digits, e.g. [int(c) for c in '0451'] (keeps zeros)"
+        raise ArgumentTypeError(
+            f"digits must be a sequence of integers 0-9 such as [0, 9, 0], got {digits!r} "
+            f"({type(digits).__name__}){hint}"
+        )
     if isinstance(digits, (str, bytes)):
         raise ArgumentTypeError(
             f"digits must be integers 0-9, not a string ({digits!r}); "
@@ -340,11 +430,16 @@ def _spacing(spacing_range: tuple[int, int]) -> tuple[int, int]:
 
 
 def _width(image_width: int) -> int:
-    if type(image_width) is int and image_width > 0:  # fast path
+    if type(image_width) is int and 0 < image_width <= MAX_IMAGE_WIDTH:  # fast path
         return image_width
     width = _int(image_width, "image_width")
     if width <= 0:
         raise ValueError(f"image_width must be a positive number of pixels, got {width}")
+    if width > MAX_IMAGE_WIDTH:
+        raise ValueError(
+            f"image_width {width:,} exceeds the limit of {MAX_IMAGE_WIDTH:,} pixels "
+            "(MAX_IMAGE_WIDTH); digits are never stretched, so wider images are only padding"
+        )
     return width
 
 
@@ -385,6 +480,65 @@ def _check_fit(
             "or overflow='resample'"
         )
     return False
+
+
+#: (source, digits, min gap, max gap, width) -> the warning's text ("" when the bias is negligible).
+_bias_messages: dict[tuple[str, tuple[int, ...], int, int, int], str] = {}
+
+
+def measure_bias(
+    seq: list[int], lo: int, hi: int, width: int, src: DigitSource, *, draws: int = BIAS_DRAWS
+) -> tuple[float, float, float, float, float]:
+    """Simulate ``draws`` unconditioned draws of ``seq``: (fraction that does not fit, mean gap
+    of all draws, of the fitting ones, mean glyph width of all draws, of the fitting ones)."""
+    gen = np.random.default_rng(0)
+    d = np.asarray(seq, dtype=np.intp)
+    picks = src.starts[d] + (gen.random((draws, d.size)) * src.counts[d]).astype(np.int64)
+    widths = src.widths[picks]
+    gaps = gen.integers(lo, hi + 1, size=(draws, max(d.size - 1, 1)))
+    if d.size == 1:
+        gaps[:] = 0
+    fits = widths.sum(axis=1) + gaps.sum(axis=1) <= width
+    if not fits.any():
+        return 1.0, float(gaps.mean()), float("nan"), float(widths.mean()), float("nan")
+    return (
+        1.0 - float(fits.mean()),
+        float(gaps.mean()),
+        float(gaps[fits].mean()),
+        float(widths.mean()),
+        float(widths[fits].mean()),
+    )
+
+
+def warn_if_biased(
+    seq: list[int], lo: int, hi: int, width: int, src: DigitSource, *, stacklevel: int = 2
+) -> None:
+    """Warn when resampling changes the distributions, with the effect measured once per
+    sequence, spacing and width (Python's warning filters decide how often it is shown)."""
+    key = (src.name, tuple(seq), lo, hi, width)
+    message = _bias_messages.get(key)
+    if message is None:
+        if len(_bias_messages) >= 4096:
+            _bias_messages.clear()
+        message = _bias_message(seq, lo, hi, width, src)
+        _bias_messages[key] = message
+    if message:
+        warnings.warn(message, SpacingBiasWarning, stacklevel=stacklevel)
+
+
+def _bias_message(seq: list[int], lo: int, hi: int, width: int, src: DigitSource) -> str:
+    rejected, gap_all, gap_fit, width_all, width_fit = measure_bias(seq, lo, hi, width, src)
+    if rejected < BIAS_THRESHOLD:
+        return ""
+    wide = sum(src.max_widths[d] for d in seq) + (len(seq) - 1) * hi
+    return (
+        f"image_width {width} is tight for the {len(seq)} digits {_text(seq)} at spacing "
+        f"{lo}-{hi}: {rejected:.1%} of draws do not fit and are redrawn, so the images favour "
+        f"smaller gaps and narrower digits (mean gap {gap_fit:.2f} px instead of {gap_all:.2f}, "
+        f"mean digit width {width_fit:.2f} px instead of {width_all:.2f}; measured over "
+        f"{BIAS_DRAWS:,} draws). Use image_width >= {wide} for the exact distributions, or "
+        "overflow='raise' to refuse such widths"
+    )
 
 
 def _text(seq: Iterable[int]) -> str:

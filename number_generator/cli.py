@@ -9,8 +9,10 @@ Each prints what it wrote on stdout; on bad input it prints one line,
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -91,6 +93,27 @@ def _options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mnist-dir", type=Path, default=None, help="directory of MNIST files")
 
 
+@contextlib.contextmanager
+def _warnings_as_lines(prog: str) -> Iterator[None]:
+    """Show warnings (e.g. a tight width's measured bias) as one line each on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                message = " ".join(str(warning.message).split())
+                print(f"{prog}: warning: {message}", file=sys.stderr)
+
+
+def _not_a_directory(path: Path) -> str | None:
+    """The first ancestor of ``path`` that exists but is not a directory, as a message."""
+    for parent in path.parents:
+        if parent.exists():
+            return None if parent.is_dir() else f"{parent} is not a directory"
+    return None
+
+
 def _fail(prog: str, exc: BaseException) -> int:
     message = " ".join(str(exc).split()) or type(exc).__name__
     print(f"{prog}: error: {message}", file=sys.stderr)
@@ -126,16 +149,20 @@ def sequence_main(argv: Sequence[str] | None = None) -> int:
         seed = "" if args.seed is None else f"_seed{args.seed}"
         name = f"{args.sequence}_w{args.image_width}_s{args.min_spacing}-{args.max_spacing}{seed}"
         output = output / f"{name}.png"
+    blocked = _not_a_directory(output)
+    if blocked:
+        return _fail(parser.prog, OSError(f"cannot write {output}: {blocked}"))
     try:
-        image = generate_numbers_sequence(
-            [int(c) for c in args.sequence],
-            (args.min_spacing, args.max_spacing),
-            args.image_width,
-            rng=args.seed,
-            source=args.mnist_dir,
-            align=args.align,
-            overflow=args.overflow,
-        )
+        with _warnings_as_lines(parser.prog):
+            image = generate_numbers_sequence(
+                [int(c) for c in args.sequence],
+                (args.min_spacing, args.max_spacing),
+                args.image_width,
+                rng=args.seed,
+                source=args.mnist_dir,
+                align=args.align,
+                overflow=args.overflow,
+            )
     except (ValueError, TypeError, OSError) as exc:
         return _fail(parser.prog, exc)
     try:
@@ -182,25 +209,33 @@ def phone_main(argv: Sequence[str] | None = None) -> int:
         "with zlib's run-length strategy, where the level barely matters for these images",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the contents of a non-empty output directory (once the new dataset is "
+        "complete); without it a non-empty directory is refused",
+    )
     args = parser.parse_args(argv)
     if args.min_spacing > args.max_spacing:
         parser.error(
             f"min_spacing ({args.min_spacing}) must not exceed max_spacing ({args.max_spacing})"
         )
     try:
-        labels = write_phone_dataset(
-            args.output,
-            args.count,
-            (args.min_spacing, args.max_spacing),
-            args.image_width,
-            rng=args.seed,
-            source=args.mnist_dir,
-            align=args.align,
-            overflow=args.overflow,
-            workers=args.workers,
-            compress_level=args.compress_level,
-            progress=not args.quiet,
-        )
+        with _warnings_as_lines(parser.prog):
+            labels = write_phone_dataset(
+                args.output,
+                args.count,
+                (args.min_spacing, args.max_spacing),
+                args.image_width,
+                rng=args.seed,
+                source=args.mnist_dir,
+                align=args.align,
+                overflow=args.overflow,
+                workers=args.workers,
+                compress_level=args.compress_level,
+                progress=not args.quiet,
+                overwrite=args.overwrite,
+            )
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         return _fail(parser.prog, exc)
     print(labels)
