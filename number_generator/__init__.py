@@ -14,13 +14,20 @@ from number_generator._download import download_mnist
 from number_generator._idx import IDXFormatError, read_idx
 from number_generator._phone import (
     JAPANESE_FORMATS,
+    MAX_LIST_COUNT,
     PhoneFormat,
     PhoneNumber,
     generate_phone_numbers,
+    iter_phone_numbers,
 )
 from number_generator._png import save_png
 from number_generator._sequence import (
+    MAX_BATCH_PIXELS,
+    MAX_IMAGE_WIDTH,
     ArgumentTypeError,
+    LabelledBatch,
+    LabelledImage,
+    SpacingBiasWarning,
     generate_numbers_batch,
     generate_numbers_sequence,
 )
@@ -28,17 +35,24 @@ from number_generator._source import DigitSource, cache_dir, clear_source_cache,
 
 __all__ = [
     "JAPANESE_FORMATS",
+    "MAX_BATCH_PIXELS",
+    "MAX_IMAGE_WIDTH",
+    "MAX_LIST_COUNT",
     "ArgumentTypeError",
     "DigitSource",
     "IDXFormatError",
+    "LabelledBatch",
+    "LabelledImage",
     "PhoneFormat",
     "PhoneNumber",
+    "SpacingBiasWarning",
     "cache_dir",
     "clear_source_cache",
     "download_mnist",
     "generate_numbers_batch",
     "generate_numbers_sequence",
     "generate_phone_numbers",
+    "iter_phone_numbers",
     "load_source",
     "read_idx",
     "save_png",

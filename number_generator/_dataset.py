@@ -15,6 +15,7 @@ killed outright leaves only the hidden ``.<name>.partial-*`` folder, safe to del
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import tempfile
@@ -24,7 +25,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Never, Protocol
+from typing import Final, Never, Protocol, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -46,12 +47,13 @@ from number_generator._sequence import (
     _spacing,
     _width,
     generator,
-    render_batch_u8,
+    render_batch_boxes_u8,
     warn_if_biased,
 )
 from number_generator._source import HEIGHT, DigitSource, SourceLike, load_source
 
 __all__ = [
+    "BOXES_FILE",
     "CHUNK_BYTES",
     "LABELS_FILE",
     "check_output",
@@ -62,6 +64,9 @@ __all__ = [
 ]
 
 LABELS_FILE: Final = "labels.csv"
+#: One JSON object per image, in the order of labels.csv: file, digits, formatted and the ink
+#: box ``[x0, y0, x1, y1]`` of every digit (x1, y1 exclusive).
+BOXES_FILE: Final = "boxes.jsonl"
 #: Pixels one chunk may hold while it is rendered (the chunk size shrinks for very wide images).
 CHUNK_BYTES: Final = 64 * 1024 * 1024
 
@@ -115,7 +120,7 @@ def write_phone_dataset(
     progress: bool = False,
     overwrite: bool = False,
 ) -> Path:
-    """Write ``count`` PNGs of unique phone numbers and ``labels.csv`` into ``output_dir``.
+    """Write ``count`` PNGs of unique phone numbers, ``labels.csv`` and ``boxes.jsonl``.
 
     Image ``i`` is ``<i>_<digits>.png`` (zero-padded index): 8-bit grayscale, black ink on white,
     only the digits (the hyphens are in the ``formatted`` column of the labels). ``workers``
@@ -158,18 +163,21 @@ def write_phone_dataset(
         seeds = np.random.SeedSequence(gen.integers(0, 2**63, size=4).tolist())
         chunks = _chunks(count, chunk_size, digits_width, gen, seeds, formats)
         job = _Job(str(staging), (lo, hi), width, align, overflow, compress_level)
-        with labels.open("w", newline="", encoding="utf-8") as fh:
+        with (
+            labels.open("w", newline="", encoding="utf-8") as fh,
+            (staging / BOXES_FILE).open("w", encoding="utf-8") as boxes_fh,
+        ):
             writer = csv.writer(fh)
             writer.writerow(("file", "digits", "formatted"))
+            sinks = _Sinks(writer, boxes_fh)
             if workers == 1 or count <= chunk_size:
                 with _progress(count, progress) as bar:
                     for chunk, numbers in chunks:
-                        _render_chunk(job, src, chunk)
-                        _write_rows(writer, chunk, numbers)
+                        sinks.write(chunk, numbers, _render_chunk(job, src, chunk))
                         bar.update(len(numbers))
             else:
                 pool_size = min(workers, -(-count // chunk_size))
-                _run_pool(job, source, chunks, pool_size, count, progress, writer)
+                _run_pool(job, source, chunks, pool_size, count, progress, sinks)
         publish(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -245,10 +253,22 @@ def _chunks(
         start += len(numbers)
 
 
-def _write_rows(writer: _RowWriter, chunk: _Chunk, numbers: list[PhoneNumber]) -> None:
-    writer.writerows(
-        (name, n.digits, n.formatted) for name, n in zip(chunk.files, numbers, strict=True)
-    )
+@dataclass
+class _Sinks:
+    labels: _RowWriter
+    boxes: TextIO
+
+    def write(self, chunk: _Chunk, numbers: list[PhoneNumber], boxes: Boxes) -> None:
+        rows = list(zip(chunk.files, numbers, boxes, strict=True))
+        self.labels.writerows((name, n.digits, n.formatted) for name, n, _ in rows)
+        self.boxes.writelines(
+            json.dumps(
+                {"file": name, "digits": n.digits, "formatted": n.formatted, "boxes": b},
+                separators=(",", ":"),
+            )
+            + "\n"
+            for name, n, b in rows
+        )
 
 
 def _digit_rows(numbers: list[str], length: int) -> npt.NDArray[np.intp]:
@@ -256,8 +276,12 @@ def _digit_rows(numbers: list[str], length: int) -> npt.NDArray[np.intp]:
     return (raw.reshape(-1, length) - ord("0")).astype(np.intp)
 
 
-def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> int:
+Boxes = list[list[list[int]]]  # per image, per digit: [x0, y0, x1, y1]
+
+
+def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> Boxes:
     gen = np.random.default_rng(chunk.seed)
+    boxes: Boxes = [[] for _ in chunk.numbers]
     writer = PNGWriter(HEIGHT, job.width, compress_level=job.compress_level)
     positions: dict[int, list[int]] = {}
     for i, digits in enumerate(chunk.numbers):
@@ -265,20 +289,22 @@ def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> int:
     for length in sorted(positions):
         index = positions[length]
         rows = _digit_rows([chunk.numbers[i] for i in index], length)
-        pixels = render_batch_u8(
+        pixels, found = render_batch_boxes_u8(
             rows, job.spacing, job.width, rng=gen, source=source, align=job.align,
             overflow=job.overflow, warn_bias=False,
         )  # fmt: skip
         for i, data in zip(index, writer.encode_batch(pixels), strict=True):
             writer.write(os.path.join(job.directory, chunk.files[i]), data)
-    return len(chunk.numbers)
+        for i, row in zip(index, found.tolist(), strict=True):
+            boxes[i] = row
+    return boxes
 
 
 def _init_worker(source: SourceLike) -> None:
     _worker_state["source"] = load_source(source)
 
 
-def _worker(job: _Job, chunk: _Chunk) -> int:
+def _worker(job: _Job, chunk: _Chunk) -> Boxes:
     source = _worker_state["source"]
     assert isinstance(source, DigitSource)
     return _render_chunk(job, source, chunk)
@@ -295,14 +321,14 @@ def _run_pool(
     workers: int,
     count: int,
     progress: bool,
-    writer: _RowWriter,
+    sinks: _Sinks,
 ) -> None:
     """Render ``chunks`` on ``workers`` processes, at most ``2 * workers`` chunks in flight, and
     write their label rows in order as they finish."""
     with ProcessPoolExecutor(
         max_workers=workers, initializer=_init_worker, initargs=(source,)
     ) as pool:
-        pending: deque[tuple[Future[int], _Chunk, list[PhoneNumber]]] = deque()
+        pending: deque[tuple[Future[Boxes], _Chunk, list[PhoneNumber]]] = deque()
 
         def submit(limit: int) -> None:
             for chunk, numbers in chunks:
@@ -317,8 +343,7 @@ def _run_pool(
             with _progress(count, progress) as bar:
                 while pending:
                     future, chunk, numbers = pending.popleft()
-                    future.result()
-                    _write_rows(writer, chunk, numbers)
+                    sinks.write(chunk, numbers, future.result())
                     bar.update(len(numbers))
                     submit(2 * workers)
         except BrokenProcessPool as exc:

@@ -16,7 +16,7 @@ import os
 import threading
 import warnings
 from collections.abc import Iterable, Mapping, Set
-from typing import Final, Literal
+from typing import Final, Literal, NamedTuple, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,8 @@ __all__ = [
     "MAX_IMAGE_WIDTH",
     "Align",
     "ArgumentTypeError",
+    "LabelledBatch",
+    "LabelledImage",
     "Overflow",
     "RNGLike",
     "SpacingBiasWarning",
@@ -71,6 +73,57 @@ _OVERFLOWS: Final = ("resample", "raise")
 MAX_ATTEMPTS: Final = 1000
 
 
+class LabelledImage(NamedTuple):
+    """An image with its digits and their ink boxes."""
+
+    #: float32 (28, width), 0.0 ink on 1.0 white.
+    image: npt.NDArray[np.float32]
+    #: The digits, left to right.
+    digits: tuple[int, ...]
+    #: int32 (digits, 4): ``x0, y0, x1, y1`` of each digit's ink; x1 and y1 are exclusive, so the
+    #: ink of digit ``j`` lies in ``image[y0:y1, x0:x1]``.
+    boxes: npt.NDArray[np.int32]
+
+
+class LabelledBatch(NamedTuple):
+    """Images with their digits and ink boxes (see :class:`LabelledImage`)."""
+
+    #: float32 (rows, 28, width).
+    images: npt.NDArray[np.float32]
+    #: uint8 (rows, digits).
+    digits: npt.NDArray[np.uint8]
+    #: int32 (rows, digits, 4): ``x0, y0, x1, y1``, x1 and y1 exclusive.
+    boxes: npt.NDArray[np.int32]
+
+
+@overload
+def generate_numbers_sequence(
+    digits: Iterable[int],
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = ...,
+    source: SourceLike = ...,
+    align: Align = ...,
+    overflow: Overflow = ...,
+    with_boxes: Literal[False] = ...,
+) -> npt.NDArray[np.float32]: ...
+
+
+@overload
+def generate_numbers_sequence(
+    digits: Iterable[int],
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = ...,
+    source: SourceLike = ...,
+    align: Align = ...,
+    overflow: Overflow = ...,
+    with_boxes: Literal[True],
+) -> LabelledImage: ...
+
+
 def generate_numbers_sequence(
     digits: Iterable[int],
     spacing_range: tuple[int, int],
@@ -80,7 +133,8 @@ def generate_numbers_sequence(
     source: SourceLike = None,
     align: Align = "center",
     overflow: Overflow = "resample",
-) -> npt.NDArray[np.float32]:
+    with_boxes: bool = False,
+) -> npt.NDArray[np.float32] | LabelledImage:
     """Render ``digits`` side by side from random MNIST images of each digit.
 
     Parameters
@@ -107,10 +161,14 @@ def generate_numbers_sequence(
         spacing fit, else conditioned on fitting); ``"raise"`` raises a ValueError unless every
         possible draw fits.
 
+    with_boxes
+        Also return the digits and the box of each digit's ink (a :class:`LabelledImage`).
+
     Returns
     -------
     numpy.ndarray
-        float32, shape ``(28, image_width)``, 0.0 is black ink and 1.0 white background.
+        float32, shape ``(28, image_width)``, 0.0 is black ink and 1.0 white background (or a
+        :class:`LabelledImage` holding it, with ``with_boxes=True``).
 
     Raises
     ------
@@ -168,12 +226,49 @@ def generate_numbers_sequence(
     x = _pad(align, leftover, u[-1])
     canvas = np.full((HEIGHT, width), 255, dtype=np.uint8)
     glyphs = src.glyphs
+    if with_boxes:
+        boxes = np.empty((n, 4), dtype=np.int32)
+        for i in range(n):
+            k = picks[i]
+            w = widths[k]
+            canvas[:, x : x + w] = glyphs[k, :, :w]
+            boxes[i] = (x, src.tops[k], x + w, src.bottoms[k])
+            x += steps[i]
+        return LabelledImage(to_float(canvas), tuple(seq), boxes)
     for i in range(n):
         k = picks[i]
         w = widths[k]
         canvas[:, x : x + w] = glyphs[k, :, :w]
         x += steps[i]
     return to_float(canvas)
+
+
+@overload
+def generate_numbers_batch(
+    digits: npt.ArrayLike,
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = ...,
+    source: SourceLike = ...,
+    align: Align = ...,
+    overflow: Overflow = ...,
+    with_boxes: Literal[False] = ...,
+) -> npt.NDArray[np.float32]: ...
+
+
+@overload
+def generate_numbers_batch(
+    digits: npt.ArrayLike,
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = ...,
+    source: SourceLike = ...,
+    align: Align = ...,
+    overflow: Overflow = ...,
+    with_boxes: Literal[True],
+) -> LabelledBatch: ...
 
 
 def generate_numbers_batch(
@@ -185,20 +280,25 @@ def generate_numbers_batch(
     source: SourceLike = None,
     align: Align = "center",
     overflow: Overflow = "resample",
-) -> npt.NDArray[np.float32]:
+    with_boxes: bool = False,
+) -> npt.NDArray[np.float32] | LabelledBatch:
     """Render many digit sequences of the same length at once (vectorised).
 
     ``digits`` is a 2-D integer array-like, one sequence of digits 0-9 per row, for example
     ``np.array([[0, 9, 0], [1, 2, 3]])``. Every row is drawn exactly as
     :func:`generate_numbers_sequence` would draw it (same options), independently of the others.
-    Returns float32 of shape ``(rows, 28, image_width)``.
+    Returns float32 of shape ``(rows, 28, image_width)``; with ``with_boxes=True`` a
+    :class:`LabelledBatch` (the images, the digits and every digit's ink box).
     """
-    pixels = render_batch_u8(
+    pixels, boxes = render_batch_boxes_u8(
         digits, spacing_range, image_width, rng=rng, source=source, align=align,
         overflow=overflow,
     )  # fmt: skip
     out = np.empty(pixels.shape, dtype=np.float32)
     np.divide(pixels, np.float32(255.0), out=out, dtype=np.float32)
+    if with_boxes:
+        labels = _digit_matrix(digits).astype(np.uint8)
+        return LabelledBatch(out, labels, boxes)
     return out
 
 
@@ -218,6 +318,25 @@ def render_batch_u8(
     Returns a (rows, 28, image_width) view into a slightly wider canvas (not C-contiguous).
     ``warn_bias=False`` leaves the tight-width warning to the caller.
     """
+    pixels, _ = render_batch_boxes_u8(
+        digits, spacing_range, image_width, rng=rng, source=source, align=align,
+        overflow=overflow, warn_bias=warn_bias,
+    )  # fmt: skip
+    return pixels
+
+
+def render_batch_boxes_u8(
+    digits: npt.ArrayLike,
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = None,
+    source: SourceLike = None,
+    align: Align = "center",
+    overflow: Overflow = "resample",
+    warn_bias: bool = True,
+) -> tuple[npt.NDArray[np.uint8], npt.NDArray[np.int32]]:
+    """:func:`render_batch_u8` and the (rows, digits, 4) ink boxes of every digit."""
     d2 = _digit_matrix(digits)
     lo, hi = _spacing(spacing_range)
     width = _width(image_width)
@@ -231,7 +350,7 @@ def render_batch_u8(
             f"{MAX_BATCH_PIXELS:,} pixels; render them in smaller batches"
         )
     if rows == 0:
-        return np.full((0, HEIGHT, width), 255, dtype=np.uint8)
+        return np.full((0, HEIGHT, width), 255, np.uint8), np.zeros((0, n, 4), np.int32)
     exact = _check_fit(d2, lo, hi, width, src, overflow)
     if not exact and warn_bias:
         wide = np.asarray(src.max_widths)[d2].sum(axis=1)
@@ -288,7 +407,14 @@ def render_batch_u8(
     r = np.arange(rows)
     for j in range(n):
         windows[r, x[:, j]] = glyphs[g[:, j]]
-    return canvas[:, :, :width]
+    return canvas[:, :, :width], _boxes(x, w, g, src)
+
+
+def _boxes(
+    x: npt.NDArray[np.int64], w: npt.NDArray[np.int64], g: npt.NDArray[np.int64], src: DigitSource
+) -> npt.NDArray[np.int32]:
+    """(rows, digits, 4) boxes ``x0, y0, x1, y1`` of each pasted glyph's ink (x1, y1 exclusive)."""
+    return np.stack([x, src.tops[g], x + w, src.bottoms[g]], axis=-1).astype(np.int32)
 
 
 # The generator used when the caller passes no `rng`: created from OS entropy on first use in each

@@ -82,6 +82,9 @@ class DigitSource:
     counts: npt.NDArray[np.int64] = field(init=False)
     order: npt.NDArray[np.int64] = field(init=False)
     widths: npt.NDArray[np.int64] = field(init=False)
+    #: First and one-past-last row with ink, per glyph (the vertical extent of its box).
+    tops: npt.NDArray[np.int64] = field(init=False)
+    bottoms: npt.NDArray[np.int64] = field(init=False)
     glyphs: npt.NDArray[np.uint8] = field(init=False)
     min_widths: tuple[int, ...] = field(init=False)
     max_widths: tuple[int, ...] = field(init=False)
@@ -140,6 +143,9 @@ class DigitSource:
             raise ValueError(
                 f"digit source {self.name!r} has blank images (no ink), e.g. indices {blank}"
             )
+        ink_rows: npt.NDArray[np.bool_] = np.any(imgs > 0, axis=2)  # (n, 28 rows): row has ink
+        tops = ink_rows.argmax(axis=1).astype(np.int64)
+        bottoms = (HEIGHT - ink_rows[:, ::-1].argmax(axis=1)).astype(np.int64)
         left = ink.argmax(axis=1)
         right = HEIGHT - ink[:, ::-1].argmax(axis=1)
         widths = (right - left).astype(np.int64)
@@ -160,6 +166,8 @@ class DigitSource:
             ("counts", counts),
             ("order", order),
             ("widths", widths),
+            ("tops", tops),
+            ("bottoms", bottoms),
             ("glyphs", glyphs),
         ):
             value.flags.writeable = False

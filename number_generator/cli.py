@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from number_generator._dataset import LABELS_FILE, default_workers, write_phone_dataset
+from number_generator._dataset import BOXES_FILE, LABELS_FILE, default_workers, write_phone_dataset
 from number_generator._download import DEFAULT_MIRROR, MIRROR_ENV, download_mnist
 from number_generator._phone import JAPANESE_FORMATS
 from number_generator._png import save_png
@@ -139,6 +140,12 @@ def sequence_main(argv: Sequence[str] | None = None) -> int:
         "is named <sequence>_w<width>_s<min>-<max>[_seed<seed>].png",
     )
     _options(parser)
+    parser.add_argument(
+        "--boxes",
+        action="store_true",
+        help="also write <png name>.json: the digits and each digit's ink box [x0, y0, x1, y1] "
+        "(x1, y1 exclusive)",
+    )
     args = parser.parse_args(argv)
     if args.min_spacing > args.max_spacing:
         parser.error(
@@ -162,12 +169,16 @@ def sequence_main(argv: Sequence[str] | None = None) -> int:
                 source=args.mnist_dir,
                 align=args.align,
                 overflow=args.overflow,
+                with_boxes=True,
             )
     except (ValueError, TypeError, OSError) as exc:
         return _fail(parser.prog, exc)
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        save_png(image, output)
+        save_png(image.image, output)
+        if args.boxes:
+            record = {"file": output.name, "digits": args.sequence, "boxes": image.boxes.tolist()}
+            output.with_suffix(".json").write_text(json.dumps(record) + "\n", encoding="utf-8")
     except OSError as exc:
         return _fail(parser.prog, OSError(f"cannot write {output}: {exc.strerror or exc}"))
     print(output)
@@ -180,7 +191,8 @@ def phone_main(argv: Sequence[str] | None = None) -> int:
     parser = _Parser(
         prog="generate-phone-numbers",
         description="Write PNG images of unique, realistic Japanese phone numbers (digits only, "
-        f"black on white) and {LABELS_FILE} (file, digits, formatted). Formats: {formats}.",
+        f"black on white), {LABELS_FILE} (file, digits, formatted) and {BOXES_FILE} (one JSON "
+        f"line per image: the same and each digit's ink box). Formats: {formats}.",
         epilog=_EPILOG_SOURCE,
     )
     _common(parser)
