@@ -14,18 +14,23 @@ killed outright leaves only the hidden ``.<name>.partial-*`` folder, safe to del
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import hashlib
+import io
 import json
 import os
 import shutil
+import tarfile
 import tempfile
+import zipfile
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Never, Protocol, TextIO
+from typing import Any, Final, Literal, Never
 
 import numpy as np
 import numpy.typing as npt
@@ -50,7 +55,14 @@ from number_generator._sequence import (
     render_batch_boxes_u8,
     warn_if_biased,
 )
-from number_generator._source import HEIGHT, DigitSource, SourceLike, load_source
+from number_generator._source import (
+    HEIGHT,
+    SPLIT_SOURCES,
+    DigitSource,
+    SourceLike,
+    load_source,
+    split_sources,
+)
 
 __all__ = [
     "BOXES_FILE",
@@ -67,12 +79,16 @@ LABELS_FILE: Final = "labels.csv"
 #: One JSON object per image, in the order of labels.csv: file, digits, formatted and the ink
 #: box ``[x0, y0, x1, y1]`` of every digit (x1, y1 exclusive).
 BOXES_FILE: Final = "boxes.jsonl"
+MANIFEST_FILE: Final = "manifest.json"
+SUMS_FILE: Final = "SHA256SUMS"
+NPZ_FILE: Final = "images.npz"
+HDF5_FILE: Final = "images.h5"
+DatasetFormat = Literal["png", "npz", "hdf5", "shards"]
+DATASET_FORMATS: Final = ("png", "npz", "hdf5", "shards")
+#: Samples per tar file in the shards format (about 25 MB at width 300).
+DEFAULT_SHARD_SIZE: Final = 10_000
 #: Pixels one chunk may hold while it is rendered (the chunk size shrinks for very wide images).
 CHUNK_BYTES: Final = 64 * 1024 * 1024
-
-
-class _RowWriter(Protocol):
-    def writerows(self, rows: Iterable[Iterable[str]], /) -> object: ...
 
 
 @dataclass(frozen=True)
@@ -83,6 +99,7 @@ class _Job:
     align: Align
     overflow: Overflow
     compress_level: int
+    format: str
 
 
 @dataclass(frozen=True)
@@ -119,14 +136,56 @@ def write_phone_dataset(
     compress_level: int = 1,
     progress: bool = False,
     overwrite: bool = False,
+    format: DatasetFormat = "png",
+    shard_size: int = DEFAULT_SHARD_SIZE,
 ) -> Path:
-    """Write ``count`` PNGs of unique phone numbers, ``labels.csv`` and ``boxes.jsonl``.
+    """Write ``count`` images of unique phone numbers, ``labels.csv``, ``boxes.jsonl`` and
+    ``manifest.json`` into ``output_dir``.
 
-    Image ``i`` is ``<i>_<digits>.png`` (zero-padded index): 8-bit grayscale, black ink on white,
-    only the digits (the hyphens are in the ``formatted`` column of the labels). ``workers``
-    defaults to every CPU this process may use; ``workers=1`` renders in this process.
-    ``output_dir`` must not exist or be empty, unless ``overwrite`` (then its old contents are
-    replaced once the new dataset is complete). Returns the path of ``labels.csv``.
+    ``format``: ``"png"`` (image ``i`` is ``<i>_<digits>.png``, zero-padded index, and
+    ``SHA256SUMS`` lists every file), ``"npz"`` (``images.npz``), ``"hdf5"`` (``images.h5``,
+    needs h5py) or ``"shards"`` (``shard-000000.tar``... of ``shard_size`` samples, each a PNG
+    and a JSON record). Images are 8-bit grayscale, black ink on white, only the digits (the
+    hyphens are in the ``formatted`` column of the labels). ``workers`` defaults to every CPU
+    this process may use; ``workers=1`` renders in this process. ``output_dir`` must not exist
+    or be empty, unless ``overwrite`` (then its old contents are replaced once the new dataset
+    is complete). Returns the path of ``labels.csv``.
+    """
+    return write_phone_splits(
+        output_dir, {"": count}, spacing_range, image_width, rng=rng,
+        sources={"": load_source(source)} if source is not None else None,
+        source_arg=source, align=align, overflow=overflow, formats=formats, workers=workers,
+        chunk_size=chunk_size, compress_level=compress_level, progress=progress,
+        overwrite=overwrite, format=format, shard_size=shard_size,
+    ) / LABELS_FILE  # fmt: skip
+
+
+def write_phone_splits(
+    output_dir: str | os.PathLike[str],
+    counts: Mapping[str, int],
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: np.random.Generator | int | None = None,
+    sources: Mapping[str, DigitSource] | None = None,
+    source_arg: SourceLike = None,
+    align: Align = "center",
+    overflow: Overflow = "resample",
+    formats: tuple[PhoneFormat, ...] = JAPANESE_FORMATS,
+    workers: int | None = None,
+    chunk_size: int = 1000,
+    compress_level: int = 1,
+    progress: bool = False,
+    overwrite: bool = False,
+    format: DatasetFormat = "png",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> Path:
+    """Write one dataset per split (``counts``: split name -> images) into ``output_dir/<name>``,
+    with one ``manifest.json`` at the top; the numbers are unique across all splits.
+
+    ``sources`` maps each split to its digits; by default :func:`split_sources` (MNIST training
+    digits for ``train``, test digits of disjoint writers for ``validation`` and ``test``). The
+    split named ``""`` is written into ``output_dir`` itself. Returns ``output_dir``.
     """
     lo, hi = _spacing(spacing_range)
     width = _width(image_width)
@@ -136,13 +195,98 @@ def write_phone_dataset(
         raise ValueError(f"workers must be a positive integer, got {workers!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if isinstance(shard_size, bool) or not isinstance(shard_size, int) or shard_size < 1:
+        raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     if not 0 <= compress_level <= 9:
         raise ValueError(f"compress_level must be 0-9, got {compress_level}")
-    _check_request(count, formats)
+    if format not in DATASET_FORMATS:
+        raise ValueError(f"format must be one of {', '.join(DATASET_FORMATS)}; got {format!r}")
+    if format == "hdf5":
+        _h5py()  # a clear error now rather than after rendering
+    if not counts:
+        raise ValueError("counts is empty: give at least one split and its number of images")
+    for name, n in counts.items():
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"split {name!r}: count must be a positive integer, got {n!r}")
+    total = sum(counts.values())
+    _check_request(total, formats)
     target = Path(output_dir)
     check_output(target, overwrite=overwrite)
     gen = generator(rng)
-    src = load_source(source)
+    if sources is None:
+        if list(counts) == [""]:
+            sources = {"": load_source(source_arg)}
+        else:
+            unknown = sorted(set(counts) - set(SPLIT_SOURCES))
+            if unknown:
+                raise ValueError(
+                    f"unknown split(s) {unknown}: the default sources are "
+                    f"{', '.join(SPLIT_SOURCES)}; pass sources= for others"
+                )
+            if isinstance(source_arg, DigitSource):
+                raise ValueError("splits read their digits from a folder of MNIST files")
+            sources = split_sources(source_arg)
+    missing = sorted(set(counts) - set(sources))
+    if missing:
+        raise ValueError(f"no digit source for split(s) {missing}")
+    for name in counts:
+        _check_formats_fit(formats, lo, hi, width, sources[name], overflow)
+    # A chunk's canvas (rows x 28 x width) stays within CHUNK_BYTES.
+    chunk_size = max(1, min(chunk_size, CHUNK_BYTES // (HEIGHT * (width + 32))))
+    staging = make_staging(target)
+    try:
+        numbers = _numbers(total, chunk_size, gen, formats)
+        seeds = np.random.SeedSequence(gen.integers(0, 2**63, size=4).tolist())
+        entries: dict[str, object] = {}
+        for name, n in counts.items():
+            folder = staging / name if name else staging
+            folder.mkdir(exist_ok=True)
+            job = _Job(str(folder), (lo, hi), width, align, overflow, compress_level, format)
+            sink = _sink(format, folder, n, width, shard_size)
+            chunks = _chunks(numbers, n, chunk_size, max(6, len(str(n - 1))), seeds)
+            with sink:
+                if workers == 1 or n <= chunk_size:
+                    with _progress(n, progress, name) as bar:
+                        for chunk, batch in chunks:
+                            sink.add(chunk, batch, _render_chunk(job, sources[name], chunk))
+                            bar.update(len(batch))
+                else:
+                    pool_size = min(workers, -(-n // chunk_size))
+                    source = sources[name] if name or source_arg is None else source_arg
+                    _run_pool(job, source, chunks, pool_size, n, progress, sink, name)
+            entries[name or "dataset"] = {
+                "count": n,
+                "digits": sources[name].name,
+                "files": _file_entries(folder, sink.files()),
+            }
+        manifest = {
+            "generator": "number_generator.write_phone_splits",
+            "format": format,
+            "parameters": {
+                "spacing_range": [lo, hi],
+                "image_width": width,
+                "align": align,
+                "overflow": overflow,
+                "seed": rng if isinstance(rng, int) and not isinstance(rng, bool) else None,
+                "compress_level": compress_level,
+                "shard_size": shard_size if format == "shards" else None,
+                "formats": [
+                    {"name": f.name, "pattern": f.pattern, "weight": f.weight} for f in formats
+                ],
+            },
+            "splits": entries,
+        }
+        (staging / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n", "utf-8")
+        publish(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return target
+
+
+def _check_formats_fit(
+    formats: tuple[PhoneFormat, ...], lo: int, hi: int, width: int, src: DigitSource, overflow: str
+) -> None:
     for length in sorted({f.length for f in formats}):
         # Check the hardest number each format can produce before any work: the one with the
         # widest narrowest glyphs (must fit) and the one with the widest glyphs (fits exactly?).
@@ -153,36 +297,19 @@ def write_phone_dataset(
         if not _check_fit(widest, lo, hi, width, src, overflow):
             wide = np.asarray(src.max_widths)[widest].sum(axis=1)
             row = widest[int(np.argmax(wide))].tolist()
-            warn_if_biased(row, lo, hi, width, src, stacklevel=3)
-    # A chunk's canvas (rows x 28 x width) stays within CHUNK_BYTES.
-    chunk_size = max(1, min(chunk_size, CHUNK_BYTES // (HEIGHT * (width + 32))))
-    staging = make_staging(target)
-    try:
-        labels = staging / LABELS_FILE
-        digits_width = max(6, len(str(count - 1)))
-        seeds = np.random.SeedSequence(gen.integers(0, 2**63, size=4).tolist())
-        chunks = _chunks(count, chunk_size, digits_width, gen, seeds, formats)
-        job = _Job(str(staging), (lo, hi), width, align, overflow, compress_level)
-        with (
-            labels.open("w", newline="", encoding="utf-8") as fh,
-            (staging / BOXES_FILE).open("w", encoding="utf-8") as boxes_fh,
-        ):
-            writer = csv.writer(fh)
-            writer.writerow(("file", "digits", "formatted"))
-            sinks = _Sinks(writer, boxes_fh)
-            if workers == 1 or count <= chunk_size:
-                with _progress(count, progress) as bar:
-                    for chunk, numbers in chunks:
-                        sinks.write(chunk, numbers, _render_chunk(job, src, chunk))
-                        bar.update(len(numbers))
-            else:
-                pool_size = min(workers, -(-count // chunk_size))
-                _run_pool(job, source, chunks, pool_size, count, progress, sinks)
-        publish(staging, target)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return target / LABELS_FILE
+            warn_if_biased(row, lo, hi, width, src, stacklevel=5)
+
+
+def _file_entries(folder: Path, names: list[str]) -> list[dict[str, object]]:
+    entries: list[dict[str, object]] = []
+    for name in names:
+        digest = hashlib.sha256()
+        path = folder / name
+        with path.open("rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        entries.append({"name": name, "bytes": path.stat().st_size, "sha256": digest.hexdigest()})
+    return entries
 
 
 def _extreme(fmt: PhoneFormat, widths: tuple[int, ...]) -> list[int]:
@@ -237,38 +364,40 @@ def publish(staging: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
+class _NumberStream:
+    """Unique numbers for all splits, drawn lazily; ``take(k)`` hands out the next ``k``."""
+
+    def __init__(self, chunks: Iterator[list[PhoneNumber]]) -> None:
+        self._chunks = chunks
+        self._buffer: list[PhoneNumber] = []
+
+    def take(self, k: int) -> list[PhoneNumber]:
+        while len(self._buffer) < k:
+            self._buffer.extend(next(self._chunks))
+        out, self._buffer = self._buffer[:k], self._buffer[k:]
+        return out
+
+
+def _numbers(
+    total: int, chunk_size: int, gen: np.random.Generator, formats: tuple[PhoneFormat, ...]
+) -> _NumberStream:
+    return _NumberStream(iter_phone_numbers(total, rng=gen, formats=formats, chunk_size=chunk_size))
+
+
 def _chunks(
+    numbers: _NumberStream,
     count: int,
     chunk_size: int,
     digits_width: int,
-    gen: np.random.Generator,
     seeds: np.random.SeedSequence,
-    formats: tuple[PhoneFormat, ...],
 ) -> Iterator[tuple[_Chunk, list[PhoneNumber]]]:
     start = 0
-    for numbers in iter_phone_numbers(count, rng=gen, formats=formats, chunk_size=chunk_size):
-        files = [f"{start + i:0{digits_width}d}_{n.digits}.png" for i, n in enumerate(numbers)]
+    while start < count:
+        batch = numbers.take(min(chunk_size, count - start))
+        files = [f"{start + i:0{digits_width}d}_{n.digits}.png" for i, n in enumerate(batch)]
         (seed,) = seeds.spawn(1)
-        yield _Chunk([n.digits for n in numbers], files, seed), numbers
-        start += len(numbers)
-
-
-@dataclass
-class _Sinks:
-    labels: _RowWriter
-    boxes: TextIO
-
-    def write(self, chunk: _Chunk, numbers: list[PhoneNumber], boxes: Boxes) -> None:
-        rows = list(zip(chunk.files, numbers, boxes, strict=True))
-        self.labels.writerows((name, n.digits, n.formatted) for name, n, _ in rows)
-        self.boxes.writelines(
-            json.dumps(
-                {"file": name, "digits": n.digits, "formatted": n.formatted, "boxes": b},
-                separators=(",", ":"),
-            )
-            + "\n"
-            for name, n, b in rows
-        )
+        yield _Chunk([n.digits for n in batch], files, seed), batch
+        start += len(batch)
 
 
 def _digit_rows(numbers: list[str], length: int) -> npt.NDArray[np.intp]:
@@ -279,10 +408,28 @@ def _digit_rows(numbers: list[str], length: int) -> npt.NDArray[np.intp]:
 Boxes = list[list[list[int]]]  # per image, per digit: [x0, y0, x1, y1]
 
 
-def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> Boxes:
+@dataclass
+class _Result:
+    """What a worker sends back for a chunk: always the boxes, and per format the SHA-256 of
+    each PNG it wrote (png), the PNG bytes (shards) or the pixels (npz, hdf5)."""
+
+    boxes: Boxes
+    digests: list[str] | None = None
+    pngs: list[bytes] | None = None
+    pixels: npt.NDArray[np.uint8] | None = None
+
+
+def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> _Result:
     gen = np.random.default_rng(chunk.seed)
-    boxes: Boxes = [[] for _ in chunk.numbers]
+    size = len(chunk.numbers)
+    result = _Result([[] for _ in range(size)])
     writer = PNGWriter(HEIGHT, job.width, compress_level=job.compress_level)
+    if job.format == "png":
+        result.digests = [""] * size
+    elif job.format == "shards":
+        result.pngs = [b""] * size
+    else:
+        result.pixels = np.empty((size, HEIGHT, job.width), dtype=np.uint8)
     positions: dict[int, list[int]] = {}
     for i, digits in enumerate(chunk.numbers):
         positions.setdefault(len(digits), []).append(i)
@@ -293,25 +440,271 @@ def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> Boxes:
             rows, job.spacing, job.width, rng=gen, source=source, align=job.align,
             overflow=job.overflow, warn_bias=False,
         )  # fmt: skip
-        for i, data in zip(index, writer.encode_batch(pixels), strict=True):
-            writer.write(os.path.join(job.directory, chunk.files[i]), data)
         for i, row in zip(index, found.tolist(), strict=True):
-            boxes[i] = row
-    return boxes
+            result.boxes[i] = row
+        if result.pixels is not None:
+            result.pixels[index] = pixels
+            continue
+        for i, data in zip(index, writer.encode_batch(pixels), strict=True):
+            if result.pngs is not None:
+                result.pngs[i] = data
+            else:
+                assert result.digests is not None
+                writer.write(os.path.join(job.directory, chunk.files[i]), data)
+                result.digests[i] = hashlib.sha256(data).hexdigest()
+    return result
+
+
+class _Sink:
+    """Writes what the chunks produce, in order: ``labels.csv`` and ``boxes.jsonl`` for every
+    format, plus the format's own files (subclasses)."""
+
+    def __init__(self, folder: Path, count: int, width: int, shard_size: int) -> None:
+        self.folder = folder
+        self.count = count
+        self.width = width
+        self.shard_size = shard_size
+        self.written = 0
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self) -> _Sink:
+        labels = self._stack.enter_context(
+            (self.folder / LABELS_FILE).open("w", newline="", encoding="utf-8")
+        )
+        self.labels = csv.writer(labels)
+        self.labels.writerow(("file", "digits", "formatted"))
+        self.boxes = self._stack.enter_context(
+            (self.folder / BOXES_FILE).open("w", encoding="utf-8")
+        )
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                self.close()
+        finally:
+            self._stack.close()
+
+    def open(self) -> None:
+        """Open the format's files."""
+
+    def close(self) -> None:
+        """Finish the format's files (only after success)."""
+
+    def files(self) -> list[str]:
+        return [LABELS_FILE, BOXES_FILE]
+
+    def add(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
+        rows = list(zip(chunk.files, numbers, result.boxes, strict=True))
+        self.labels.writerows((name, n.digits, n.formatted) for name, n, _ in rows)
+        self.boxes.writelines(_record(name, n, b) + "\n" for name, n, b in rows)
+        self.write(chunk, numbers, result)
+        self.written += len(numbers)
+
+    def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
+        raise NotImplementedError
+
+
+def _record(name: str, number: PhoneNumber, boxes: list[list[int]]) -> str:
+    return json.dumps(
+        {"file": name, "digits": number.digits, "formatted": number.formatted, "boxes": boxes},
+        separators=(",", ":"),
+    )
+
+
+class _PngSink(_Sink):
+    def open(self) -> None:
+        self.sums = self._stack.enter_context((self.folder / SUMS_FILE).open("w", encoding="utf-8"))
+
+    def files(self) -> list[str]:
+        return [*super().files(), SUMS_FILE]
+
+    def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
+        assert result.digests is not None
+        self.sums.writelines(
+            f"{d}  {name}\n" for d, name in zip(result.digests, chunk.files, strict=True)
+        )
+
+
+class _ShardSink(_Sink):
+    """Tar files of ``shard_size`` samples: ``<key>.png`` and ``<key>.json`` each (the layout
+    WebDataset and torchdata stream)."""
+
+    def open(self) -> None:
+        self.names: list[str] = []
+        self.tar: tarfile.TarFile | None = None
+
+    def _next_shard(self) -> tarfile.TarFile:
+        if self.tar is not None:
+            self.tar.close()
+        name = f"shard-{len(self.names):06d}.tar"
+        self.names.append(name)
+        self.tar = tarfile.open(  # noqa: SIM115 - closed by close() or __exit__
+            self.folder / name, "w", format=tarfile.USTAR_FORMAT
+        )
+        return self.tar
+
+    def close(self) -> None:
+        if self.tar is not None:
+            self.tar.close()
+
+    def files(self) -> list[str]:
+        return [*super().files(), *self.names]
+
+    def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
+        assert result.pngs is not None
+        for i, (name, number) in enumerate(zip(chunk.files, numbers, strict=True)):
+            tar = self._next_shard() if (self.written + i) % self.shard_size == 0 else self.tar
+            assert tar is not None
+            key = name.removesuffix(".png")
+            _add_member(tar, f"{key}.png", result.pngs[i])
+            _add_member(tar, f"{key}.json", _record(name, number, result.boxes[i]).encode())
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            super().__exit__(*exc)
+        finally:
+            if self.tar is not None:
+                self.tar.close()
+
+
+def _add_member(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+class _ArraySink(_Sink):
+    """Pixels, digits (padded text), lengths and boxes (padded with -1) as arrays."""
+
+    def open(self) -> None:
+        self.length = 16
+        self.digits_list: list[npt.NDArray[np.str_]] = []
+        self.boxes_parts: list[npt.NDArray[np.int16]] = []
+
+    def arrays(
+        self, numbers: list[PhoneNumber], result: _Result
+    ) -> tuple[npt.NDArray[np.str_], npt.NDArray[np.uint8], npt.NDArray[np.int16]]:
+        digits = np.array([n.digits for n in numbers], dtype=f"<U{self.length}")
+        lengths = np.array([len(n.digits) for n in numbers], dtype=np.uint8)
+        boxes = np.full((len(numbers), self.length, 4), -1, dtype=np.int16)
+        for i, b in enumerate(result.boxes):
+            boxes[i, : len(b)] = b
+        return digits, lengths, boxes
+
+
+class _NpzSink(_ArraySink):
+    """``images.npz`` (uncompressed, so it can be memory-mapped member by member): ``images``
+    uint8 (n, 28, width), ``digits`` text, ``lengths`` uint8, ``boxes`` int16 (n, 16, 4). The
+    images member is streamed; the small arrays are kept as temporary files until the end."""
+
+    def open(self) -> None:
+        super().open()
+        self.zip = self._stack.enter_context(
+            zipfile.ZipFile(self.folder / NPZ_FILE, "w", zipfile.ZIP_STORED, allowZip64=True)
+        )
+        self.member = self._stack.enter_context(self.zip.open("images.npy", "w", force_zip64=True))
+        header = {"descr": "|u1", "fortran_order": False,
+                  "shape": (self.count, HEIGHT, self.width)}  # fmt: skip
+        np.lib.format.write_array_header_2_0(self.member, header)
+        self.small = self._stack.enter_context(
+            tempfile.TemporaryDirectory(dir=self.folder, prefix=".arrays-")
+        )
+        self.parts = {
+            name: self._stack.enter_context((Path(self.small) / name).open("wb"))
+            for name in ("digits", "lengths", "boxes")
+        }
+
+    def files(self) -> list[str]:
+        return [*super().files(), NPZ_FILE]
+
+    def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
+        assert result.pixels is not None
+        self.member.write(result.pixels.tobytes())
+        for name, array in zip(
+            ("digits", "lengths", "boxes"), self.arrays(numbers, result), strict=True
+        ):
+            self.parts[name].write(array.tobytes())
+
+    def close(self) -> None:
+        self.member.close()
+        shapes = {
+            "digits": (f"<U{self.length}", (self.count,)),
+            "lengths": ("|u1", (self.count,)),
+            "boxes": ("<i2", (self.count, self.length, 4)),
+        }
+        for name, (descr, shape) in shapes.items():
+            self.parts[name].close()
+            with self.zip.open(f"{name}.npy", "w", force_zip64=True) as member:
+                header = {"descr": descr, "fortran_order": False, "shape": shape}
+                np.lib.format.write_array_header_2_0(member, header)
+                with (Path(self.small) / name).open("rb") as fh:
+                    shutil.copyfileobj(fh, member, 1 << 20)
+
+
+class _Hdf5Sink(_ArraySink):
+    """``images.h5``: datasets ``images`` (n, 28, width) uint8, gzip-compressed in chunks of 256
+    images, ``digits`` (bytes), ``lengths`` and ``boxes`` as in the npz format."""
+
+    def open(self) -> None:
+        super().open()
+        h5py = _h5py()
+        self.h5 = self._stack.enter_context(h5py.File(self.folder / HDF5_FILE, "w"))
+        n, w = self.count, self.width
+        rows = min(256, n)
+        self.images = self.h5.create_dataset(
+            "images", (n, HEIGHT, w), dtype="u1", chunks=(rows, HEIGHT, w), compression="gzip",
+            compression_opts=1,
+        )  # fmt: skip
+        self.digits = self.h5.create_dataset("digits", (n,), dtype=f"S{self.length}")
+        self.lengths = self.h5.create_dataset("lengths", (n,), dtype="u1")
+        self.boxes_ds = self.h5.create_dataset("boxes", (n, self.length, 4), dtype="i2")
+
+    def files(self) -> list[str]:
+        return [*super().files(), HDF5_FILE]
+
+    def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
+        a, b = self.written, self.written + len(numbers)
+        digits, lengths, boxes = self.arrays(numbers, result)
+        self.images[a:b] = result.pixels
+        self.digits[a:b] = np.char.encode(digits, "ascii")
+        self.lengths[a:b] = lengths
+        self.boxes_ds[a:b] = boxes
+
+
+def _h5py() -> Any:
+    try:
+        import h5py
+    except ModuleNotFoundError:
+        raise ValueError(
+            "format 'hdf5' needs h5py: pip install 'imgpipe[hdf5]' (or choose png, npz or "
+            "shards, which need nothing more)"
+        ) from None
+    return h5py
+
+
+def _sink(format: str, folder: Path, count: int, width: int, shard_size: int) -> _Sink:
+    kinds: dict[str, type[_Sink]] = {
+        "png": _PngSink, "npz": _NpzSink, "hdf5": _Hdf5Sink, "shards": _ShardSink,
+    }  # fmt: skip
+    return kinds[format](folder, count, width, shard_size)
 
 
 def _init_worker(source: SourceLike) -> None:
     _worker_state["source"] = load_source(source)
 
 
-def _worker(job: _Job, chunk: _Chunk) -> Boxes:
+def _worker(job: _Job, chunk: _Chunk) -> _Result:
     source = _worker_state["source"]
     assert isinstance(source, DigitSource)
     return _render_chunk(job, source, chunk)
 
 
-def _progress(count: int, progress: bool) -> tqdm[Never]:
-    return tqdm(total=count, unit="img", disable=not progress, desc="phone numbers")
+def _progress(count: int, progress: bool, name: str = "") -> tqdm[Never]:
+    desc = f"phone numbers ({name})" if name else "phone numbers"
+    return tqdm(total=count, unit="img", disable=not progress, desc=desc)
 
 
 def _run_pool(
@@ -321,14 +714,15 @@ def _run_pool(
     workers: int,
     count: int,
     progress: bool,
-    sinks: _Sinks,
+    sink: _Sink,
+    name: str = "",
 ) -> None:
     """Render ``chunks`` on ``workers`` processes, at most ``2 * workers`` chunks in flight, and
-    write their label rows in order as they finish."""
+    hand their results to ``sink`` in order as they finish."""
     with ProcessPoolExecutor(
         max_workers=workers, initializer=_init_worker, initargs=(source,)
     ) as pool:
-        pending: deque[tuple[Future[Boxes], _Chunk, list[PhoneNumber]]] = deque()
+        pending: deque[tuple[Future[_Result], _Chunk, list[PhoneNumber]]] = deque()
 
         def submit(limit: int) -> None:
             for chunk, numbers in chunks:
@@ -340,10 +734,10 @@ def _run_pool(
         # comes after, so that no thread exists in this process when the workers are forked.
         submit(2 * workers)
         try:
-            with _progress(count, progress) as bar:
+            with _progress(count, progress, name) as bar:
                 while pending:
                     future, chunk, numbers = pending.popleft()
-                    sinks.write(chunk, numbers, future.result())
+                    sink.add(chunk, numbers, future.result())
                     bar.update(len(numbers))
                     submit(2 * workers)
         except BrokenProcessPool as exc:

@@ -17,14 +17,28 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from number_generator._dataset import BOXES_FILE, LABELS_FILE, default_workers, write_phone_dataset
-from number_generator._download import DEFAULT_MIRROR, MIRROR_ENV, download_mnist
-from number_generator._phone import JAPANESE_FORMATS
-from number_generator._png import save_png
-from number_generator._sequence import generate_numbers_sequence
-from number_generator._source import CACHE_DIR_ENV, MNIST_DIR_ENV
+import numpy as np
+import numpy.typing as npt
+from PIL import Image
 
-__all__ = ["download_main", "phone_main", "sequence_main"]
+from number_generator._dataset import (
+    BOXES_FILE,
+    DATASET_FORMATS,
+    DEFAULT_SHARD_SIZE,
+    LABELS_FILE,
+    MANIFEST_FILE,
+    default_workers,
+    write_phone_dataset,
+    write_phone_splits,
+)
+from number_generator._download import DEFAULT_MIRROR, MIRROR_ENV, download_mnist
+from number_generator._phone import JAPANESE_FORMATS, generate_phone_numbers
+from number_generator._png import save_png
+from number_generator._preview import save_preview
+from number_generator._sequence import generate_numbers_sequence, generator
+from number_generator._source import CACHE_DIR_ENV, MNIST_DIR_ENV, to_float
+
+__all__ = ["download_main", "phone_main", "preview_main", "sequence_main"]
 
 _EPILOG_SOURCE = (
     f"Digits come from --mnist-dir, else ${MNIST_DIR_ENV}, else the download cache "
@@ -59,6 +73,30 @@ def _integer(text: str) -> int:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+
+
+def _split_weights(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or min(parts) < 0 or sum(parts) <= 0:
+        raise argparse.ArgumentTypeError(
+            f"must be three non-negative proportions TRAIN,VALIDATION,TEST such as 8,1,1; "
+            f"got {text!r}"
+        )
+    return parts[0], parts[1], parts[2]
+
+
+def _split_counts(count: int, weights: tuple[float, float, float]) -> dict[str, int]:
+    """``count`` shared by ``weights`` (largest remainders); empty splits are left out."""
+    total = sum(weights)
+    exact = [count * w / total for w in weights]
+    counts = [int(x) for x in exact]
+    for i in sorted(range(3), key=lambda i: counts[i] - exact[i])[: count - sum(counts)]:
+        counts[i] += 1
+    names = ("train", "validation", "test")
+    return {name: n for name, n in zip(names, counts, strict=True) if n > 0}
 
 
 def _digit_string(text: str) -> str:
@@ -222,6 +260,29 @@ def phone_main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.add_argument(
+        "--format",
+        choices=DATASET_FORMATS,
+        default="png",
+        help="png: one PNG per image (default); npz: images.npz (uncompressed arrays); hdf5: "
+        "images.h5 (needs h5py); shards: tar files of PNG + JSON pairs for streaming loaders",
+    )
+    parser.add_argument(
+        "--shard-size",
+        type=_positive,
+        default=DEFAULT_SHARD_SIZE,
+        help=f"samples per tar file with --format shards (default {DEFAULT_SHARD_SIZE:,})",
+    )
+    parser.add_argument(
+        "--splits",
+        type=_split_weights,
+        default=None,
+        metavar="TRAIN,VALIDATION,TEST",
+        help="write train/, validation/ and test/ with count shared in these proportions (e.g. "
+        "8,1,1); train digits come from MNIST's training set, validation and test digits from "
+        "the two halves of its test set (disjoint writers); needs the full MNIST files "
+        "(--mnist-dir or `python -m number_generator download`)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the contents of a non-empty output directory (once the new dataset is "
@@ -232,25 +293,33 @@ def phone_main(argv: Sequence[str] | None = None) -> int:
         parser.error(
             f"min_spacing ({args.min_spacing}) must not exceed max_spacing ({args.max_spacing})"
         )
+    options = {
+        "rng": args.seed,
+        "align": args.align,
+        "overflow": args.overflow,
+        "workers": args.workers,
+        "compress_level": args.compress_level,
+        "progress": not args.quiet,
+        "overwrite": args.overwrite,
+        "format": args.format,
+        "shard_size": args.shard_size,
+    }
     try:
         with _warnings_as_lines(parser.prog):
-            labels = write_phone_dataset(
-                args.output,
-                args.count,
-                (args.min_spacing, args.max_spacing),
-                args.image_width,
-                rng=args.seed,
-                source=args.mnist_dir,
-                align=args.align,
-                overflow=args.overflow,
-                workers=args.workers,
-                compress_level=args.compress_level,
-                progress=not args.quiet,
-                overwrite=args.overwrite,
-            )
+            if args.splits is None:
+                written = write_phone_dataset(
+                    args.output, args.count, (args.min_spacing, args.max_spacing),
+                    args.image_width, source=args.mnist_dir, **options,
+                )  # fmt: skip
+            else:
+                counts = _split_counts(args.count, args.splits)
+                written = write_phone_splits(
+                    args.output, counts, (args.min_spacing, args.max_spacing),
+                    args.image_width, source_arg=args.mnist_dir, **options,
+                ) / MANIFEST_FILE  # fmt: skip
     except (ValueError, TypeError, OSError, RuntimeError) as exc:
         return _fail(parser.prog, exc)
-    print(labels)
+    print(written)
     return 0
 
 
@@ -295,3 +364,84 @@ def download_main(argv: Sequence[str] | None = None) -> int:
         return _fail(parser.prog, exc)
     print(directory)
     return 0
+
+
+def preview_main(argv: Sequence[str] | None = None) -> int:
+    """``number-generator preview``: a sheet of samples with their labels and boxes."""
+    parser = _Parser(
+        prog="number-generator preview",
+        description="Write a PNG sheet of samples, enlarged, with each digit's box and label: "
+        "fresh phone numbers, or the first images of a dataset folder (png or npz format).",
+        epilog=_EPILOG_SOURCE,
+    )
+    parser.add_argument("output", type=Path, help="the PNG file to write")
+    parser.add_argument("--dataset", type=Path, default=None, help="a dataset folder to show")
+    parser.add_argument("--count", type=_positive, default=12, help="samples (default 12)")
+    parser.add_argument("--width", type=_positive, default=280, help="image width (default 280)")
+    parser.add_argument(
+        "--spacing", type=_non_negative, nargs=2, default=(1, 6), metavar=("MIN", "MAX")
+    )
+    parser.add_argument("--columns", type=_positive, default=2, help="columns (default 2)")
+    parser.add_argument("--scale", type=_positive, default=3, help="enlargement (default 3)")
+    parser.add_argument("--seed", type=_non_negative, default=None)
+    parser.add_argument("--mnist-dir", type=Path, default=None, help="directory of MNIST files")
+    args = parser.parse_args(argv)
+    lo, hi = args.spacing
+    if lo > hi:
+        parser.error(f"--spacing min ({lo}) must not exceed max ({hi})")
+    blocked = _not_a_directory(args.output)
+    if blocked:
+        return _fail(parser.prog, OSError(f"cannot write {args.output}: {blocked}"))
+    try:
+        with _warnings_as_lines(parser.prog):
+            if args.dataset is None:
+                images, digits, boxes = _fresh_samples(args)
+            else:
+                images, digits, boxes = _dataset_samples(args.dataset, args.count)
+        save_preview(args.output, images, digits, boxes, scale=args.scale, columns=args.columns)
+    except (ValueError, TypeError, OSError, KeyError) as exc:
+        return _fail(parser.prog, exc)
+    print(args.output)
+    return 0
+
+
+Samples = tuple[list[npt.NDArray[np.float32]], list[str], list[npt.NDArray[np.int32]]]
+
+
+def _fresh_samples(args: argparse.Namespace) -> Samples:
+    gen = generator(args.seed)
+    numbers = generate_phone_numbers(args.count, rng=gen)
+    images, digits, boxes = [], [], []
+    for number in numbers:
+        sample = generate_numbers_sequence(
+            [int(c) for c in number.digits], tuple(args.spacing), args.width, rng=gen,
+            source=args.mnist_dir, with_boxes=True,
+        )  # fmt: skip
+        images.append(sample.image)
+        digits.append(number.digits)
+        boxes.append(sample.boxes)
+    return images, digits, boxes
+
+
+def _dataset_samples(folder: Path, count: int) -> Samples:
+    records_file = folder / BOXES_FILE
+    if not records_file.is_file():
+        raise FileNotFoundError(f"{folder} holds no {BOXES_FILE}: not a dataset folder")
+    records = []
+    with records_file.open(encoding="utf-8") as fh:
+        for line in fh:
+            records.append(json.loads(line))
+            if len(records) == count:
+                break
+    images: list[npt.NDArray[np.float32]] = []
+    npz = folder / "images.npz"
+    if npz.is_file():
+        with np.load(npz, mmap_mode="r") as arrays:
+            stored = arrays["images"][: len(records)]
+        images = [to_float(image) for image in stored]
+    else:
+        for record in records:
+            with Image.open(folder / record["file"]) as png:
+                images.append(to_float(np.asarray(png.convert("L"))))
+    boxes = [np.asarray(r["boxes"], dtype=np.int32) for r in records]
+    return images, [r["digits"] for r in records], boxes

@@ -146,3 +146,27 @@ def test_sequence_cli_writes_the_boxes_beside_the_png(
     _check_boxes(image, [0, 4, 5, 1], np.array(record["boxes"], np.int32), source, decoder)
     assert sequence_main(["0451", "1", "5", "120", str(tmp_path / "t.png")]) == 0
     assert not (tmp_path / "t.json").exists()
+
+
+def test_preview_command_fresh_and_from_a_dataset(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from number_generator.__main__ import main
+
+    fresh = tmp_path / "fresh.png"
+    assert main(["preview", str(fresh), "--count", "4", "--columns", "2", "--seed", "1"]) == 0
+    write_phone_dataset(tmp_path / "d", 6, (1, 4), 260, rng=1, workers=1)
+    shown = tmp_path / "shown.png"
+    assert main(["preview", str(shown), "--dataset", str(tmp_path / "d"), "--count", "3",
+                 "--columns", "1", "--scale", "2"]) == 0  # fmt: skip
+    with Image.open(fresh) as a, Image.open(shown) as b:
+        assert a.size == (2 * (280 * 3 + 8), 2 * (14 + 28 * 3 + 14 + 8))
+        assert b.size == (260 * 2 + 8, 3 * (14 + 28 * 2 + 14 + 8))
+        red = (np.asarray(b.convert("RGB")) == BOX_COLOUR).all(axis=2)
+    # Each box's top-left corner on the first row of the sheet, from boxes.jsonl.
+    first = json.loads((tmp_path / "d" / "boxes.jsonl").read_text().splitlines()[0])
+    for x0, y0, _, _ in first["boxes"]:
+        assert red[4 + 14 + 2 * y0, 4 + 2 * x0]
+    capsys.readouterr()
+    assert main(["preview", str(tmp_path / "x.png"), "--dataset", str(tmp_path)]) == 1
+    assert "not a dataset folder" in capsys.readouterr().err

@@ -237,7 +237,7 @@ def test_phone_cli_refuses_a_non_empty_folder_unless_overwrite(
         rows = list(csv.DictReader(fh))
     assert len(rows) == 12
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [r["file"] for r in rows] + ["labels.csv", "boxes.jsonl"]
+        [r["file"] for r in rows] + ["labels.csv", "boxes.jsonl", "SHA256SUMS", "manifest.json"]
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"], "no staging folder is left"
 
