@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -53,6 +54,7 @@ from number_generator._sequence import (
     _width,
     generator,
     render_batch_boxes_u8,
+    render_batch_float,
     warn_if_biased,
 )
 from number_generator._source import (
@@ -63,6 +65,7 @@ from number_generator._source import (
     load_source,
     split_sources,
 )
+from number_generator.augment import Augment, AugmentLike, resolve
 
 __all__ = [
     "BOXES_FILE",
@@ -100,6 +103,7 @@ class _Job:
     overflow: Overflow
     compress_level: int
     format: str
+    augment: Augment | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,7 @@ def write_phone_dataset(
     overwrite: bool = False,
     format: DatasetFormat = "png",
     shard_size: int = DEFAULT_SHARD_SIZE,
+    augment: AugmentLike = None,
 ) -> Path:
     """Write ``count`` images of unique phone numbers, ``labels.csv``, ``boxes.jsonl`` and
     ``manifest.json`` into ``output_dir``.
@@ -149,14 +154,16 @@ def write_phone_dataset(
     hyphens are in the ``formatted`` column of the labels). ``workers`` defaults to every CPU
     this process may use; ``workers=1`` renders in this process. ``output_dir`` must not exist
     or be empty, unless ``overwrite`` (then its old contents are replaced once the new dataset
-    is complete). Returns the path of ``labels.csv``.
+    is complete). ``augment`` (a preset name or an :class:`~number_generator.augment.Augment`)
+    augments every image (see :mod:`number_generator.augment`). Returns the path of
+    ``labels.csv``.
     """
     return write_phone_splits(
         output_dir, {"": count}, spacing_range, image_width, rng=rng,
         sources={"": load_source(source)} if source is not None else None,
         source_arg=source, align=align, overflow=overflow, formats=formats, workers=workers,
         chunk_size=chunk_size, compress_level=compress_level, progress=progress,
-        overwrite=overwrite, format=format, shard_size=shard_size,
+        overwrite=overwrite, format=format, shard_size=shard_size, augment=augment,
     ) / LABELS_FILE  # fmt: skip
 
 
@@ -179,6 +186,7 @@ def write_phone_splits(
     overwrite: bool = False,
     format: DatasetFormat = "png",
     shard_size: int = DEFAULT_SHARD_SIZE,
+    augment: AugmentLike = None,
 ) -> Path:
     """Write one dataset per split (``counts``: split name -> images) into ``output_dir/<name>``,
     with one ``manifest.json`` at the top; the numbers are unique across all splits.
@@ -199,6 +207,7 @@ def write_phone_splits(
         raise ValueError(f"shard_size must be a positive integer, got {shard_size!r}")
     if not 0 <= compress_level <= 9:
         raise ValueError(f"compress_level must be 0-9, got {compress_level}")
+    aug = resolve(augment)
     if format not in DATASET_FORMATS:
         raise ValueError(f"format must be one of {', '.join(DATASET_FORMATS)}; got {format!r}")
     if format == "hdf5":
@@ -241,7 +250,7 @@ def write_phone_splits(
         for name, n in counts.items():
             folder = staging / name if name else staging
             folder.mkdir(exist_ok=True)
-            job = _Job(str(folder), (lo, hi), width, align, overflow, compress_level, format)
+            job = _Job(str(folder), (lo, hi), width, align, overflow, compress_level, format, aug)
             sink = _sink(format, folder, n, width, shard_size)
             chunks = _chunks(numbers, n, chunk_size, max(6, len(str(n - 1))), seeds)
             with sink:
@@ -269,6 +278,7 @@ def write_phone_splits(
                 "overflow": overflow,
                 "seed": rng if isinstance(rng, int) and not isinstance(rng, bool) else None,
                 "compress_level": compress_level,
+                "augment": dataclasses.asdict(aug) if aug is not None else None,
                 "shard_size": shard_size if format == "shards" else None,
                 "formats": [
                     {"name": f.name, "pattern": f.pattern, "weight": f.weight} for f in formats
@@ -436,10 +446,17 @@ def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> _Result:
     for length in sorted(positions):
         index = positions[length]
         rows = _digit_rows([chunk.numbers[i] for i in index], length)
-        pixels, found = render_batch_boxes_u8(
-            rows, job.spacing, job.width, rng=gen, source=source, align=job.align,
-            overflow=job.overflow, warn_bias=False,
-        )  # fmt: skip
+        if job.augment is None:
+            pixels, found = render_batch_boxes_u8(
+                rows, job.spacing, job.width, rng=gen, source=source, align=job.align,
+                overflow=job.overflow, warn_bias=False,
+            )  # fmt: skip
+        else:
+            images, found = render_batch_float(
+                rows, job.spacing, job.width, rng=gen, source=source, align=job.align,
+                overflow=job.overflow, augment=job.augment, warn_bias=False,
+            )  # fmt: skip
+            pixels = np.rint(images * np.float32(255)).astype(np.uint8)
         for i, row in zip(index, found.tolist(), strict=True):
             result.boxes[i] = row
         if result.pixels is not None:

@@ -23,6 +23,15 @@ import numpy.typing as npt
 from numpy.lib.stride_tricks import as_strided
 
 from number_generator._source import HEIGHT, DigitSource, SourceLike, load_source, to_float
+from number_generator.augment import (
+    Augment,
+    AugmentLike,
+    augment_glyphs,
+    augment_strips,
+    crop_glyphs,
+    resolve,
+    source_alpha,
+)
 
 __all__ = [
     "MAX_BATCH_PIXELS",
@@ -63,6 +72,10 @@ class SpacingBiasWarning(UserWarning):
 MAX_IMAGE_WIDTH: Final = 1_000_000
 #: The most pixels one batch call renders (rows x 28 x width): about 2.7 GB with its float32 copy.
 MAX_BATCH_PIXELS: Final = 1 << 29
+#: Glyphs augmented at a time (their working arrays stay within the CPU caches).
+_AUGMENT_BLOCK: Final = 128
+#: Strip pixels augmented at a time (likewise).
+_STRIP_BLOCK_PIXELS: Final = 1 << 18
 #: Draws simulated to measure the bias of resampling at a tight width.
 BIAS_DRAWS: Final = 10_000
 #: Redrawn fraction from which the bias is reported (below it, means move by well under 0.1%).
@@ -106,6 +119,7 @@ def generate_numbers_sequence(
     source: SourceLike = ...,
     align: Align = ...,
     overflow: Overflow = ...,
+    augment: AugmentLike = ...,
     with_boxes: Literal[False] = ...,
 ) -> npt.NDArray[np.float32]: ...
 
@@ -120,6 +134,7 @@ def generate_numbers_sequence(
     source: SourceLike = ...,
     align: Align = ...,
     overflow: Overflow = ...,
+    augment: AugmentLike = ...,
     with_boxes: Literal[True],
 ) -> LabelledImage: ...
 
@@ -133,6 +148,7 @@ def generate_numbers_sequence(
     source: SourceLike = None,
     align: Align = "center",
     overflow: Overflow = "resample",
+    augment: AugmentLike = None,
     with_boxes: bool = False,
 ) -> npt.NDArray[np.float32] | LabelledImage:
     """Render ``digits`` side by side from random MNIST images of each digit.
@@ -161,6 +177,11 @@ def generate_numbers_sequence(
         spacing fit, else conditioned on fitting); ``"raise"`` raises a ValueError unless every
         possible draw fits.
 
+    augment
+        ``"light"``, ``"medium"``, ``"heavy"`` or an :class:`~number_generator.augment.Augment`:
+        elastic distortion, affine, stroke width per digit and blur, noise, paper and occlusion
+        per strip (see :mod:`number_generator.augment`), drawn from ``rng``. ``None`` (the
+        default): the MNIST pixels unchanged.
     with_boxes
         Also return the digits and the box of each digit's ink (a :class:`LabelledImage`).
 
@@ -184,6 +205,15 @@ def generate_numbers_sequence(
     _check_options(align, overflow)
     src = load_source(source)
     gen = rng if type(rng) is np.random.Generator else generator(rng)
+    if augment is not None:
+        images, boxes = render_batch_float(
+            [seq], (lo, hi), width, rng=gen, source=src, align=align, overflow=overflow,
+            augment=augment,
+        )  # fmt: skip
+        first: npt.NDArray[np.float32] = images[0]
+        if with_boxes:
+            return LabelledImage(first, tuple(seq), boxes[0])
+        return first
     n = len(seq)
     key = (tuple(seq), lo, hi)
     bounds = src.fit_cache.get(key)
@@ -253,6 +283,7 @@ def generate_numbers_batch(
     source: SourceLike = ...,
     align: Align = ...,
     overflow: Overflow = ...,
+    augment: AugmentLike = ...,
     with_boxes: Literal[False] = ...,
 ) -> npt.NDArray[np.float32]: ...
 
@@ -267,6 +298,7 @@ def generate_numbers_batch(
     source: SourceLike = ...,
     align: Align = ...,
     overflow: Overflow = ...,
+    augment: AugmentLike = ...,
     with_boxes: Literal[True],
 ) -> LabelledBatch: ...
 
@@ -280,6 +312,7 @@ def generate_numbers_batch(
     source: SourceLike = None,
     align: Align = "center",
     overflow: Overflow = "resample",
+    augment: AugmentLike = None,
     with_boxes: bool = False,
 ) -> npt.NDArray[np.float32] | LabelledBatch:
     """Render many digit sequences of the same length at once (vectorised).
@@ -290,16 +323,139 @@ def generate_numbers_batch(
     Returns float32 of shape ``(rows, 28, image_width)``; with ``with_boxes=True`` a
     :class:`LabelledBatch` (the images, the digits and every digit's ink box).
     """
-    pixels, boxes = render_batch_boxes_u8(
+    out, boxes = render_batch_float(
         digits, spacing_range, image_width, rng=rng, source=source, align=align,
-        overflow=overflow,
+        overflow=overflow, augment=augment,
     )  # fmt: skip
-    out = np.empty(pixels.shape, dtype=np.float32)
-    np.divide(pixels, np.float32(255.0), out=out, dtype=np.float32)
     if with_boxes:
         labels = _digit_matrix(digits).astype(np.uint8)
         return LabelledBatch(out, labels, boxes)
     return out
+
+
+def render_batch_float(
+    digits: npt.ArrayLike,
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike = None,
+    source: SourceLike = None,
+    align: Align = "center",
+    overflow: Overflow = "resample",
+    augment: AugmentLike = None,
+    warn_bias: bool = True,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+    """Images (float32, rows x 28 x width) and ink boxes, augmented or not."""
+    aug = resolve(augment)
+    if aug is not None:
+        return _render_augmented(
+            digits, spacing_range, image_width, rng=rng, source=source, align=align,
+            overflow=overflow, aug=aug, warn_bias=warn_bias,
+        )  # fmt: skip
+    pixels, boxes = render_batch_boxes_u8(
+        digits, spacing_range, image_width, rng=rng, source=source, align=align,
+        overflow=overflow, warn_bias=warn_bias,
+    )  # fmt: skip
+    out = np.empty(pixels.shape, dtype=np.float32)
+    np.divide(pixels, np.float32(255.0), out=out, dtype=np.float32)
+    return out, boxes
+
+
+def _render_augmented(
+    digits: npt.ArrayLike,
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: RNGLike,
+    source: SourceLike,
+    align: Align,
+    overflow: Overflow,
+    aug: Augment,
+    warn_bias: bool,
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.int32]]:
+    """Per-digit augmentation, layout on the augmented ink widths (rows that do not fit are
+    redrawn, glyphs and augmentation both), then per-strip effects."""
+    d2 = _digit_matrix(digits)
+    lo, hi = _spacing(spacing_range)
+    width = _width(image_width)
+    _check_options(align, overflow)
+    src = load_source(source)
+    gen = generator(rng)
+    rows, n = d2.shape
+    if rows * HEIGHT * width > MAX_BATCH_PIXELS // 4:
+        raise ValueError(
+            f"{rows:,} augmented images of 28 x {width:,} pixels exceed the batch limit of "
+            f"{MAX_BATCH_PIXELS // 4:,} pixels; render them in smaller batches"
+        )
+    if rows == 0:
+        return np.ones((0, HEIGHT, width), np.float32), np.zeros((0, n, 4), np.int32)
+    exact = _check_fit(d2, lo, hi, width, src, overflow)
+    if not exact and warn_bias:
+        wide = np.asarray(src.max_widths)[d2].sum(axis=1)
+        warn_if_biased(d2[int(np.argmax(wide))].tolist(), lo, hi, width, src, stacklevel=5)
+    blocks = np.empty((0, n, HEIGHT, HEIGHT), dtype=np.float32)
+    w = np.zeros((rows, n), dtype=np.int64)
+    tops = np.zeros((rows, n), dtype=np.int64)
+    bottoms = np.zeros((rows, n), dtype=np.int64)
+    gaps = np.zeros((rows, max(n - 1, 0)), dtype=np.int64)
+    redo = np.arange(rows)
+    for _ in range(MAX_ATTEMPTS):
+        k = redo.size
+        sub = d2[redo]
+        g = src.starts[sub] + (gen.random((k, n)) * src.counts[sub]).astype(np.int64)
+        flat_g = g.reshape(-1)
+        cropped = np.empty((flat_g.size, HEIGHT, HEIGHT), dtype=np.float32)
+        cw = np.empty(flat_g.size, dtype=np.int64)
+        ct = np.empty(flat_g.size, dtype=np.int64)
+        cb = np.empty(flat_g.size, dtype=np.int64)
+        # Blocks of glyphs small enough for the CPU caches (the work is memory-bound).
+        for a in range(0, flat_g.size, _AUGMENT_BLOCK):
+            part = slice(a, a + _AUGMENT_BLOCK)
+            alpha = augment_glyphs(source_alpha(src, flat_g[part]), aug, gen)
+            cropped[part], cw[part], ct[part], cb[part] = crop_glyphs(alpha)
+        if k == rows:  # the first attempt: no copy through an index
+            blocks = cropped.reshape(rows, n, HEIGHT, HEIGHT)
+        else:
+            blocks[redo] = cropped.reshape(k, n, HEIGHT, HEIGHT)
+        w[redo] = cw.reshape(k, n)
+        tops[redo] = ct.reshape(k, n)
+        bottoms[redo] = cb.reshape(k, n)
+        gaps[redo] = gen.integers(lo, hi + 1, size=(k, max(n - 1, 0)))
+        total = w[redo].sum(axis=1) + gaps[redo].sum(axis=1)
+        redo = redo[total > width]
+        if redo.size == 0:
+            break
+    else:
+        raise _too_tight(d2[redo[0]].tolist(), lo, hi, width, src)
+    leftover = width - (w.sum(axis=1) + gaps.sum(axis=1))
+    if align == "left":
+        pad = np.zeros(rows, dtype=np.int64)
+    elif align == "center":
+        pad = leftover // 2
+    elif align == "right":
+        pad = leftover
+    else:
+        pad = (gen.random(rows) * (leftover + 1)).astype(np.int64)
+    steps = np.empty((rows, n), dtype=np.int64)
+    steps[:, 0] = pad
+    np.add(w[:, :-1], gaps, out=steps[:, 1:])
+    x = np.cumsum(steps, axis=1)
+    boxes = np.stack([x, tops, x + w, bottoms], axis=-1).astype(np.int32)
+    out = np.empty((rows, HEIGHT, width), dtype=np.float32)
+    step = max(1, _STRIP_BLOCK_PIXELS // (HEIGHT * width))
+    for a in range(0, rows, step):
+        b = min(rows, a + step)
+        canvas = np.zeros((b - a, HEIGHT, width + HEIGHT), dtype=np.float32)
+        s0, s1, s2 = canvas.strides
+        windows = as_strided(
+            canvas, shape=(b - a, width + 1, HEIGHT, HEIGHT), strides=(s0, s2, s1, s2),
+            writeable=True,
+        )  # fmt: skip
+        r = np.arange(b - a)
+        for j in range(n):
+            windows[r, x[a:b, j]] = blocks[a:b, j]
+        out[a:b] = augment_strips(canvas[:, :, :width], aug, gen)
+    return out, boxes
 
 
 def render_batch_u8(

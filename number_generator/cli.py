@@ -37,6 +37,7 @@ from number_generator._png import save_png
 from number_generator._preview import save_preview
 from number_generator._sequence import generate_numbers_sequence, generator
 from number_generator._source import CACHE_DIR_ENV, MNIST_DIR_ENV, to_float
+from number_generator.augment import PRESETS
 
 __all__ = ["download_main", "phone_main", "preview_main", "sequence_main"]
 
@@ -130,6 +131,14 @@ def _options(parser: argparse.ArgumentParser) -> None:
         help="when a draw may not fit the width: redraw it, or refuse up front (default: resample)",
     )
     parser.add_argument("--mnist-dir", type=Path, default=None, help="directory of MNIST files")
+    parser.add_argument(
+        "--augment",
+        choices=tuple(PRESETS),
+        default=None,
+        help="augment each image (elastic, affine, stroke width per digit; blur, noise, paper, "
+        "occlusion per image): light, medium or heavy (default: none, the MNIST pixels as they "
+        "are)",
+    )
 
 
 @contextlib.contextmanager
@@ -207,6 +216,7 @@ def sequence_main(argv: Sequence[str] | None = None) -> int:
                 source=args.mnist_dir,
                 align=args.align,
                 overflow=args.overflow,
+                augment=args.augment,
                 with_boxes=True,
             )
     except (ValueError, TypeError, OSError) as exc:
@@ -303,6 +313,7 @@ def phone_main(argv: Sequence[str] | None = None) -> int:
         "overwrite": args.overwrite,
         "format": args.format,
         "shard_size": args.shard_size,
+        "augment": args.augment,
     }
     try:
         with _warnings_as_lines(parser.prog):
@@ -385,6 +396,7 @@ def preview_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--scale", type=_positive, default=3, help="enlargement (default 3)")
     parser.add_argument("--seed", type=_non_negative, default=None)
     parser.add_argument("--mnist-dir", type=Path, default=None, help="directory of MNIST files")
+    parser.add_argument("--augment", choices=tuple(PRESETS), default=None, help="a preset")
     args = parser.parse_args(argv)
     lo, hi = args.spacing
     if lo > hi:
@@ -415,7 +427,7 @@ def _fresh_samples(args: argparse.Namespace) -> Samples:
     for number in numbers:
         sample = generate_numbers_sequence(
             [int(c) for c in number.digits], tuple(args.spacing), args.width, rng=gen,
-            source=args.mnist_dir, with_boxes=True,
+            source=args.mnist_dir, augment=args.augment, with_boxes=True,
         )  # fmt: skip
         images.append(sample.image)
         digits.append(number.digits)
