@@ -79,3 +79,13 @@ test: cdk-synth
 .PHONY: demo-mosaic
 demo-mosaic: install  ## photo mosaics (nearest and unique) from scikit-image's bundled photos, offline
 	$(BIN)/photo-mosaic demo --out out/mosaic
+
+# The digit recogniser (number_generator.recognizer): trains on strips of MNIST training digits for
+# TRAIN_MINUTES, evaluates on strips of MNIST test digits, writes out/recognizer/{model.pt,
+# metrics.json,predictions.png}. Needs the full MNIST files: MNIST_DIR=... or
+# `python -m number_generator download` first.
+TRAIN_MINUTES ?= 30
+.PHONY: train-digits
+train-digits: install
+	$(BIN)/python -m number_generator.recognizer train --out out/recognizer \
+	  --minutes $(TRAIN_MINUTES) $(if $(MNIST_DIR),--mnist-dir $(MNIST_DIR)) $(TRAIN_ARGS)

@@ -37,6 +37,7 @@ __all__ = [
     "Elastic",
     "GaussianNoise",
     "Occlusion",
+    "PresetName",
     "SaltPepper",
     "Stroke",
     "augment_strips",
