@@ -1,4 +1,5 @@
-"""Console-script entry points for the parts that need an extra (``batch-stats``, ``photo-mosaic``).
+"""Console-script entry points for the parts that need an extra (``batch-stats``, ``photo-mosaic``,
+``recognize-numbers``).
 
 ``pip install imgpipe`` installs every command but only the core dependencies. Run without its
 extra, a command would die in an import with a ``ModuleNotFoundError`` traceback; these wrappers
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Final
 
-__all__ = ["batch_stats", "photo_mosaic", "run"]
+__all__ = ["batch_stats", "photo_mosaic", "recognize_numbers", "run"]
 
 #: Top-level modules that only an extra provides, and the extra that provides them.
 EXTRA_MODULES: Final[dict[str, str]] = {
@@ -30,6 +31,7 @@ EXTRA_MODULES: Final[dict[str, str]] = {
     "pgserver": "demo",
     "matplotlib": "demo",
     "aws_lambda_powertools": "lambda",
+    "torch": "train",
 }
 
 
@@ -62,3 +64,8 @@ def batch_stats() -> int:
 def photo_mosaic() -> int:
     """``photo-mosaic``: photo mosaics (extra ``mosaic``)."""
     return run("photo-mosaic", "photo_mosaic.cli:main", "mosaic")
+
+
+def recognize_numbers() -> int:
+    """``recognize-numbers``: read digit strips with the trained recogniser (extra ``train``)."""
+    return run("recognize-numbers", "number_generator.recognizer:recognize_main", "train")

@@ -65,7 +65,11 @@ def test_console_scripts_in_a_fresh_virtual_environment(tmp_path: Path) -> None:
     assert help_text.returncode == 0
     assert "Formats: 090-XXXX-" in " ".join(help_text.stdout.split())
 
-    for command, extra in (("batch-stats", "worker"), ("photo-mosaic", "mosaic")):
+    for command, extra in (
+        ("batch-stats", "worker"),
+        ("photo-mosaic", "mosaic"),
+        ("recognize-numbers", "train"),
+    ):
         missing = _run(bin_dir / command, "--help", cwd=work)
         assert missing.returncode == 1
         assert "Traceback" not in missing.stderr
