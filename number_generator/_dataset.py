@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import dataclasses
+import errno
 import hashlib
 import io
 import json
@@ -517,7 +518,27 @@ class _Sink:
         self.labels.writerows((name, n.digits, n.formatted) for name, n, _ in rows)
         self.boxes.writelines(_record(name, n, b) + "\n" for name, n, b in rows)
         self.write(chunk, numbers, result)
+        first = self.written == 0
         self.written += len(numbers)
+        if first and self.written < self.count:
+            self._check_space()
+
+    def _check_space(self) -> None:
+        """After the first chunk: refuse to go on when the whole dataset, at the size per image
+        measured so far, would not fit on the disk (rather than failing hours later)."""
+        for handle in (self.boxes,):
+            handle.flush()
+        used = sum(e.stat().st_size for e in os.scandir(self.folder) if e.is_file())
+        needed = used / self.written * (self.count - self.written)
+        free = shutil.disk_usage(self.folder).free
+        if needed > free:
+            raise OSError(
+                errno.ENOSPC,
+                f"the dataset needs about {needed / 1e9:,.1f} GB more at the "
+                f"{used / self.written:,.0f} bytes per image measured so far, but "
+                f"{free / 1e9:,.1f} GB are free on {self.folder.parent}; write fewer images or "
+                "free some space",
+            )
 
     def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
         raise NotImplementedError

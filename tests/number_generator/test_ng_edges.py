@@ -294,3 +294,28 @@ def test_cli_prints_the_warning_as_one_line(
 ) -> None:
     assert sequence_main(["080808", "1", "9", "135", str(tmp_path), "--seed", "1"]) == 0
     assert "draws do not fit" in _one_line(capsys, "generate-numbers-sequence", "warning")
+
+
+def test_a_dataset_larger_than_the_free_space_stops_after_the_first_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from collections import namedtuple
+
+    import number_generator._dataset as dataset
+
+    usage = namedtuple("usage", "total used free")
+    nearly_full = usage(10**9, 10**9 - 300_000, 300_000)  # what a nearly full disk reports
+    monkeypatch.setattr(dataset.shutil, "disk_usage", lambda path: nearly_full)
+    written: list[str] = []
+    real_write = PNGWriter.write
+
+    def counting(path: str, data: bytes) -> None:
+        written.append(path)
+        real_write(path, data)
+
+    monkeypatch.setattr(PNGWriter, "write", staticmethod(counting))
+    argv = ["1", "4", "260", "3000", str(tmp_path / "big"), "--workers", "1", "--quiet"]
+    assert phone_main(argv) == 1
+    assert "the dataset needs about" in _one_line(capsys, "generate-phone-numbers")
+    assert len(written) == 1000, "it stopped after the first chunk"
+    assert list(tmp_path.iterdir()) == []
