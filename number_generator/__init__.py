@@ -9,7 +9,7 @@ The MNIST database (Yann LeCun and Corinna Cortes) is used under the Creative Co
 Attribution-Share Alike 3.0 licence; its test set ships inside this package.
 """
 
-from number_generator._dataset import write_phone_dataset
+from number_generator._dataset import write_phone_dataset, write_phone_splits
 from number_generator._download import download_mnist
 from number_generator._idx import IDXFormatError, read_idx
 from number_generator._phone import (
@@ -31,7 +31,13 @@ from number_generator._sequence import (
     generate_numbers_batch,
     generate_numbers_sequence,
 )
-from number_generator._source import DigitSource, cache_dir, clear_source_cache, load_source
+from number_generator._source import (
+    DigitSource,
+    cache_dir,
+    clear_source_cache,
+    load_source,
+    split_sources,
+)
 
 __all__ = [
     "JAPANESE_FORMATS",
@@ -56,5 +62,7 @@ __all__ = [
     "load_source",
     "read_idx",
     "save_png",
+    "split_sources",
     "write_phone_dataset",
+    "write_phone_splits",
 ]
