@@ -397,6 +397,13 @@ def preview_main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=_non_negative, default=None)
     parser.add_argument("--mnist-dir", type=Path, default=None, help="directory of MNIST files")
     parser.add_argument("--augment", choices=tuple(PRESETS), default=None, help="a preset")
+    parser.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a trained recogniser (model.pt): show what it reads, errors in magenta (needs the "
+        "train extra)",
+    )
     args = parser.parse_args(argv)
     lo, hi = args.spacing
     if lo > hi:
@@ -410,11 +417,23 @@ def preview_main(argv: Sequence[str] | None = None) -> int:
                 images, digits, boxes = _fresh_samples(args)
             else:
                 images, digits, boxes = _dataset_samples(args.dataset, args.count)
-        save_preview(args.output, images, digits, boxes, scale=args.scale, columns=args.columns)
+        predictions = None if args.model is None else _predict(args.model, images)
+        save_preview(
+            args.output, images, digits, boxes, predictions=predictions, scale=args.scale,
+            columns=args.columns,
+        )  # fmt: skip
     except (ValueError, TypeError, OSError, KeyError) as exc:
         return _fail(parser.prog, exc)
     print(args.output)
     return 0
+
+
+def _predict(model: Path, images: list[npt.NDArray[np.float32]]) -> list[str]:
+    try:
+        from number_generator.recognizer import Recognizer
+    except ModuleNotFoundError:
+        raise ValueError("--model needs PyTorch: pip install 'imgpipe[train]'") from None
+    return Recognizer.load(model).predict(np.stack(images))
 
 
 Samples = tuple[list[npt.NDArray[np.float32]], list[str], list[npt.NDArray[np.int32]]]

@@ -107,3 +107,24 @@ def test_train_command_writes_model_metrics_and_preview(
     assert (tmp_path / "predictions.png").stat().st_size > 0
     assert Recognizer.load(tmp_path / "model.pt").config.augment is None
     capsys.readouterr()
+
+
+def test_preview_shows_what_a_model_reads(
+    trained: tuple[Recognizer, list[float]], tmp_path: Path
+) -> None:
+    from PIL import Image
+
+    from number_generator.__main__ import main as number_generator
+    from number_generator._preview import ERROR_COLOUR
+
+    model = trained[0].save(tmp_path / "model.pt")
+    sheet = tmp_path / "sheet.png"
+    argv = ["preview", str(sheet), "--count", "4", "--seed", "2", "--model", str(model)]
+    assert number_generator(argv) == 0
+    with Image.open(sheet) as image:
+        pixels = np.asarray(image.convert("RGB"))
+    # A model trained for 30 small batches misreads most strips: their captions are magenta
+    # (text is anti-aliased, so look for the hue).
+    r, g, b = (pixels[:, :, i].astype(int) for i in range(3))
+    assert ERROR_COLOUR[1] < 90
+    assert ((r > 120) & (g < 90) & (b > 120)).sum() > 20
