@@ -16,16 +16,16 @@ help:
 # The virtual environment is updated whenever pyproject.toml changes. `make demo` installs only
 # what the local run needs (the `demo` extra); everything else installs everything (`dev`, which
 # includes `demo`, so a full install also satisfies the demo's stamp).
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $@ $(VENV)/.installed-demo
 
-$(VENV)/.installed-demo: pyproject.toml
+$(VENV)/.installed-demo: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[demo]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[demo]'
 	touch $@
 
 install: $(VENV)/.installed
@@ -87,3 +87,13 @@ test: cdk-synth
 .PHONY: demo-mosaic
 demo-mosaic: install  ## photo mosaics (nearest and unique) from scikit-image's bundled photos, offline
 	$(BIN)/photo-mosaic demo --out out/mosaic
+
+# The digit recogniser (number_generator.recognizer): trains on strips of MNIST training digits for
+# TRAIN_MINUTES, evaluates on strips of MNIST test digits, writes out/recognizer/{model.pt,
+# metrics.json,predictions.png}. Needs the full MNIST files: MNIST_DIR=... or
+# `python -m number_generator download` first.
+TRAIN_MINUTES ?= 30
+.PHONY: train-digits
+train-digits: install
+	$(BIN)/python -m number_generator.recognizer train --out out/recognizer \
+	  --minutes $(TRAIN_MINUTES) $(if $(MNIST_DIR),--mnist-dir $(MNIST_DIR)) $(TRAIN_ARGS)

@@ -7,10 +7,13 @@ images are saved one at a time with Pillow's default settings, in one process.
 Measured (best of a few repeats; the machine may be shared, so the spread is printed too):
 
 1. single ``generate_numbers_sequence`` calls for a 10-digit sequence at width 300 (target
-   >= 15,000 calls/s);
+   >= 15,000 calls/s), with a Generator passed in and without an ``rng`` (the process's own
+   generator; its baseline is a fresh ``default_rng()`` per call, what the default used to do);
 2. ``generate_numbers_batch`` sequences per second (target >= 50,000);
 3. the phone-number dataset (``write_phone_dataset``), PNG images per second on every CPU
-   available (target >= 8,000 on 2 cores).
+   available (target >= 8,000 on 2 cores);
+4. augmented strips per second against albumentations 2.0.x in the same run (target: 3x; the
+   albumentations baseline only augments strips already rendered, ours renders them too).
 
 Usage: ``.venv/bin/python benchmarks/bench_number_generator.py [--quick] [--out-dir DIR]``
 """
@@ -113,6 +116,63 @@ def report(
     )
 
 
+def bench_augmentation(quick: bool, repeats: int) -> None:
+    """Augmented 10-digit strips (width 300) per second: ``number_generator.augment`` against
+    albumentations 2.0.x (``Compose`` of ElasticTransform + Affine + GaussNoise, p=1 each, one
+    strip per call as it is used) in the same run. albumentations is the ``bench`` extra."""
+    try:
+        import albumentations as alb
+    except ModuleNotFoundError:
+        print("augmentation: albumentations is not installed (pip install -e '.[bench]'); skipped")
+        return
+    from number_generator.augment import (
+        Affine,
+        Augment,
+        AugmentLike,
+        Elastic,
+        GaussianNoise,
+    )
+
+    strips = 500 if quick else 2_000
+    digits = np.random.default_rng(0).integers(0, 10, size=(strips, 10))
+    rng = np.random.default_rng(1)
+    plain = generate_numbers_batch(digits, SPACING, WIDTH, rng=rng)
+    same_ops = Augment(
+        elastic=Elastic(p=1.0), affine=Affine(p=1.0), stroke=None, blur=None,
+        noise=GaussianNoise(p=1.0), salt_pepper=None, background=None, occlusion=None,
+    )  # fmt: skip
+    compose = alb.Compose([
+        alb.ElasticTransform(p=1.0),
+        alb.Affine(rotate=(-10, 10), shear=(-15, 15), scale=(0.85, 1.1), p=1.0),
+        alb.GaussNoise(p=1.0),
+    ])  # fmt: skip
+    compose(image=plain[0])
+
+    def theirs() -> int:
+        for image in plain:
+            compose(image=image)
+        return strips
+
+    def ours(augment: AugmentLike) -> Callable[[], int]:
+        def run() -> int:
+            generate_numbers_batch(digits, SPACING, WIDTH, rng=rng, augment=augment)
+            return strips
+
+        return run
+
+    print(f"augmentation: albumentations {alb.__version__}, {strips:,} strips of 10 digits, "
+          f"width {WIDTH}")  # fmt: skip
+    base = best_rate(theirs, max(2, repeats - 1))
+    print(f"albumentations baseline: {base[0]:,.0f}/s wall (worst {base[1]:,.0f}), "
+          f"{base[2]:,.0f}/s per CPU-second")  # fmt: skip
+    report("augment, same 3 ops (p=1), render+aug", best_rate(ours(same_ops), repeats), base,
+           3 * base[0])  # fmt: skip
+    report("augment, preset medium, render+aug", best_rate(ours("medium"), repeats), base,
+           3 * base[0])  # fmt: skip
+    report("augment, preset heavy, render+aug", best_rate(ours("heavy"), repeats), base,
+           3 * base[0])  # fmt: skip
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats and images")
@@ -147,6 +207,21 @@ def main() -> int:
     report("single call, 10 digits, width 300", best_rate(single, repeats),
            best_rate(naive_single, 2), 15_000)  # fmt: skip
 
+    # 1b. single calls without an rng: the process's own generator, against what a fresh
+    # default_rng() per call (the old behaviour, OS entropy every time) costs in the same run.
+    def single_no_rng() -> int:
+        for _ in range(calls):
+            generate_numbers_sequence(DIGITS, SPACING, WIDTH)
+        return calls
+
+    def single_fresh_rng() -> int:
+        for _ in range(calls):
+            generate_numbers_sequence(DIGITS, SPACING, WIDTH, rng=np.random.default_rng())
+        return calls
+
+    report("single call, no rng", best_rate(single_no_rng, repeats),
+           best_rate(single_fresh_rng, repeats), 15_000)  # fmt: skip
+
     # 2. batch ---------------------------------------------------------------------------------
     rows = np.tile(DIGITS, (1_000, 1))
     batches = 10 if args.quick else 40
@@ -157,6 +232,9 @@ def main() -> int:
         return batches * len(rows)
 
     report("batch, sequences", best_rate(batch, repeats), best_rate(naive_single, 2), 50_000)
+
+    # 2b. augmentation against albumentations ---------------------------------------------------
+    bench_augmentation(args.quick, repeats)
 
     # 3. phone-number PNG dataset --------------------------------------------------------------
     count = 20_000 if args.quick else 60_000

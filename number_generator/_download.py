@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
-import tempfile
+import secrets
 import urllib.error
 import urllib.request
 import zlib
@@ -94,7 +94,10 @@ def _valid(data: bytes, name: str, where: str, *, strict: bool = False) -> bool:
 
 
 def _atomic_write(target: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    # Created with mode 0666 less the umask, like any file the user writes (mkstemp's 0600 would
+    # hide a shared cache from the other users the directory lets in).
+    tmp = target.parent / f".{target.name}.{secrets.token_hex(8)}.part"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)

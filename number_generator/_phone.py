@@ -13,16 +13,27 @@ two numbers can be equal.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 
-from number_generator._sequence import ArgumentTypeError
+from number_generator._sequence import ArgumentTypeError, generator
 
-__all__ = ["JAPANESE_FORMATS", "PhoneFormat", "PhoneNumber", "generate_phone_numbers"]
+__all__ = [
+    "JAPANESE_FORMATS",
+    "MAX_LIST_COUNT",
+    "PhoneFormat",
+    "PhoneNumber",
+    "generate_phone_numbers",
+    "iter_phone_numbers",
+]
 
+#: The most numbers :func:`generate_phone_numbers` returns as one list (about 2 GB of Python
+#: objects); :func:`iter_phone_numbers` yields any count the formats hold in bounded memory.
+MAX_LIST_COUNT: Final = 10_000_000
 #: Populations up to this size may be materialised (8 bytes each) when sampling.
 _SMALL_POPULATION: Final = 1 << 22
 
@@ -126,6 +137,28 @@ def generate_phone_numbers(
 
     Raises ValueError when ``count`` is not positive or exceeds what the formats hold.
     """
+    _check_request(count, formats)
+    if count > MAX_LIST_COUNT:
+        raise ValueError(
+            f"generate_phone_numbers returns a list, at most {MAX_LIST_COUNT:,} numbers; for "
+            f"{count:,} use iter_phone_numbers, which yields them chunk by chunk in bounded memory"
+        )
+    gen = generator(rng)
+    shares = _split(int(count), formats, gen)
+    numbers: list[PhoneNumber] = []
+    for fmt, k in zip(formats, shares, strict=True):
+        if k == 0:
+            continue
+        block = 10 ** (fmt.subscriber_length - 1)
+        width = fmt.subscriber_length - 1
+        for index in sample_without_replacement(fmt.size, k, gen).tolist():
+            digits = f"{fmt.prefix}{fmt.first_digits[index // block]}{index % block:0{width}d}"
+            numbers.append(PhoneNumber(digits, fmt.formatted(digits)))
+    order = gen.permutation(len(numbers))
+    return [numbers[i] for i in order.tolist()]
+
+
+def _check_request(count: int, formats: tuple[PhoneFormat, ...]) -> None:
     if isinstance(count, bool) or not isinstance(count, (int, np.integer)):
         raise ArgumentTypeError(f"count must be an integer, got {count!r}")
     if count <= 0:
@@ -144,19 +177,98 @@ def generate_phone_numbers(
         raise ValueError(
             f"cannot generate {count:,} unique phone numbers: the formats hold only {total:,}"
         )
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    shares = _split(int(count), formats, gen)
-    numbers: list[PhoneNumber] = []
-    for fmt, k in zip(formats, shares, strict=True):
-        if k == 0:
-            continue
-        block = 10 ** (fmt.subscriber_length - 1)
-        width = fmt.subscriber_length - 1
-        for index in sample_without_replacement(fmt.size, k, gen).tolist():
-            digits = f"{fmt.prefix}{fmt.first_digits[index // block]}{index % block:0{width}d}"
-            numbers.append(PhoneNumber(digits, fmt.formatted(digits)))
-    order = gen.permutation(len(numbers))
-    return [numbers[i] for i in order.tolist()]
+
+
+def iter_phone_numbers(
+    count: int,
+    *,
+    rng: np.random.Generator | int | None = None,
+    formats: tuple[PhoneFormat, ...] = JAPANESE_FORMATS,
+    chunk_size: int = 100_000,
+) -> Iterator[list[PhoneNumber]]:
+    """``count`` distinct phone numbers in random order, as lists of up to ``chunk_size``.
+
+    Memory stays O(``chunk_size``) whatever the count (up to everything the formats hold): the
+    count is split across formats by weight as in :func:`generate_phone_numbers`; format ``f``
+    then contributes the numbers at positions ``0, 1, ...`` of its own keyed pseudo-random
+    permutation of its index space (a Feistel network with cycle-walking: a bijection, so
+    numbers never repeat, without remembering the ones already drawn); each chunk takes its
+    share of every format by a multivariate hypergeometric draw on what remains (a uniformly
+    random interleaving) and is shuffled.
+    """
+    _check_request(count, formats)
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    return _chunks(int(count), formats, generator(rng), chunk_size)
+
+
+def _chunks(
+    count: int, formats: tuple[PhoneFormat, ...], gen: np.random.Generator, chunk_size: int
+) -> Iterator[list[PhoneNumber]]:
+    remaining = np.array(_split(count, formats, gen), dtype=np.int64)
+    perms = [_Permutation(f.size, gen) for f in formats]
+    done = np.zeros(len(formats), dtype=np.int64)
+    left = count
+    while left:
+        take = min(chunk_size, left)
+        shares = gen.multivariate_hypergeometric(remaining, take)
+        chunk: list[PhoneNumber] = []
+        for f, (fmt, k) in enumerate(zip(formats, shares.tolist(), strict=True)):
+            if k == 0:
+                continue
+            indices = perms[f](np.arange(done[f], done[f] + k, dtype=np.uint64))
+            block = 10 ** (fmt.subscriber_length - 1)
+            width = fmt.subscriber_length - 1
+            for index in indices.tolist():
+                digits = f"{fmt.prefix}{fmt.first_digits[index // block]}{index % block:0{width}d}"
+                chunk.append(PhoneNumber(digits, fmt.formatted(digits)))
+        done += shares
+        remaining -= shares
+        left -= take
+        order = gen.permutation(len(chunk))
+        yield [chunk[i] for i in order.tolist()]
+
+
+class _Permutation:
+    """A keyed pseudo-random bijection of ``range(size)`` (vectorised over uint64 arrays).
+
+    A balanced Feistel network on ``2 * half`` bits (``4 ** half >= size``, so fewer than 4 of
+    its outputs per valid one fall outside the range) with six rounds of a multiply-xorshift
+    round function; outputs outside ``range(size)`` walk the cycle until they land inside, which
+    keeps it a bijection of ``range(size)``.
+    """
+
+    _ROUNDS: Final = 6
+
+    def __init__(self, size: int, gen: np.random.Generator) -> None:
+        self.size = size
+        half = max(1, ((size - 1).bit_length() + 1) // 2)
+        self.half = np.uint64(half)
+        self.mask = np.uint64((1 << half) - 1)
+        self.keys = gen.integers(0, 2**63, size=self._ROUNDS, dtype=np.uint64)
+
+    def _round(self, right: npt.NDArray[np.uint64], key: np.uint64) -> npt.NDArray[np.uint64]:
+        x = (right ^ key) * np.uint64(0x9E3779B97F4A7C15)
+        x ^= x >> np.uint64(29)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(32)
+        return x & self.mask
+
+    def _encrypt(self, values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        left = values >> self.half
+        right = values & self.mask
+        for key in self.keys:
+            left, right = right, left ^ self._round(right, key)
+        out: npt.NDArray[np.uint64] = (left << self.half) | right
+        return out
+
+    def __call__(self, positions: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
+        values = self._encrypt(positions)
+        outside = np.flatnonzero(values >= np.uint64(self.size))
+        while outside.size:
+            values[outside] = self._encrypt(values[outside])
+            outside = outside[values[outside] >= np.uint64(self.size)]
+        return values
 
 
 def _split(count: int, formats: tuple[PhoneFormat, ...], gen: np.random.Generator) -> list[int]:

@@ -82,6 +82,9 @@ class DigitSource:
     counts: npt.NDArray[np.int64] = field(init=False)
     order: npt.NDArray[np.int64] = field(init=False)
     widths: npt.NDArray[np.int64] = field(init=False)
+    #: First and one-past-last row with ink, per glyph (the vertical extent of its box).
+    tops: npt.NDArray[np.int64] = field(init=False)
+    bottoms: npt.NDArray[np.int64] = field(init=False)
     glyphs: npt.NDArray[np.uint8] = field(init=False)
     min_widths: tuple[int, ...] = field(init=False)
     max_widths: tuple[int, ...] = field(init=False)
@@ -140,6 +143,9 @@ class DigitSource:
             raise ValueError(
                 f"digit source {self.name!r} has blank images (no ink), e.g. indices {blank}"
             )
+        ink_rows: npt.NDArray[np.bool_] = np.any(imgs > 0, axis=2)  # (n, 28 rows): row has ink
+        tops = ink_rows.argmax(axis=1).astype(np.int64)
+        bottoms = (HEIGHT - ink_rows[:, ::-1].argmax(axis=1)).astype(np.int64)
         left = ink.argmax(axis=1)
         right = HEIGHT - ink[:, ::-1].argmax(axis=1)
         widths = (right - left).astype(np.int64)
@@ -160,6 +166,8 @@ class DigitSource:
             ("counts", counts),
             ("order", order),
             ("widths", widths),
+            ("tops", tops),
+            ("bottoms", bottoms),
             ("glyphs", glyphs),
         ):
             value.flags.writeable = False
@@ -340,3 +348,49 @@ def _packaged() -> DigitSource:
         _check_sha256(raw, base, f"package data {base}.gz")
         arrays.append(parse_idx(raw, name=f"package data {base}.gz", expected_magic=magic))
     return DigitSource(name="MNIST test set (packaged)", images=arrays[0], labels=arrays[1])
+
+
+#: The three dataset splits and where their digits come from. MNIST's training and test sets have
+#: disjoint writers; within the test set, the first 5,000 images come from NIST's SD-3 writers
+#: (Census Bureau employees) and the last 5,000 from SD-1 (high-school students), also disjoint.
+SPLIT_SOURCES: Final[dict[str, tuple[str, slice]]] = {
+    "train": ("train", slice(None)),
+    "validation": ("t10k", slice(0, 5000)),
+    "test": ("t10k", slice(5000, None)),
+}
+
+
+def split_sources(directory: str | os.PathLike[str] | None = None) -> dict[str, DigitSource]:
+    """Digit sources for the train, validation and test splits, from disjoint MNIST writers.
+
+    ``train`` is MNIST's training set (60,000 digits), ``validation`` the first half of its test
+    set and ``test`` the second half (see :data:`SPLIT_SOURCES`). ``directory`` defaults to
+    ``NUMBER_GENERATOR_MNIST_DIR``, else the download cache; it must hold both splits' files.
+    """
+    if directory is None:
+        env = os.environ.get(MNIST_DIR_ENV)
+        folder = Path(env).expanduser() if env else cache_dir()
+        verify = not env
+    else:
+        folder = Path(directory).expanduser()
+        verify = False
+    arrays: dict[str, tuple[npt.NDArray[np.uint8], npt.NDArray[np.uint8]]] = {}
+    for split in _SPLITS:
+        files = _split_files(folder, split) if folder.is_dir() else None
+        if files is None:
+            raise FileNotFoundError(
+                f"the train/validation/test splits need MNIST's {split} files in {folder} "
+                "(run `python -m number_generator download`, or pass a folder holding "
+                f"{split}-images-idx3-ubyte[.gz] and {split}-labels-idx1-ubyte[.gz])"
+            )
+        arrays[split] = (
+            _read_verified(files[0], IDX_IMAGES_MAGIC, verify),
+            _read_verified(files[1], IDX_LABELS_MAGIC, verify),
+        )
+    out: dict[str, DigitSource] = {}
+    for name, (split, part) in SPLIT_SOURCES.items():
+        images, labels = arrays[split]
+        out[name] = DigitSource.from_arrays(
+            images[part], labels[part], name=f"MNIST {split}[{part.start or 0}:{part.stop or ''}]"
+        )
+    return out

@@ -84,7 +84,12 @@ def _pins(lines: list[str]) -> dict[str, str]:
 
 def test_requirements_match_the_worker_pins_in_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
-    expected = _pins(project["dependencies"] + project["optional-dependencies"]["worker"])
+    # The core dependencies are ranges in pyproject.toml, pinned exactly in constraints.txt.
+    constraints = _pins((ROOT / "constraints.txt").read_text(encoding="utf-8").splitlines())
+    core = {re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    assert core <= constraints.keys(), "every core dependency is pinned in constraints.txt"
+    expected = {name: constraints[name] for name in core}
+    expected |= _pins(project["optional-dependencies"]["worker"])
     requirements = (CONTAINER / "requirements.txt").read_text(encoding="utf-8").splitlines()
     assert _pins(requirements) == expected
 

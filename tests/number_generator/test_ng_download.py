@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import threading
 from collections.abc import Iterator
 from functools import partial
@@ -144,3 +145,17 @@ def test_download_command_errors(cache: Path, capsys: pytest.CaptureFixture[str]
     assert "\n" not in line
     assert module_main(["upload"]) == 2
     assert "unknown command 'upload'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_downloaded_files_are_readable_as_the_umask_allows(
+    mirror: _Mirror, cache: Path, umask: int, mode: int
+) -> None:
+    old = os.umask(umask)
+    try:
+        download_mnist(mirror=mirror.url, splits=["t10k"])
+    finally:
+        os.umask(old)
+    for name in T10K:
+        assert (cache / name).stat().st_mode & 0o777 == mode
+    assert sorted(p.name for p in cache.iterdir()) == sorted(T10K), "no temporary file is left"

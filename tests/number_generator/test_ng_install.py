@@ -1,5 +1,6 @@
 """The distribution installs into a fresh virtual environment with only the core dependencies,
-and the two console scripts work there (package data included)."""
+the two number_generator console scripts work there (package data included), and the commands
+of the other parts say which extra they need instead of a ModuleNotFoundError traceback."""
 
 from __future__ import annotations
 
@@ -63,3 +64,15 @@ def test_console_scripts_in_a_fresh_virtual_environment(tmp_path: Path) -> None:
     help_text = _run(bin_dir / "generate-phone-numbers", "--help", cwd=work)
     assert help_text.returncode == 0
     assert "Formats: 090-XXXX-" in " ".join(help_text.stdout.split())
+
+    for command, extra in (
+        ("batch-stats", "worker"),
+        ("photo-mosaic", "mosaic"),
+        ("recognize-numbers", "train"),
+    ):
+        missing = _run(bin_dir / command, "--help", cwd=work)
+        assert missing.returncode == 1
+        assert "Traceback" not in missing.stderr
+        assert missing.stderr.count("\n") == 1, missing.stderr
+        assert missing.stderr.startswith(f"{command}: error: this command needs the '{extra}'")
+        assert f"pip install 'imgpipe[{extra}" in missing.stderr
