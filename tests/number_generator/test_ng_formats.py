@@ -22,8 +22,15 @@ from number_generator._dataset import write_phone_splits
 from number_generator._source import split_sources
 from number_generator.cli import phone_main
 
-#: The full MNIST files (train and test); the split tests need the training digits.
-FULL_MNIST = Path(os.environ.get("NUMBER_GENERATOR_TEST_MNIST_DIR", "/work/shared/data/mnist"))
+#: The full MNIST files (train and test), in the ``shared/`` folder beside the checkout where the
+#: project's machines and CI have them; NUMBER_GENERATOR_TEST_MNIST_DIR overrides it.
+FULL_MNIST = Path(
+    os.environ.get(
+        "NUMBER_GENERATOR_TEST_MNIST_DIR",
+        Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist",
+    )
+)
+
 needs_full_mnist = pytest.mark.skipif(
     not (FULL_MNIST / "train-images-idx3-ubyte.gz").is_file(),
     reason=f"the full MNIST files are not in {FULL_MNIST} (set NUMBER_GENERATOR_TEST_MNIST_DIR)",

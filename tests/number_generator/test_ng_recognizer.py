@@ -4,6 +4,7 @@ predicts the same, and the commands around it (training is a benchmark, not a te
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,14 @@ from number_generator.recognizer import (  # noqa: E402
     train,
 )
 
-FULL_MNIST = Path("/work/shared/data/mnist")
+#: The full MNIST files (train and test), in the ``shared/`` folder beside the checkout where the
+#: project's machines and CI have them; NUMBER_GENERATOR_TEST_MNIST_DIR overrides it.
+FULL_MNIST = Path(
+    os.environ.get(
+        "NUMBER_GENERATOR_TEST_MNIST_DIR",
+        Path(__file__).resolve().parents[3] / "shared" / "data" / "mnist",
+    )
+)
 
 
 @pytest.fixture(scope="module", autouse=True)
