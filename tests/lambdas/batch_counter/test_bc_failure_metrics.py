@@ -8,7 +8,7 @@ from typing import Any
 import boto3
 import pytest
 from batch_counter import handler
-from batch_counter.aws import DynamoTrackingStore, SqsRunQueue
+from batch_counter.aws import DynamoTrackingStore, S3Objects, SqsRunQueue
 from batch_counter.counter import BatchCounter
 from batch_stats.local.lambda_driver import SqsEventSource
 from batch_stats.local.resources import LocalResources
@@ -39,6 +39,7 @@ def test_a_failed_record_is_counted_and_left_for_sqs(
     broken = BatchCounter(
         store=DynamoTrackingStore(client=session.client("dynamodb"), table_name="no-such-table"),
         queue=SqsRunQueue(client=session.client("sqs"), queue_url=resources.runs_queue_url),
+        objects=S3Objects(client=session.client("s3")),
         images_per_batch=3,
         batches_per_run=2,
     )
