@@ -21,6 +21,7 @@ AWS SDK. Every step is idempotent, which is what makes at-least-once S3 events s
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -218,8 +219,6 @@ class RecordResult:
 
 def rejected_key_for(key: str, run_id: str | None) -> str:
     """Where a bad-key upload is copied: under its run when the key names a valid run id."""
-    import hashlib
-
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
     return f"rejected/{run_id or '_unknown_run'}/_bad_keys/{digest}"
 

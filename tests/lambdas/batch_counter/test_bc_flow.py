@@ -151,7 +151,13 @@ def test_bad_keys_are_recorded_not_failed_and_objects_kept(
 ) -> None:
     s3, sqs = session.client("s3"), session.client("sqs")
     bucket = resources.names.raw_bucket
-    bad = ["uploads/run-b/img.png", "uploads/run b/batch_001/img.png", "uploads/r/b/x.jpeg"]
+    # The last name holds a bell and a carriage return, which S3 metadata cannot carry as is.
+    bad = [
+        "uploads/run-b/img.png",
+        "uploads/run b/batch_001/img.png",
+        "uploads/r/b/x.jpeg",
+        "uploads/r/b/bell\x07and\rreturn.png",
+    ]
     for key in bad:
         s3.put_object(Bucket=bucket, Key=key, Body=PNG)
     source = SqsEventSource(
@@ -161,19 +167,20 @@ def test_bad_keys_are_recorded_not_failed_and_objects_kept(
     while (polled := source.poll_once()).received:
         assert polled.failed == 0
         total += polled.received
-    assert total == 3 + 1  # and the s3:TestEvent
+    assert total == len(bad) + 1  # and the s3:TestEvent
     recorded = {item["key"]: item for item in store.bad_keys()}
     assert {key: item["reason"] for key, item in recorded.items()} == {
         "uploads/run-b/img.png": "wrong_depth",
         "uploads/run b/batch_001/img.png": "bad_run_id",
         "uploads/r/b/x.jpeg": "bad_name",
+        "uploads/r/b/bell\x07and\rreturn.png": "bad_name",
     }
     for key in bad:
         assert s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == len(PNG)
         # Copied under rejected/ with its reason, under its run when the key names one.
         copied = recorded[key]["copied_to"].removeprefix(f"s3://{bucket}/")
-        expected_run = {"uploads/run-b/img.png": "run-b", "uploads/r/b/x.jpeg": "r"}.get(key)
-        assert copied.startswith(f"rejected/{expected_run or '_unknown_run'}/_bad_keys/")
+        runs = {"uploads/run-b/img.png": "run-b", "uploads/run b/batch_001/img.png": "_unknown_run"}
+        assert copied.startswith(f"rejected/{runs.get(key, 'r')}/_bad_keys/")
         head = s3.head_object(Bucket=bucket, Key=copied)
         assert head["ContentLength"] == len(PNG)
         assert head["Metadata"]["reason"] == recorded[key]["reason"]

@@ -19,9 +19,12 @@ from batch_stats.engine import EngineParams
 from batch_stats.worker import dbsetup
 from batch_stats.worker.app import build_worker
 from batch_stats.worker.config import WorkerSettings
-from batch_stats.worker.database import ResultsDatabase
+from batch_stats.worker.database import MIGRATIONS, ResultsDatabase
 from batch_stats.worker.messages import ImageRef
 from psycopg import errors
+
+#: The schema version a fully migrated database reports.
+LATEST_VERSION = MIGRATIONS[-1][0]
 
 _roles = itertools.count()
 
@@ -65,8 +68,8 @@ def test_setup_creates_a_role_that_reads_and_writes_rows_and_nothing_more(
         "DB_MASTER_SECRET": _secret(database_url),
         "DB_APP_SECRET": _secret(database_url, user=app_role, password="first-pass-1"),
     }
-    assert dbsetup.run(environ) == 1
-    assert dbsetup.run(environ) == 1  # idempotent: every task start runs it
+    assert dbsetup.run(environ) == LATEST_VERSION
+    assert dbsetup.run(environ) == LATEST_VERSION  # idempotent: every task start runs it
 
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
         psycopg.connect(_as(database_url, app_role, "wrong"))
@@ -99,7 +102,7 @@ def test_the_worker_starts_as_the_application_role(database_url: str, app_role: 
     )
     database = ResultsDatabase.from_url(_as(database_url, app_role, "pw-2"))
     try:
-        assert database.migrate() == 1
+        assert database.migrate() == LATEST_VERSION
     finally:
         database.close()
 
@@ -147,6 +150,7 @@ def test_a_secret_rotated_mid_run_does_not_lose_the_run(
         results_bucket=resources.names.results_bucket,
         notifications_topic_arn=resources.topic_arn,
         db_secret_arn=secret_arn,
+        tracking_table_name=resources.names.tracking_table,
         download_concurrency=2,
         visibility_timeout_seconds=30,
     )
@@ -191,7 +195,7 @@ def test_a_secret_rotated_mid_run_does_not_lose_the_run(
         retry_delay_seconds=0,
         on_image=rotate,
     )
-    assert worker.migrate() == 1  # opens a connection with the old password
+    assert worker.migrate() == LATEST_VERSION  # opens a connection with the old password
     outcomes = []
     worker.on_outcome = outcomes.append
     dispatch_run("run-rotated")
