@@ -14,8 +14,10 @@ Descriptors are realistic: cells are the mean CIELAB colours of a grid over scik
 random brightness and colour shifts (as in ``make demo-mosaic``).
 
 Thumbnails: ``photo_mosaic.build_index`` (JPEG draft decoding, dask.bag with threads and with
-processes, hashing and the HDF5 cache included) against a plain ``ImageOps.fit`` loop under
-dask.bag (default scheduler), on 2,000 generated 1024 x 768 JPEG photos.
+processes, hashing, descriptors and the HDF5 cache included) against the lesson's plain
+``ImageOps.fit`` loop under dask.bag (with processes, the bag's default, and with threads) and an
+anchor (that loop with ``Image.draft``, threads), on 1,000 generated 1024 x 768 JPEG photos to
+50 x 50; then a re-run with nothing changed.
 
 Run: ``.venv/bin/python benchmarks/bench_photo_mosaic.py`` (about 5 minutes on 2 cores; add
 ``--large`` for the 100,000 x 100,000 case or ``--only-large`` for that case alone,
@@ -44,6 +46,7 @@ SIZES = [
     (10_000, 5_000),  # fewer tiles: each used at most twice
 ]
 LARGE = (100_000, 100_000)
+THUMB = 50  # thumbnail side of the thumbnail benchmark
 
 
 def descriptors(n_cells: int, n_tiles: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -208,44 +211,111 @@ def _write_photos(folder: Path, n: int) -> None:
         )
 
 
-def _baseline_thumbnails(paths: list[str]) -> int:
-    import dask.bag as db
+def _lesson_thumb(path: str) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    def thumb(path: str) -> np.ndarray:
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.fit(im.convert("RGB"), (32, 32)))
-
-    return len(db.from_sequence(paths).map(thumb).compute())
+    with Image.open(path) as im:
+        return np.asarray(ImageOps.fit(im.convert("RGB"), (THUMB, THUMB)))
 
 
-def bench_thumbnails(n_photos: int = 2_000) -> None:
+def _baseline_thumbnails(paths: list[str], scheduler: str) -> int:
+    """The lesson's approach: a plain ``ImageOps.fit`` per photo mapped over a dask.bag."""
+    import dask.bag as db
+
+    return len(db.from_sequence(paths).map(_lesson_thumb).compute(scheduler=scheduler))
+
+
+def _draft_thumb(path: str) -> np.ndarray:
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.draft("RGB", (THUMB, THUMB))
+        return np.asarray(ImageOps.fit(im.convert("RGB"), (THUMB, THUMB)))
+
+
+def _anchor_thumbnails(paths: list[str]) -> int:
+    """An anchor: the lesson's loop with ``Image.draft``, dask.bag with threads (no hash, no cache,
+    no descriptors)."""
+    import dask.bag as db
+
+    return len(db.from_sequence(paths).map(_draft_thumb).compute(scheduler="threads"))
+
+
+def _where_the_time_goes(paths: list[str]) -> None:
+    """One thread, per photo: reading and hashing, the draft decode + fit, the descriptor."""
+    import hashlib
+
+    from photo_mosaic.colour import block_descriptors
+    from photo_mosaic.index import make_thumbnail
+
+    read = thumb = 0.0
+    smalls = []
+    for path in paths:
+        t0 = time.perf_counter()
+        data = Path(path).read_bytes()
+        hashlib.blake2b(data, digest_size=20).hexdigest()
+        t1 = time.perf_counter()
+        smalls.append(make_thumbnail(data, THUMB))
+        t2 = time.perf_counter()
+        read, thumb = read + t1 - t0, thumb + t2 - t1
+    t0 = time.perf_counter()
+    block_descriptors(np.stack(smalls), 1)  # as build_index does: once per partition
+    desc = time.perf_counter() - t0
+    n = len(paths) / 1000.0
+    print(
+        f"one thread, per photo: read + hash {read / n:.2f} ms, draft decode + fit "
+        f"{thumb / n:.2f} ms, CIELAB descriptor {desc / n:.2f} ms"
+    )
+
+
+def bench_thumbnails(n_photos: int = 1_000) -> None:
     from photo_mosaic import build_index
 
-    print(f"== thumbnails: {n_photos:,} generated 1024 x 768 JPEG photos, 32 px thumbnails")
+    print(f"== thumbnails: {n_photos:,} generated 1024 x 768 JPEG photos, {THUMB} px thumbnails")
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp) / "photos"
         folder.mkdir()
         _write_photos(folder, n_photos)
         paths = sorted(str(p) for p in folder.iterdir())
+        _where_the_time_goes(paths[:200])
+        base: dict[str, float] = {}
+        for scheduler in ("processes", "threads"):
+            start = time.perf_counter()
+            _baseline_thumbnails(paths, scheduler)
+            base[scheduler] = time.perf_counter() - start
+            print(
+                f"baseline (lesson): ImageOps.fit under dask.bag, {scheduler:>9}: "
+                f"{n_photos / base[scheduler]:8.1f} img/s"
+            )
         start = time.perf_counter()
-        _baseline_thumbnails(paths)
-        base = time.perf_counter() - start
-        print(f"baseline ImageOps.fit loop under dask.bag: {n_photos / base:8.1f} img/s")
+        _anchor_thumbnails(paths)
+        anchor = time.perf_counter() - start
+        print(
+            f"anchor: the same with Image.draft, threads: {n_photos / anchor:8.1f} img/s = "
+            f"{base['processes'] / anchor:4.1f}x / {base['threads'] / anchor:4.1f}x the baselines"
+        )
         for scheduler in ("threads", "processes"):
             cache = Path(tmp) / f"cache_{scheduler}.h5"
             start = time.perf_counter()
-            report = build_index(folder, cache, scheduler=scheduler, progress=False)
+            report = build_index(
+                folder, cache, thumb_size=THUMB, scheduler=scheduler, progress=False
+            )
             ours = time.perf_counter() - start
             assert report.n_tiles == n_photos
             print(
-                f"build_index ({scheduler:>9}, draft + hash + cache): {n_photos / ours:8.1f} "
-                f"img/s = {base / ours:4.1f}x the baseline",
+                f"build_index ({scheduler:>9}, draft + hash + descriptors + cache): "
+                f"{n_photos / ours:8.1f} img/s = {base['processes'] / ours:4.1f}x the "
+                f"processes baseline, {base['threads'] / ours:4.1f}x the threads baseline",
                 flush=True,
             )
         start = time.perf_counter()
-        build_index(folder, Path(tmp) / "cache_threads.h5", progress=False)
-        print(f"re-run with the cache (nothing changed): {time.perf_counter() - start:.2f} s")
+        report = build_index(
+            folder, Path(tmp) / "cache_threads.h5", thumb_size=THUMB, progress=False
+        )
+        print(
+            f"re-run with the cache (nothing changed): {time.perf_counter() - start:.3f} s, "
+            f"cache rewritten: {report.cache_written}"
+        )
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +111,7 @@ def make_thumbnail(data: bytes, size: int) -> npt.NDArray[np.uint8]:
         return np.asarray(thumb, dtype=np.uint8)
 
 
-def _process(path: str, size: int, grid: int) -> _FileResult:
+def _process(path: str, size: int) -> _FileResult:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
@@ -123,13 +123,19 @@ def _process(path: str, size: int, grid: int) -> _FileResult:
         return _FileResult(path, digest, None, None, "not a JPEG or PNG image")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
         return _FileResult(path, digest, None, None, f"damaged image ({type(exc).__name__}: {exc})")
-    # The descriptor is computed here, in parallel, once per file: later runs reuse the cached one.
-    descriptor = block_descriptors(thumb[None], grid)[0]
-    return _FileResult(path, digest, thumb, descriptor, None)
+    return _FileResult(path, digest, thumb, None, None)
 
 
 def _process_partition(paths: Sequence[str], size: int, grid: int) -> list[_FileResult]:
-    return [_process(p, size, grid) for p in paths]
+    results = [_process(p, size) for p in paths]
+    # Descriptors are computed here, in parallel and once per file (later runs reuse the cached
+    # ones), for the whole partition at once: one array operation instead of one per photo.
+    good = [r for r in results if r.thumbnail is not None]
+    if not good:
+        return results
+    descriptors = block_descriptors(np.stack([r.thumbnail for r in good]), grid)  # type: ignore[misc]
+    done = iter(replace(r, descriptor=d) for r, d in zip(good, descriptors, strict=True))
+    return [next(done) if r.thumbnail is not None else r for r in results]
 
 
 def _scan(folder: Path, exclude: Path) -> tuple[list[Path], int]:
