@@ -49,8 +49,11 @@ LARGE = (100_000, 100_000)
 THUMB = 50  # thumbnail side of the thumbnail benchmark
 
 
-def descriptors(n_cells: int, n_tiles: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Cells from a photo grid, tiles from jittered random crops of photos (mean CIELAB)."""
+def descriptors(
+    n_cells: int, n_tiles: int, seed: int = 0, grid: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cells from a photo grid, tiles from jittered random crops of photos: the mean CIELAB
+    colour of each block of a ``grid`` x ``grid`` split (as the index and match stages do)."""
     from PIL import Image
     from skimage import data
 
@@ -59,8 +62,13 @@ def descriptors(n_cells: int, n_tiles: int, seed: int = 0) -> tuple[np.ndarray, 
     rng = np.random.default_rng(seed)
     target = Image.fromarray(data.astronaut())
     side = int(np.ceil(np.sqrt(n_cells)))
-    grid = np.asarray(target.resize((side, side), Image.Resampling.BOX))
-    cells = srgb_to_lab(grid).reshape(-1, 3)[:n_cells]
+    # As the match stage: each cell is grid x grid pixels of a box-filtered target.
+    small = srgb_to_lab(np.asarray(target.resize((side * grid, side * grid), Image.Resampling.BOX)))
+    cells = (
+        small.reshape(side, grid, side, grid, 3)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(side * side, grid * grid * 3)[:n_cells]
+    )
 
     photos = [data.astronaut(), data.chelsea(), data.coffee(), data.rocket()]
     per = -(-n_tiles // len(photos))
@@ -70,15 +78,24 @@ def descriptors(n_cells: int, n_tiles: int, seed: int = 0) -> tuple[np.ndarray, 
         h, w = lab.shape[:2]
         sat = np.zeros((h + 1, w + 1, 3))
         sat[1:, 1:] = lab.cumsum(0).cumsum(1)
-        size = rng.integers(min(h, w) // 10, min(h, w) // 2, size=per)
+        size = rng.integers(min(h, w) // 10, min(h, w) // 2, size=per) // grid * grid
         y = rng.integers(0, h - size)
         x = rng.integers(0, w - size)
-        total = sat[y + size, x + size] - sat[y, x + size] - sat[y + size, x] + sat[y, x]
-        tiles.append(total / (size * size)[:, None])
+        block = size // grid
+        means = []
+        for by in range(grid):
+            for bx in range(grid):
+                y0, x0 = y + by * block, x + bx * block
+                y1, x1 = y0 + block, x0 + block
+                total = sat[y1, x1] - sat[y0, x1] - sat[y1, x0] + sat[y0, x0]
+                means.append(total / (block * block)[:, None])
+        tiles.append(np.concatenate(means, axis=1))
     mean = np.concatenate(tiles)[:n_tiles]
-    jitter = mean * np.array([1.0, 1.0, 1.0]) + rng.normal(0, [12.0, 8.0, 8.0], size=mean.shape)
-    jitter[:, 0] = np.clip(jitter[:, 0], 0, 100)
-    return cells, jitter
+    # One brightness and colour shift per tile photo, the same for all its blocks.
+    shift = rng.normal(0, [12.0, 8.0, 8.0], size=(mean.shape[0], 3))
+    jitter = mean + np.tile(shift, grid * grid)
+    jitter[:, 0::3] = np.clip(jitter[:, 0::3], 0, 100)
+    return np.ascontiguousarray(cells), np.ascontiguousarray(jitter)
 
 
 def _peak_reset() -> int:
@@ -93,11 +110,11 @@ def _vm(field: str) -> int:
     raise RuntimeError(f"no {field} in /proc/self/status")
 
 
-def child(method: str, n_cells: int, n_tiles: int) -> dict[str, object]:
+def child(method: str, n_cells: int, n_tiles: int, grid: int = 1) -> dict[str, object]:
     """One measurement, in this (fresh) process."""
     from photo_mosaic import assign_unique
 
-    cells, tiles = descriptors(n_cells, n_tiles)
+    cells, tiles = descriptors(n_cells, n_tiles, grid=grid)
     if method == "ours":
         # Compile the numba kernels and import POT (the coarse problem) outside the timing, as
         # the baseline imports POT before its timing starts.
@@ -139,9 +156,9 @@ def child(method: str, n_cells: int, n_tiles: int) -> dict[str, object]:
     }
 
 
-def run_child(method: str, n_cells: int, n_tiles: int) -> dict[str, object]:
+def run_child(method: str, n_cells: int, n_tiles: int, grid: int = 1) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", method, str(n_cells), str(n_tiles)],
+        [sys.executable, __file__, "--child", method, str(n_cells), str(n_tiles), str(grid)],
         check=True,
         capture_output=True,
         text=True,
@@ -327,12 +344,12 @@ def main() -> None:
     parser.add_argument("--skip-assignment", action="store_true")
     parser.add_argument("--skip-thumbnails", action="store_true")
     parser.add_argument(
-        "--child", nargs=3, metavar=("METHOD", "CELLS", "TILES"), help=argparse.SUPPRESS
+        "--child", nargs=4, metavar=("METHOD", "CELLS", "TILES", "GRID"), help=argparse.SUPPRESS
     )
     args = parser.parse_args()
     if args.child:
-        method, n_cells, n_tiles = args.child
-        print(json.dumps(child(method, int(n_cells), int(n_tiles))))
+        method, n_cells, n_tiles, grid = args.child
+        print(json.dumps(child(method, int(n_cells), int(n_tiles), int(grid))))
         return
     print(f"machine: {os.cpu_count()} CPUs")
     if not args.skip_assignment:
