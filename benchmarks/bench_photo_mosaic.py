@@ -1,17 +1,20 @@
 """photo_mosaic benchmark: exact unique assignment and thumbnails against the lesson baselines.
 
 Assignment: ``photo_mosaic.assign_unique`` against POT's ``ot.emd`` on the dense squared-distance
-matrix with uniform weights and ``argmax`` per cell (the approach it replaces), at 1,000 to 10,000
-tiles x cells, 10,000 cells with 20,000 and with 5,000 tiles, and (ours only: the dense matrix
-would need 80 GB) 100,000 x 100,000. Each measurement runs in a fresh process; its peak memory is
-the growth of the peak resident set during the solve (``/proc/self/clear_refs``), its time the
-wall time of the solve: for ours the numba kernels are compiled and POT imported by a small solve
-beforehand, for ``ot.emd`` POT and scipy are imported beforehand and the timing includes building
-the dense cost matrix.
+matrix, set up as the same problem (whole-number masses: one per cell, ``ceil(cells / tiles)`` per
+tile, a dummy cell at cost 0 for the spare tile slots; the plan is then a 0/1 assignment read off
+with ``argmax``), for the 1x1, 2x2 and 3x3 descriptor grids at 10,000 cells with 10,000, 15,000
+and 20,000 tiles and at 2,000 cells with 20,000 tiles (10x), plus (1x1 only) 1,000 to 5,000
+square and 10,000 cells with 5,000 tiles, and (ours only: the dense matrix would need 80 GB)
+100,000 x 100,000. Each measurement runs in a fresh process; its peak memory is the growth of
+the peak resident set during the solve (``/proc/self/clear_refs``), its time the wall time of the
+solve: for ours the numba kernels are compiled and POT imported by a small solve beforehand, for
+``ot.emd`` POT and scipy are imported beforehand and the timing includes building the dense cost
+matrix.
 
-Descriptors are realistic: cells are the mean CIELAB colours of a grid over scikit-image's
-``astronaut`` photo, tiles the mean CIELAB colours of random crops of its bundled photos with
-random brightness and colour shifts (as in ``make demo-mosaic``).
+Descriptors are realistic: cells are the mean CIELAB colours of the blocks of a grid over
+scikit-image's ``astronaut`` photo, tiles those of random crops of its bundled photos with random
+brightness and colour shifts (as in ``make demo-mosaic``).
 
 Thumbnails: ``photo_mosaic.build_index`` (JPEG draft decoding, dask.bag with threads and with
 processes, hashing, descriptors and the HDF5 cache included) against the lesson's plain
@@ -19,9 +22,10 @@ processes, hashing, descriptors and the HDF5 cache included) against the lesson'
 anchor (that loop with ``Image.draft``, threads), on 1,000 generated 1024 x 768 JPEG photos to
 50 x 50; then a re-run with nothing changed.
 
-Run: ``.venv/bin/python benchmarks/bench_photo_mosaic.py`` (about 5 minutes on 2 cores; add
+Run: ``.venv/bin/python benchmarks/bench_photo_mosaic.py`` (about 20 minutes on 2 cores; add
 ``--large`` for the 100,000 x 100,000 case or ``--only-large`` for that case alone,
-``--skip-thumbnails`` / ``--skip-assignment``).
+``--grids 2,3``, ``--quick`` (only the grid shapes), ``--skip-thumbnails`` /
+``--skip-assignment``).
 """
 
 from __future__ import annotations
@@ -37,13 +41,21 @@ from pathlib import Path
 
 import numpy as np
 
-SIZES = [
+# (cells, tiles) for the 1x1 grid only (skipped with --quick).
+SIZES_1X1 = [
     (1_000, 1_000),
     (2_500, 2_500),
     (5_000, 5_000),
-    (10_000, 10_000),
-    (10_000, 20_000),  # cells, tiles: more tiles than cells
     (10_000, 5_000),  # fewer tiles: each used at most twice
+]
+# (cells, tiles) for every grid: square, and tiles = 1.5x, 2x and 10x the cells (the usual
+# mosaic has more tiles than cells; 10x at 2,000 cells: the dense matrix at 10,000 x 100,000
+# would need 8 GB for ot.emd).
+GRID_SIZES = [
+    (10_000, 10_000),
+    (10_000, 15_000),
+    (10_000, 20_000),
+    (2_000, 20_000),
 ]
 LARGE = (100_000, 100_000)
 THUMB = 50  # thumbnail side of the thumbnail benchmark
@@ -136,23 +148,31 @@ def child(method: str, n_cells: int, n_tiles: int, grid: int = 1) -> dict[str, o
     import ot
     from scipy.spatial.distance import cdist
 
+    # The same problem as ours: every cell gets one tile slot, each tile has
+    # ceil(cells / tiles) slots (1 with enough tiles), and a dummy cell at cost 0 takes the
+    # spare slots; the masses are whole numbers, so the network simplex's plan is a 0/1
+    # assignment and argmax reads it off.
+    uses = max(1, -(-n_cells // n_tiles))
+    spare = n_tiles * uses - n_cells
     base = _peak_reset()
     start = time.perf_counter()
     cost = cdist(cells, tiles, "sqeuclidean")
-    a = np.full(n_cells, 1.0 / n_cells)
-    b = np.full(n_tiles, 1.0 / n_tiles)
+    a = np.ones(n_cells)
+    if spare:
+        cost = np.vstack([cost, np.zeros((1, n_tiles))])
+        a = np.append(a, float(spare))
+    b = np.full(n_tiles, float(uses))
     plan = ot.emd(a, b, cost, numItermax=10**9)
-    chosen = plan.argmax(axis=1)
+    chosen = plan[:n_cells].argmax(axis=1)
     seconds = time.perf_counter() - start
     peak = _vm("VmHWM") - base
     counts = np.bincount(chosen, minlength=n_tiles)
-    allowed = max(1, -(-n_cells // n_tiles))
     return {
         "seconds": seconds,
         "peak_bytes": peak,
         "cost": float(cost[np.arange(n_cells), chosen].sum()),
-        "emd_objective_x_cells": float((plan * cost).sum() * n_cells),
-        "valid": bool(counts.max() <= allowed),
+        "emd_objective": float((plan[:n_cells] * cost[:n_cells]).sum()),
+        "valid": bool(counts.max() <= uses),
     }
 
 
@@ -167,31 +187,36 @@ def run_child(method: str, n_cells: int, n_tiles: int, grid: int = 1) -> dict[st
     return result
 
 
-def bench_assignment(large: bool, only_large: bool = False) -> None:
-    print("== exact unique assignment: photo_mosaic.assign_unique vs ot.emd (dense) + argmax")
+def bench_assignment(large: bool, only_large: bool, grids: list[int], quick: bool) -> None:
+    print(
+        "== exact unique assignment: photo_mosaic.assign_unique vs ot.emd on the dense matrix "
+        "(the same problem: integer masses, a dummy cell for spare tiles)"
+    )
     header = (
-        f"{'cells x tiles':>16} {'ours s':>8} {'emd s':>8} {'speed-up':>9} {'ours MB':>8} "
-        f"{'emd MB':>8} {'mem ratio':>9} {'ours cost':>14} {'emd argmax cost':>16} "
-        f"{'rel diff':>9} {'emd argmax valid':>16}"
+        f"{'grid':>4} {'cells x tiles':>16} {'ours s':>8} {'emd s':>8} {'speed-up':>9} "
+        f"{'ours MB':>8} {'emd MB':>8} {'ours/emd mem':>12} {'ours cost':>16} "
+        f"{'emd cost':>16} {'rel diff':>9}"
     )
     print(header)
-    for n_cells, n_tiles in [] if only_large else SIZES:
-        ours = run_child("ours", n_cells, n_tiles)
-        emd = run_child("emd", n_cells, n_tiles)
+    cases = [] if only_large else [(g, n, m) for g in grids for n, m in GRID_SIZES]
+    if not (only_large or quick) and 1 in grids:
+        cases = [(1, n, m) for n, m in SIZES_1X1] + cases
+    for grid, n_cells, n_tiles in cases:
+        ours = run_child("ours", n_cells, n_tiles, grid)
+        emd = run_child("emd", n_cells, n_tiles, grid)
         o_s, e_s = float(ours["seconds"]), float(emd["seconds"])  # type: ignore[arg-type]
         o_m = float(ours["peak_bytes"]) / 2**20  # type: ignore[arg-type]
         e_m = float(emd["peak_bytes"]) / 2**20  # type: ignore[arg-type]
         o_c, e_c = float(ours["cost"]), float(emd["cost"])  # type: ignore[arg-type]
         print(
-            f"{n_cells:>7,} x {n_tiles:<7,} {o_s:8.2f} {e_s:8.2f} {e_s / o_s:8.1f}x {o_m:8.0f} "
-            f"{e_m:8.0f} {e_m / max(o_m, 1e-9):8.1f}x {o_c:14.6f} {e_c:16.6f} "
-            f"{(e_c - o_c) / o_c:9.2e} {emd['valid']!s:>16}",
+            f"{grid}x{grid:<2} {n_cells:>7,} x {n_tiles:<7,} {o_s:8.2f} {e_s:8.2f} "
+            f"{e_s / o_s:8.1f}x {o_m:8.0f} {e_m:8.0f} {100 * o_m / max(e_m, 1e-9):11.1f}% "
+            f"{o_c:16.6f} {e_c:16.6f} {(e_c - o_c) / o_c:9.2e}",
             flush=True,
         )
         print(
-            f"{'':>16} ours: {ours['rounds']} rounds, {ours['edges']:,} edges, "
-            f"valid={ours['valid']}; emd objective x "
-            f"cells = {float(emd['emd_objective_x_cells']):.6f}",  # type: ignore[arg-type]
+            f"{'':>21} ours: {ours['rounds']} rounds, {ours['edges']:,} edges, "
+            f"valid={ours['valid']}; emd valid={emd['valid']}",
             flush=True,
         )
     if large or only_large:
@@ -342,6 +367,12 @@ def main() -> None:
         "--only-large", action="store_true", help="solve only 100,000 x 100,000 (no thumbnails)"
     )
     parser.add_argument("--skip-assignment", action="store_true")
+    parser.add_argument(
+        "--grids", default="1,2,3", help="descriptor grids of the assignment (default 1,2,3)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="assignment: only the 10,000-cell shapes and 10x"
+    )
     parser.add_argument("--skip-thumbnails", action="store_true")
     parser.add_argument(
         "--child", nargs=4, metavar=("METHOD", "CELLS", "TILES", "GRID"), help=argparse.SUPPRESS
@@ -353,7 +384,8 @@ def main() -> None:
         return
     print(f"machine: {os.cpu_count()} CPUs")
     if not args.skip_assignment:
-        bench_assignment(args.large, args.only_large)
+        grids = [int(g) for g in args.grids.split(",")]
+        bench_assignment(args.large, args.only_large, grids, args.quick)
     if not args.skip_thumbnails and not args.only_large:
         bench_thumbnails()
 
