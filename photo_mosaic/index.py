@@ -365,6 +365,7 @@ def build_index(
             disable=progress is not True,
             leave=False,
             mininterval=0,  # one update per partition of work: few, each worth drawing
+            miniters=1,
         ) as bar:
             done = 0
 
