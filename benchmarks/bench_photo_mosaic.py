@@ -2,17 +2,16 @@
 
 Assignment: ``photo_mosaic.assign_unique`` against POT's ``ot.emd`` on the dense squared-distance
 matrix with uniform weights and ``argmax`` per cell (the lesson's approach it replaces; with more
-tiles than cells that solves another problem, so its total is higher), or with ``--emd-exact``
-set up as the same problem (whole-number masses: one per cell, ``ceil(cells / tiles)`` per tile,
-a dummy cell at cost 0 for the spare tile slots; the network simplex is then much slower when
-tiles outnumber cells), for the 1x1, 2x2 and 3x3 descriptor grids at 10,000 cells with
-10,000, 15,000 and 20,000 tiles and at 2,000 cells with 20,000 tiles (10x), plus (1x1 only)
-1,000 to 5,000 square and 10,000 cells with 5,000 tiles, and (ours only: the dense matrix
-would need 80 GB) 100,000 x 100,000. Each measurement runs in a fresh process; its peak memory is the growth of
-the peak resident set during the solve (``/proc/self/clear_refs``), its time the wall time of the
-solve: for ours the numba kernels are compiled and POT imported by a small solve beforehand, for
-``ot.emd`` POT and scipy are imported beforehand and the timing includes building the dense cost
-matrix.
+tiles than cells that solves another problem, so its total is higher), or with ``--emd-exact`` set
+up as the same problem (whole-number masses: one per cell, ``ceil(cells / tiles)`` per tile, a
+dummy cell at cost 0 for the spare tile slots; the network simplex is then much slower when tiles
+outnumber cells), for the 1x1, 2x2 and 3x3 descriptor grids at 10,000 cells with 10,000, 15,000 and
+20,000 tiles and at 2,000 cells with 20,000 tiles (10x), plus (1x1 only) 1,000 to 5,000 square and
+10,000 cells with 5,000 tiles, and (ours only: the dense matrix would need 80 GB) 100,000 x
+100,000. Each measurement runs in a fresh process; its peak memory is the growth of the peak
+resident set during the solve (``/proc/self/clear_refs``), its time the wall time of the solve: for
+ours the numba kernels are compiled and POT imported by a small solve beforehand, for ``ot.emd``
+POT and scipy are imported beforehand and the timing includes building the dense cost matrix.
 
 Descriptors are realistic: cells are the mean CIELAB colours of the blocks of a grid over
 scikit-image's ``astronaut`` photo, tiles those of random crops of its bundled photos with random
