@@ -195,7 +195,12 @@ def run_child(method: str, n_cells: int, n_tiles: int, grid: int = 1) -> dict[st
 
 
 def bench_assignment(
-    large: bool, only_large: bool, grids: list[int], quick: bool, emd_exact: bool
+    large: bool,
+    only_large: bool,
+    grids: list[int],
+    quick: bool,
+    emd_exact: bool,
+    shapes: list[tuple[int, int]] | None = None,
 ) -> None:
     baseline = "emd-exact" if emd_exact else "emd"
     print(
@@ -212,7 +217,8 @@ def bench_assignment(
         f"{'emd cost':>16} {'rel diff':>9}"
     )
     print(header)
-    cases = [] if only_large else [(g, n, m) for n, m in GRID_SIZES for g in grids]
+    sizes = shapes or GRID_SIZES
+    cases = [] if only_large else [(g, n, m) for n, m in sizes for g in grids]
     if not (only_large or quick) and 1 in grids:
         cases = [(1, n, m) for n, m in SIZES_1X1] + cases
     for grid, n_cells, n_tiles in cases:
@@ -388,6 +394,9 @@ def main() -> None:
         "--quick", action="store_true", help="assignment: only the 10,000-cell shapes and 10x"
     )
     parser.add_argument(
+        "--shapes", help="assignment: only these CELLSxTILES, e.g. 10000x10000,2000x20000"
+    )
+    parser.add_argument(
         "--emd-exact",
         action="store_true",
         help="baseline: ot.emd set up as the same problem (slow when tiles outnumber cells)",
@@ -404,7 +413,13 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} CPUs")
     if not args.skip_assignment:
         grids = [int(g) for g in args.grids.split(",")]
-        bench_assignment(args.large, args.only_large, grids, args.quick, args.emd_exact)
+        shapes = None
+        if args.shapes:
+            pairs = [item.split("x") for item in args.shapes.split(",")]
+            shapes = [(int(a), int(b)) for a, b in pairs]
+        bench_assignment(
+            args.large, args.only_large, grids, args.quick or bool(shapes), args.emd_exact, shapes
+        )
     if not args.skip_thumbnails and not args.only_large:
         bench_thumbnails()
 

@@ -111,11 +111,20 @@ def assign_nearest(cells: npt.ArrayLike, tiles: npt.ArrayLike) -> IntArray:
     return np.asarray(idx, dtype=np.int64)
 
 
+# Pairs per block when computing costs: bounds the temporaries (a block of differences is
+# CHUNK x dimensions floats) so that peak memory does not grow with the descriptor length.
+CHUNK = 32_768
+
+
 def _pair_costs(
     cells: FloatArray, tiles: FloatArray, rows: IntArray, tile_idx: IntArray
 ) -> FloatArray:
-    diff = cells[rows] - tiles[tile_idx]
-    return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float64)
+    out = np.empty(rows.shape[0], dtype=np.float64)
+    for start in range(0, rows.shape[0], CHUNK):
+        stop = start + CHUNK
+        diff = cells[rows[start:stop]] - tiles[tile_idx[start:stop]]
+        out[start:stop] = np.einsum("ij,ij->i", diff, diff)
+    return out
 
 
 def _sliced_matchings(
@@ -260,9 +269,13 @@ class _SlotSearch:
         k = min(k, self.n_slots)
         _, near = self.tree.query(points, k=k, workers=-1)
         near = np.asarray(near, dtype=np.int64).reshape(points.shape[0], k)
-        diff = points[:, None, :] - self.slot_tiles[near]
-        known = np.einsum("ijk,ijk->ij", diff, diff) - v[near]
-        top = known.max(axis=1)
+        top = np.empty(points.shape[0], dtype=np.float64)
+        step = max(1, CHUNK // k)
+        for start in range(0, points.shape[0], step):
+            block = near[start : start + step]
+            diff = points[start : start + step, None, :] - self.slot_tiles[block]
+            known = np.einsum("ijk,ijk->ij", diff, diff) - v[block]
+            top[start : start + step] = known.max(axis=1)
         _, found = self.scan(points, v, top + 1e-9 * (np.abs(top) + 1.0), k)
         return found
 
