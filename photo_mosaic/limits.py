@@ -4,7 +4,8 @@
   at most :data:`MAX_MOSAIC_PIXELS` pixels (about 0.7 GB while rendering) and at most
   :data:`MAX_MOSAIC_SIDE` pixels per side (the JPEG format's limit).
 - The exact unique assignment's time grows a little faster than the square of the cells: at most
-  :data:`MAX_UNIQUE_CELLS` cells (measured 5.3-5.9 minutes at 100,000 x 100,000 on 2 cores).
+  :data:`MAX_UNIQUE_CELLS` cells (measured 5.3-5.9 minutes at 100,000 x 100,000 on 2 cores, with
+  the solver before its more-tiles changes).
 """
 
 from __future__ import annotations
