@@ -156,7 +156,17 @@ def test_broken_inputs_give_one_line_errors(
     (tmp_path / "out_dir.png").mkdir()
     cases = [
         (
-            ["run", str(tile_folder), str(bomb_png), "--cols", "4", "-o", str(tmp_path / "m.png")],
+            [
+                "run",
+                str(tile_folder),
+                str(bomb_png),
+                "--cache",
+                str(tmp_path / "c.h5"),
+                "--cols",
+                "4",
+                "-o",
+                str(tmp_path / "m.png"),
+            ],
             "bomb.png' is too large to decode safely",
         ),
         (
