@@ -58,6 +58,29 @@ def _heap_pop(keys: npt.NDArray[np.float64], vals: npt.NDArray[np.int64], size: 
 
 
 @njit(cache=True, nogil=True)
+def _valid_top(
+    keys: npt.NDArray[np.float64],
+    vals: npt.NDArray[np.int64],
+    size: int,
+    prices: npt.NDArray[np.float64],
+) -> int:
+    """Drop outdated entries (the column's price has risen since) from the top of the heap."""
+    while size > 0 and keys[0] != prices[vals[0]]:
+        size = _heap_pop(keys, vals, size)
+    return size
+
+
+@njit(cache=True, nogil=True)
+def _rebuild_heap(
+    keys: npt.NDArray[np.float64], vals: npt.NDArray[np.int64], prices: npt.NDArray[np.float64]
+) -> int:
+    size = 0
+    for j in range(prices.shape[0]):
+        size = _heap_push(keys, vals, size, prices[j], j)
+    return size
+
+
+@njit(cache=True, nogil=True)
 def auction(
     n_cols: int,
     indptr: npt.NDArray[np.int64],
@@ -67,56 +90,115 @@ def auction(
     eps_start: float,
     eps_end: float,
     big: float,
+    n_dummy: int,
+    col4row_start: npt.NDArray[np.int64],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:  # pragma: no cover - compiled
     """Forward auction with epsilon scaling (Bertsekas), Gauss-Seidel bidding, from given prices.
 
     Returns ``(col4row, prices)`` of an assignment satisfying epsilon-complementary slackness
     with ``eps_end`` on the sparse graph: a fast, nearly optimal warm start (``v = -prices``) for
     :func:`solve_sparse_lap`. ``big`` is the bid increment of a row with a single edge.
+
+    With more columns than rows, ``n_dummy = n_cols - n_rows`` implicit dummy rows with cost 0 to
+    every column take the columns no real row gets (the square problem that the free columns'
+    sink stands for). A dummy bids for the cheapest column (a lazy min-heap of prices), so at the
+    end the free columns' prices are within ``eps_end`` of the lowest price: exactly what the
+    shortest-augmenting-path repair needs (free columns at the top potential), where a plain
+    forward auction leaves them at stale prices from earlier scaling phases.
+
+    ``col4row_start`` (-1: unassigned) is a previous assignment to keep where it still
+    satisfies epsilon-complementary slackness. Every later scaling phase, too, keeps the rows
+    (and dummy rows) that satisfy it with the new epsilon and lets only the others bid again.
     """
     n_rows = indptr.shape[0] - 1
+    n_all = n_rows + n_dummy
     prices = prices_start.copy()
-    col4row = np.full(n_rows, -1, dtype=np.int64)
+    col4row = np.full(n_all, -1, dtype=np.int64)
     row4col = np.full(n_cols, -1, dtype=np.int64)
-    queue = np.empty(n_rows, dtype=np.int64)
+    queue = np.empty(n_all, dtype=np.int64)
+    capacity = 4 * n_cols + 16 if n_dummy > 0 else 1
+    heap_keys = np.empty(capacity, dtype=np.float64)
+    heap_vals = np.empty(capacity, dtype=np.int64)
+    heap_size = 0
+    for i in range(n_rows):
+        j = col4row_start[i]
+        if j >= 0 and row4col[j] < 0:
+            col4row[i] = j
+            row4col[j] = i
     eps = eps_start
     while True:
-        col4row[:] = -1
-        row4col[:] = -1
-        for i in range(n_rows):
-            queue[i] = i
+        # Keep the rows that satisfy epsilon-complementary slackness at this epsilon.
+        low = _INF
+        for j in range(n_cols):
+            low = min(low, prices[j])
+        count = 0
+        for i in range(n_all):
+            j = col4row[i]
+            if j >= 0:
+                if i < n_rows:
+                    best = _INF
+                    mine = _INF
+                    for e in range(indptr[i], indptr[i + 1]):
+                        val = costs[e] + prices[indices[e]]
+                        best = min(best, val)
+                        if indices[e] == j:
+                            mine = val
+                    keep = mine <= best + eps
+                else:
+                    keep = prices[j] <= low + eps
+                if keep:
+                    continue
+                row4col[j] = -1
+                col4row[i] = -1
+            queue[count] = i
+            count += 1
+        if n_dummy > 0:
+            heap_size = _rebuild_heap(heap_keys, heap_vals, prices)
         head = 0
-        count = n_rows
         while count > 0:
             i = queue[head]
-            head = head + 1 if head + 1 < n_rows else 0
+            head = head + 1 if head + 1 < n_all else 0
             count -= 1
-            best1 = _INF
-            best2 = _INF
-            j1 = -1
-            for e in range(indptr[i], indptr[i + 1]):
-                val = costs[e] + prices[indices[e]]
-                if val < best1:
-                    best2 = best1
-                    best1 = val
-                    j1 = indices[e]
-                elif val < best2:
-                    best2 = val
-            if best2 == _INF:
-                best2 = best1 + big
+            if i < n_rows:
+                best1 = _INF
+                best2 = _INF
+                j1 = -1
+                for e in range(indptr[i], indptr[i + 1]):
+                    val = costs[e] + prices[indices[e]]
+                    if val < best1:
+                        best2 = best1
+                        best1 = val
+                        j1 = indices[e]
+                    elif val < best2:
+                        best2 = val
+                if best2 == _INF:
+                    best2 = best1 + big
+            else:
+                # A dummy row: every column costs 0, so it wants the cheapest one.
+                heap_size = _valid_top(heap_keys, heap_vals, heap_size, prices)
+                j1 = heap_vals[0]
+                best1 = heap_keys[0]
+                heap_size = _heap_pop(heap_keys, heap_vals, heap_size)
+                heap_size = _valid_top(heap_keys, heap_vals, heap_size, prices)
+                best2 = heap_keys[0] if heap_size > 0 else best1 + big
             prices[j1] += best2 - best1 + eps
+            if n_dummy > 0:
+                if heap_size == capacity:
+                    heap_size = _rebuild_heap(heap_keys, heap_vals, prices)
+                else:
+                    heap_size = _heap_push(heap_keys, heap_vals, heap_size, prices[j1], j1)
             old = row4col[j1]
             row4col[j1] = i
             col4row[i] = j1
             if old >= 0:
                 col4row[old] = -1
                 tail = head + count
-                queue[tail if tail < n_rows else tail - n_rows] = old
+                queue[tail if tail < n_all else tail - n_all] = old
                 count += 1
         if eps <= eps_end:
             break
         eps = max(eps / 5.0, eps_end)
-    return col4row, prices
+    return col4row[:n_rows].copy(), prices
 
 
 @njit(cache=True, nogil=True)
@@ -375,6 +457,8 @@ def best_pairs_blocked(
         worst = bound[i]
         found = 0
         for b in range(n_leaves):
+            # Partial sums only grow: stop adding dimensions once the bound is reached (with the
+            # coordinates in decreasing order of spread, most leaves and pairs stop early).
             low = -leaf_vmax[b]
             for a in range(dim):
                 x = cells[i, a]
@@ -384,6 +468,8 @@ def best_pairs_blocked(
                 elif x > leaf_hi[b, a]:
                     gap = x - leaf_hi[b, a]
                     low += gap * gap
+                if low >= worst:
+                    break
             if low >= worst:
                 continue
             for j in range(leaf_ptr[b], leaf_ptr[b + 1]):
@@ -391,6 +477,8 @@ def best_pairs_blocked(
                 for a in range(dim):
                     diff = cells[i, a] - slots[j, a]
                     d += diff * diff
+                    if d >= worst:
+                        break
                 if d >= worst:
                     continue
                 pos = found if found < k else k - 1

@@ -33,6 +33,9 @@ from photo_mosaic._sparse_lap import (
 # of a re-solve from the previous prices, relative to the largest candidate cost.
 AUCTION_EPS = 1e-11
 AUCTION_RESTART = 1e-4
+# Rows of the warm start within this many final auction steps of tight stay matched in the
+# exact repair.
+REPAIR_TOLERANCE = 4.0
 # After the first round, a round whose certificate found at most this fraction of the cells
 # violated is re-solved by the shortest-augmenting-path repair alone (a few short searches),
 # not by a new auction over the whole graph.
@@ -108,11 +111,20 @@ def assign_nearest(cells: npt.ArrayLike, tiles: npt.ArrayLike) -> IntArray:
     return np.asarray(idx, dtype=np.int64)
 
 
+# Pairs per block when computing costs: bounds the temporaries (a block of differences is
+# CHUNK x dimensions floats) so that peak memory does not grow with the descriptor length.
+CHUNK = 32_768
+
+
 def _pair_costs(
     cells: FloatArray, tiles: FloatArray, rows: IntArray, tile_idx: IntArray
 ) -> FloatArray:
-    diff = cells[rows] - tiles[tile_idx]
-    return np.asarray(np.einsum("ij,ij->i", diff, diff), dtype=np.float64)
+    out = np.empty(rows.shape[0], dtype=np.float64)
+    for start in range(0, rows.shape[0], CHUNK):
+        stop = start + CHUNK
+        diff = cells[rows[start:stop]] - tiles[tile_idx[start:stop]]
+        out[start:stop] = np.einsum("ij,ij->i", diff, diff)
+    return out
 
 
 def _sliced_matchings(
@@ -257,9 +269,13 @@ class _SlotSearch:
         k = min(k, self.n_slots)
         _, near = self.tree.query(points, k=k, workers=-1)
         near = np.asarray(near, dtype=np.int64).reshape(points.shape[0], k)
-        diff = points[:, None, :] - self.slot_tiles[near]
-        known = np.einsum("ijk,ijk->ij", diff, diff) - v[near]
-        top = known.max(axis=1)
+        top = np.empty(points.shape[0], dtype=np.float64)
+        step = max(1, CHUNK // k)
+        for start in range(0, points.shape[0], step):
+            block = near[start : start + step]
+            diff = points[start : start + step, None, :] - self.slot_tiles[block]
+            known = np.einsum("ijk,ijk->ij", diff, diff) - v[block]
+            top[start : start + step] = known.max(axis=1)
         _, found = self.scan(points, v, top + 1e-9 * (np.abs(top) + 1.0), k)
         return found
 
@@ -349,6 +365,8 @@ def assign_unique(
         raise ValueError(f"rtol must be in [0, 1e-3], got {rtol}")
     n_cells, n_tiles = c.shape[0], t.shape[0]
     uses = max_uses(n_cells, n_tiles)
+    c_orig, t_orig = c, t
+    c, t = _principal_axes(c, t)
     n_slots = n_tiles * uses
     # Slot s is copy s // n_tiles of tile s % n_tiles.
     slot_tiles = np.tile(t, (uses, 1)) if uses > 1 else t
@@ -376,6 +394,7 @@ def assign_unique(
     k_query = min(n_slots, k_add)
     all_cells = np.arange(n_cells, dtype=np.int64)
     v = np.zeros(n_slots, dtype=np.float64)
+    col4row = np.full(n_cells, -1, dtype=np.int64)
     scale = tight = 1.0
     n_violated = 0
     for round_no in range(1, max_rounds + 1):
@@ -389,16 +408,35 @@ def assign_unique(
             tight = scale * AUCTION_EPS
             prices0 = np.zeros(n_slots, dtype=np.float64)
             eps0 = scale / 4.0
+            col4row_prev = np.full(n_cells, -1, dtype=np.int64)
         else:
+            # From the previous exact solution: its prices and the pairs that are still good.
             prices0 = -v
             eps0 = scale * AUCTION_RESTART
-        if round_no == 1 or n_violated > REPAIR_FRACTION * n_cells:
+            col4row_prev = col4row
+        # With more slots than cells the repair alone must first raise every freed slot to the
+        # top potential, which unmatches rows in a cascade: the auction (with its dummy rows for
+        # the free slots) always goes first there.
+        if round_no == 1 or n_violated > REPAIR_FRACTION * n_cells or n_slots > n_cells:
             col4row, prices = auction(
-                n_slots, indptr, indices, csr_costs, prices0, eps0, tight, scale
+                n_slots,
+                indptr,
+                indices,
+                csr_costs,
+                prices0,
+                eps0,
+                tight,
+                scale,
+                n_slots - n_cells,
+                col4row_prev,
             )
             v = -prices
+        # The auction leaves every row within eps (= tight) of tight and the free columns
+        # within eps of the top price; the repair keeps rows within 4 eps (rounding margin), as
+        # one that unmatched them at exactly 2 eps sent freed columns to the top and unmatched
+        # thousands of rows in a cascade (seconds of augmenting paths instead of milliseconds).
         col4row, u, v, feasible = solve_sparse_lap(
-            n_slots, indptr, indices, csr_costs, col4row, v, 2.0 * tight
+            n_slots, indptr, indices, csr_costs, col4row, v, REPAIR_TOLERANCE * tight
         )
         if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
             raise RuntimeError("internal error: the candidate graph has no full matching")
@@ -414,7 +452,7 @@ def assign_unique(
             chosen = col4row % n_tiles
             return UniqueAssignment(
                 tile_for_cell=chosen,
-                total_cost=float(_pair_costs(c, t, all_cells, chosen).sum()),
+                total_cost=float(_pair_costs(c_orig, t_orig, all_cells, chosen).sum()),
                 max_uses=uses,
                 rounds=round_no,
                 n_edges=int(indices.shape[0]),
@@ -444,6 +482,27 @@ def assign_unique(
         costs = np.concatenate([costs, _pair_costs(c, t, new_rows, new_cols % n_tiles)])
     raise RuntimeError(
         f"the assignment was not certified optimal within max_rounds={max_rounds} rounds"
+    )
+
+
+def _principal_axes(cells: FloatArray, tiles: FloatArray) -> tuple[FloatArray, FloatArray]:
+    """Cells and tiles in the coordinates of their principal axes, largest spread first.
+
+    A rotation (and shift) keeps every squared distance, up to rounding far below the
+    certificate's tolerance. Descriptors of finer grids are strongly correlated (neighbouring
+    blocks of a photo have similar colours), so a few leading axes hold most of the spread:
+    the leaf boxes are split along them and the certificate's partial sums reach their bound
+    after a few coordinates.
+    """
+    if cells.shape[1] <= 3:
+        return cells, tiles  # one colour: L*, a*, b* are already the natural axes
+    both = np.vstack([cells, tiles])
+    centre = both.mean(axis=0)
+    _, vectors = np.linalg.eigh(np.cov(both - centre, rowvar=False))
+    basis = np.ascontiguousarray(vectors[:, ::-1])
+    return (
+        np.ascontiguousarray((cells - centre) @ basis),
+        np.ascontiguousarray((tiles - centre) @ basis),
     )
 
 

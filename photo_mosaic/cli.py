@@ -8,8 +8,25 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from PIL import Image
+
+from photo_mosaic._images import display_name
 from photo_mosaic.index import build_index, load_index
-from photo_mosaic.match import METHODS, load_matches, match_tiles, matches_path_for, save_matches
+from photo_mosaic.limits import (
+    check_mosaic_size,
+    check_unique_size,
+    estimate_unique_seconds,
+    format_seconds,
+)
+from photo_mosaic.match import (
+    METHODS,
+    cell_grid,
+    load_matches,
+    load_target,
+    match_tiles,
+    matches_path_for,
+    save_matches,
+)
 from photo_mosaic.render import check_output_path, render_mosaic, save_mosaic
 
 DEFAULT_CACHE = Path("mosaic-cache") / "tiles.h5"
@@ -120,15 +137,38 @@ def _index(args: argparse.Namespace) -> None:
     print(report.summary())
 
 
-def _match(args: argparse.Namespace) -> None:
+def _precheck(args: argparse.Namespace) -> Image.Image:
+    """Before indexing (minutes for many photos): the target reads and the sizes are allowed."""
+    target = load_target(args.target)
+    rows, cols = cell_grid(target.size, args.cols, args.grid)
+    if args.method == "unique":
+        check_unique_size(rows * cols, 0, 3 * args.grid * args.grid, cols=cols)
+    check_mosaic_size(rows, cols, args.thumb_size)
+    return target
+
+
+def _match(args: argparse.Namespace, target: Image.Image | None = None) -> None:
     start = time.perf_counter()
     index = load_index(args.cache)
-    matches = match_tiles(index, args.target, cols=args.cols, method=args.method)
+    image = load_target(args.target) if target is None else target
+    if args.method == "unique":
+        rows, cols = cell_grid(image.size, args.cols, index.grid)
+        n_tiles, dim = len(index.paths), index.descriptors.shape[1]
+        check_unique_size(rows * cols, n_tiles, dim, cols=cols)
+        guess = format_seconds(estimate_unique_seconds(rows * cols, n_tiles, dim))
+        print(
+            f"unique assignment of {rows * cols:,} cells to {n_tiles:,} tiles: expect {guess} "
+            "(measured on 2 cores; colours far from the tiles' take longer)",
+            file=sys.stderr,
+            flush=True,
+        )
+    matches = match_tiles(index, image, cols=args.cols, method=args.method)
     path = save_matches(matches, matches_path_for(args.cache))
     rows, cols = matches.shape
     print(
         f"matched {rows} x {cols} cells to {len(index.paths)} tiles ({args.method}, total "
-        f"distance {matches.total_cost:.6g}) in {time.perf_counter() - start:.2f} s: {path}"
+        f"distance {matches.total_cost:.6g}) in {time.perf_counter() - start:.2f} s: "
+        f"{display_name(str(path))}"
     )
 
 
@@ -137,7 +177,7 @@ def _render(args: argparse.Namespace) -> None:
     matches = load_matches(matches_path_for(args.cache))
     image = render_mosaic(index, matches, blend=args.blend)
     out = save_mosaic(image, args.output)
-    print(f"mosaic {image.width} x {image.height} px written to {out}")
+    print(f"mosaic {image.width} x {image.height} px written to {display_name(str(out))}")
 
 
 def _demo(args: argparse.Namespace) -> None:
@@ -177,12 +217,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             _render(args)
         elif args.command == "run":
             check_output_path(args.output)
+            target = _precheck(args)
             _index(args)
-            _match(args)
+            _match(args, target)
             _render(args)
         else:
             _demo(args)
-    except (ValueError, RuntimeError) as exc:
+    except (ValueError, RuntimeError, OSError) as exc:
         print(f"photo-mosaic: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -18,13 +18,24 @@ _RGB_TO_XYZ = np.array(
 _WHITE_D65 = np.array([0.95047, 1.0, 1.08883])
 
 
+def _linearize(c: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    return np.asarray(np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4))
+
+
+# The sRGB transfer curve for the 256 values of an 8-bit channel (the same numbers the formula
+# gives, looked up instead of one power per pixel).
+_LINEAR_U8 = _linearize(np.arange(256, dtype=np.float64) / 255.0)
+
+
 def srgb_to_lab(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
     """Convert 8-bit sRGB (last axis of length 3) to CIELAB (D65 white, L* in [0, 100])."""
     arr = np.asarray(rgb)
     if arr.shape[-1:] != (3,):
         raise ValueError(f"expected RGB values in the last axis (length 3), got shape {arr.shape}")
-    c = arr.astype(np.float64) / 255.0
-    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    if arr.dtype == np.uint8:
+        linear = _LINEAR_U8[arr]
+    else:
+        linear = _linearize(arr.astype(np.float64) / 255.0)
     xyz = (linear @ _RGB_TO_XYZ.T) / _WHITE_D65
     delta = 6.0 / 29.0
     f = np.where(xyz > delta**3, np.cbrt(xyz), xyz / (3 * delta**2) + 4.0 / 29.0)

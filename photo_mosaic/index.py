@@ -2,7 +2,9 @@
 
 Thumbnails are made with ``dask.bag`` (local threads by default: Pillow releases the GIL while it
 decodes and resizes) or on a dask.distributed cluster given its address. The cache is one HDF5
-file; a later run re-reads only files whose size or modification time changed.
+file holding thumbnails and their CIELAB descriptors; a later run re-reads only files whose size,
+modification time, status-change time or inode changed, and leaves the file untouched when nothing
+changed.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import io
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
 from tqdm import tqdm
 
+from photo_mosaic._images import display_name, to_rgb
 from photo_mosaic.colour import block_descriptors
 
 __all__ = [
@@ -34,7 +37,7 @@ __all__ = [
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
 
 
@@ -70,6 +73,7 @@ class IndexReport:
     duplicates: list[tuple[str, str]] = field(default_factory=list)  # (duplicate, kept)
     failed: list[tuple[str, str]] = field(default_factory=list)  # (file, reason)
     ignored: int = 0  # other files under the folder (not .jpg/.jpeg/.png)
+    cache_written: bool = True  # False: nothing changed, the cache file was left as it was
 
     def summary(self) -> str:
         lines = [
@@ -77,9 +81,10 @@ class IndexReport:
             f"{len(self.duplicates)} duplicates removed, {len(self.failed)} unreadable; "
             f"{self.n_reused} reused from the cache, {self.n_decoded} read; "
             f"{self.ignored} other files ignored",
-            f"cache: {self.cache_path}",
+            f"cache: {display_name(str(self.cache_path))}"
+            + ("" if self.cache_written else " (unchanged)"),
         ]
-        lines += [f"unreadable: {name}: {reason}" for name, reason in self.failed]
+        lines += [f"unreadable: {display_name(name)}: {reason}" for name, reason in self.failed]
         return "\n".join(lines)
 
 
@@ -88,6 +93,7 @@ class _FileResult:
     path: str
     digest: str
     thumbnail: npt.NDArray[np.uint8] | None
+    descriptor: npt.NDArray[np.float64] | None
     error: str | None
 
 
@@ -95,11 +101,12 @@ def make_thumbnail(data: bytes, size: int) -> npt.NDArray[np.uint8]:
     """Square RGB thumbnail of an encoded image: centre crop, resize to ``size`` x ``size``.
 
     JPEGs are decoded at a reduced scale (Pillow's ``draft``) when that still leaves at least
-    ``size`` pixels on the short side. EXIF orientation is applied.
+    ``size`` pixels on the short side. EXIF orientation is applied; 16-bit greyscale is scaled
+    to 8 bits (not clipped).
     """
     with Image.open(io.BytesIO(data)) as im:
         im.draft("RGB", (size, size))
-        rgb = ImageOps.exif_transpose(im).convert("RGB")
+        rgb = to_rgb(ImageOps.exif_transpose(im))
         thumb = ImageOps.fit(rgb, (size, size), method=Image.Resampling.BILINEAR)
         return np.asarray(thumb, dtype=np.uint8)
 
@@ -108,29 +115,39 @@ def _process(path: str, size: int) -> _FileResult:
     try:
         data = Path(path).read_bytes()
     except OSError as exc:
-        return _FileResult(path, "", None, f"cannot read: {exc.strerror or exc}")
+        return _FileResult(path, "", None, None, f"cannot read: {exc.strerror or exc}")
     digest = hashlib.blake2b(data, digest_size=20).hexdigest()
     try:
         thumb = make_thumbnail(data, size)
     except UnidentifiedImageError:
-        return _FileResult(path, digest, None, "not a JPEG or PNG image")
+        return _FileResult(path, digest, None, None, "not a JPEG or PNG image")
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        return _FileResult(path, digest, None, f"damaged image ({type(exc).__name__}: {exc})")
-    return _FileResult(path, digest, thumb, None)
+        return _FileResult(path, digest, None, None, f"damaged image ({type(exc).__name__}: {exc})")
+    return _FileResult(path, digest, thumb, None, None)
 
 
-def _process_batch(paths: Sequence[str], size: int) -> list[_FileResult]:
-    return [_process(p, size) for p in paths]
+def _process_partition(paths: Sequence[str], size: int, grid: int) -> list[_FileResult]:
+    results = [_process(p, size) for p in paths]
+    # Descriptors are computed here, in parallel and once per file (later runs reuse the cached
+    # ones), for the whole partition at once: one array operation instead of one per photo.
+    good = [r for r in results if r.thumbnail is not None]
+    if not good:
+        return results
+    descriptors = block_descriptors(np.stack([r.thumbnail for r in good]), grid)  # type: ignore[misc]
+    done = iter(replace(r, descriptor=d) for r, d in zip(good, descriptors, strict=True))
+    return [next(done) if r.thumbnail is not None else r for r in results]
 
 
 def _scan(folder: Path, exclude: Path) -> tuple[list[Path], int]:
     images: list[Path] = []
     ignored = 0
+    # Only files named like the cache (or its temporary file) can be the cache itself.
+    exclude_names = {exclude.name, exclude.name + ".tmp"}
     for root, dirs, files in os.walk(folder):
         dirs.sort()
         for name in sorted(files):
             p = Path(root) / name
-            if p.resolve() == exclude:
+            if name in exclude_names and p.resolve() in (exclude, exclude.with_name(name)):
                 continue
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(p)
@@ -139,34 +156,41 @@ def _scan(folder: Path, exclude: Path) -> tuple[list[Path], int]:
     return images, ignored
 
 
-def _batches(items: Sequence[str], n_workers: int) -> list[list[str]]:
+def _partitions(n_items: int, n_workers: int) -> int:
     # Several partitions per worker for load balance and a live progress bar, none tiny.
-    n_parts = max(1, min(len(items), max(4 * n_workers, math.ceil(len(items) / 256))))
-    step = math.ceil(len(items) / n_parts)
-    return [list(items[i : i + step]) for i in range(0, len(items), step)]
+    return max(1, min(n_items, max(4 * n_workers, math.ceil(n_items / 256))))
+
+
+def _bag(paths: list[str], size: int, grid: int) -> Any:
+    import dask.bag as db
+
+    n_parts = _partitions(len(paths), os.cpu_count() or 1)
+    bag = db.from_sequence(paths, npartitions=n_parts)  # type: ignore[no-untyped-call]
+    return bag.map_partitions(_process_partition, size, grid)
 
 
 def _run_local(
-    batches: list[list[str]], size: int, scheduler: str, on_done: Callable[[int], None]
+    paths: list[str], size: int, grid: int, scheduler: str, on_done: Callable[[int], None]
 ) -> Iterator[_FileResult]:
-    import dask.bag as db
     from dask.callbacks import Callback
 
+    bag = _bag(paths, size, grid)
+    name = bag.name
+
     class _Progress(Callback):
+        # Called in the scheduling thread after every task; the tasks of the last layer (one per
+        # partition) return the list of that partition's results.
         def _posttask(self, key: Any, result: Any, dsk: Any, state: Any, worker_id: Any) -> None:
-            if isinstance(result, list) and result and isinstance(result[0], _FileResult):
+            if isinstance(key, tuple) and key and key[0] == name:
                 on_done(len(result))
 
-    bag = db.from_sequence(batches, npartitions=len(batches)).map(  # type: ignore[no-untyped-call]
-        _process_batch, size
-    )
     with _Progress():  # type: ignore[no-untyped-call]
-        for batch in bag.compute(scheduler=scheduler):
-            yield from batch
+        parts = bag.compute(scheduler=scheduler)
+    yield from parts
 
 
 def _run_distributed(
-    batches: list[list[str]], size: int, address: str, on_done: Callable[[int], None]
+    paths: list[str], size: int, grid: int, address: str, on_done: Callable[[int], None]
 ) -> Iterator[_FileResult]:
     try:
         from distributed import Client, as_completed
@@ -174,17 +198,25 @@ def _run_distributed(
         raise RuntimeError(
             "a scheduler address needs dask.distributed: pip install 'distributed==2026.8.0'"
         ) from exc
-    import dask.bag as db
 
-    bag = db.from_sequence(batches, npartitions=len(batches)).map(  # type: ignore[no-untyped-call]
-        _process_batch, size
-    )
+    bag = _bag(paths, size, grid)
     with Client(address) as client:  # type: ignore[no-untyped-call]
         futures = client.compute(bag.to_delayed())
         for future in as_completed(futures):  # type: ignore[no-untyped-call]
-            for part in future.result():
-                on_done(len(part))
-                yield from part
+            part = future.result()
+            on_done(len(part))
+            yield from part
+
+
+def _encode_names(names: Sequence[str]) -> npt.NDArray[np.object_]:
+    # File names that are not valid UTF-8 are kept byte for byte (surrogate escapes).
+    return np.array([n.encode("utf-8", "surrogateescape") for n in names], dtype=object)
+
+
+def _decode_names(values: npt.NDArray[Any]) -> list[str]:
+    return [
+        v.decode("utf-8", "surrogateescape") if isinstance(v, bytes) else str(v) for v in values
+    ]
 
 
 def _read_cache(cache_path: Path, thumb_size: int, grid: int) -> dict[str, Any] | None:
@@ -199,18 +231,56 @@ def _read_cache(cache_path: Path, thumb_size: int, grid: int) -> dict[str, Any] 
             ):
                 return None
             return {
-                "files": [s.decode() for s in f["files/path"][:]],
-                "sizes": f["files/size"][:],
-                "mtimes": f["files/mtime_ns"][:],
-                "hashes": [s.decode() for s in f["files/hash"][:]],
+                "files": _decode_names(f["files/path"][:]),
+                "keys": np.stack([f[f"files/{k}"][:] for k in _STAT_KEYS], axis=1),
+                "hashes": _decode_names(f["files/hash"][:]),
                 "tile_of_file": f["files/tile"][:],
                 "thumbnails": f["tiles/thumbnail"][:],
+                "descriptors": f["tiles/descriptor"][:],
             }
     except (OSError, KeyError) as exc:
         raise RuntimeError(
-            f"the cache {cache_path} is not a readable photo-mosaic cache ({exc}); "
-            "delete it or choose another --cache path"
+            f"the cache {display_name(str(cache_path))} is not a readable photo-mosaic cache "
+            f"({exc}); delete it or choose another --cache path"
         ) from exc
+
+
+# What decides that a cached file is unchanged. The status-change time (ctime) is set by the
+# kernel on every write, and no program can set it back (unlike mtime, with utime/touch), so a
+# file rewritten with the same size and mtime is noticed; the inode catches a replaced file.
+_STAT_KEYS = ("size", "mtime_ns", "ctime_ns", "inode")
+
+
+def _stat_keys(paths: Sequence[Path]) -> npt.NDArray[np.int64]:
+    keys = np.empty((len(paths), len(_STAT_KEYS)), dtype=np.int64)
+    for k, p in enumerate(paths):
+        st = p.stat()
+        keys[k] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    return keys
+
+
+def _prepare_cache_folder(cache: Path) -> None:
+    folder = cache.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot create the cache folder {display_name(str(folder))!r}: "
+            f"{exc.strerror or exc}; choose another --cache path"
+        ) from exc
+    if cache.exists() and not cache.is_file():
+        raise ValueError(
+            f"the cache path {display_name(str(cache))!r} exists and is not a file; "
+            "choose another --cache path"
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"the cache folder {display_name(str(folder))!r} is not writable; "
+            "choose another --cache path"
+        )
+
+
+ProgressOption = bool | Callable[[int, int], None]
 
 
 def build_index(
@@ -220,29 +290,34 @@ def build_index(
     thumb_size: int = 32,
     grid: int = 1,
     scheduler: str = "threads",
-    progress: bool = True,
+    progress: ProgressOption = True,
 ) -> IndexReport:
     """Index the JPEG and PNG images under ``folder`` into the HDF5 cache at ``cache_path``.
 
-    Files already in the cache with the same size and modification time are reused; new and
-    changed files are read (in parallel with dask.bag), removed files are dropped. Exact duplicates
-    (same content hash) are kept once, under their first path in sorted order.
+    Files already in the cache with the same size, modification time, status-change time and
+    inode are reused (thumbnail and descriptor); new and changed files are read (in parallel with
+    dask.bag), removed files are dropped. When nothing changed the cache file is not rewritten.
+    Exact duplicates (same content hash) are kept once, under their first path in sorted order.
 
     Args:
         folder: the folder to search (recursively).
-        cache_path: the HDF5 file to create or refresh.
+        cache_path: the HDF5 file to create or refresh (its folder is created if needed).
         thumb_size: thumbnail side in pixels (8 to 512).
         grid: descriptor blocks per side; must divide ``thumb_size``.
         scheduler: ``"threads"``, ``"processes"``, ``"sync"`` or a dask.distributed address such
             as ``"tcp://10.0.0.5:8786"``.
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr (True), nothing (False), or a function called
+            with ``(files done, files to read)`` as the thumbnails complete.
 
     Raises:
-        ValueError: bad options, a missing folder, or no readable image.
+        ValueError: bad options, a missing folder, a cache path that cannot be created or
+            written, or no readable image.
     """
     root = Path(folder)
     if not root.is_dir():
-        raise ValueError(f"the tile folder {str(root)!r} does not exist or is not a folder")
+        raise ValueError(
+            f"the tile folder {display_name(str(root))!r} does not exist or is not a folder"
+        )
     if not (8 <= thumb_size <= 512):
         raise ValueError(f"thumb_size must be between 8 and 512 pixels, got {thumb_size}")
     if grid < 1 or thumb_size % grid:
@@ -253,16 +328,13 @@ def build_index(
             f"tcp://host:8786, got {scheduler!r}"
         )
     cache = Path(cache_path)
-    if not cache.parent.exists():
-        cache.parent.mkdir(parents=True, exist_ok=True)
+    _prepare_cache_folder(cache)
     images, ignored = _scan(root, cache.resolve())
     if not images:
-        raise ValueError(f"no .jpg, .jpeg or .png files under {str(root)!r}")
+        raise ValueError(f"no .jpg, .jpeg or .png files under {display_name(str(root))!r}")
 
     rel = [p.relative_to(root).as_posix() for p in images]
-    stats = [p.stat() for p in images]
-    sizes = np.array([s.st_size for s in stats], dtype=np.int64)
-    mtimes = np.array([s.st_mtime_ns for s in stats], dtype=np.int64)
+    keys = _stat_keys(images)
 
     old = _read_cache(cache, thumb_size, grid)
     old_rows: dict[str, int] = {}
@@ -270,49 +342,60 @@ def build_index(
         old_rows = {name: i for i, name in enumerate(old["files"])}
     hashes: list[str] = [""] * len(rel)
     thumbs: list[npt.NDArray[np.uint8] | None] = [None] * len(rel)
+    descs: list[npt.NDArray[np.float64] | None] = [None] * len(rel)
     todo: list[int] = []
     for k, name in enumerate(rel):
         i = old_rows.get(name)
-        if (
-            old is not None
-            and i is not None
-            and old["sizes"][i] == sizes[k]
-            and old["mtimes"][i] == mtimes[k]
-        ):
+        if old is not None and i is not None and np.array_equal(old["keys"][i], keys[k]):
+            t = old["tile_of_file"][i]
             hashes[k] = old["hashes"][i]
-            thumbs[k] = old["thumbnails"][old["tile_of_file"][i]]
+            thumbs[k] = old["thumbnails"][t]
+            descs[k] = old["descriptors"][t]
             continue
         todo.append(k)
 
     failed: list[tuple[str, str]] = []
+    n_read_ok = 0
     if todo:
         by_path = {str(images[k]): k for k in todo}
-        batches = _batches(list(by_path), os.cpu_count() or 1)
         with tqdm(
-            total=len(todo), desc="thumbnails", unit="img", disable=not progress, leave=False
+            total=len(todo),
+            desc="thumbnails",
+            unit="img",
+            disable=progress is not True,
+            leave=False,
+            mininterval=0,  # one update per partition of work: few, each worth drawing
+            miniters=1,
         ) as bar:
+            done = 0
 
             def advance(n: int) -> None:
+                nonlocal done
+                done += n
                 bar.update(n)
+                if callable(progress):
+                    progress(done, len(todo))
 
             if scheduler in LOCAL_SCHEDULERS:
-                results = _run_local(batches, thumb_size, scheduler, advance)
+                results = _run_local(list(by_path), thumb_size, grid, scheduler, advance)
             else:
-                results = _run_distributed(batches, thumb_size, scheduler, advance)
+                results = _run_distributed(list(by_path), thumb_size, grid, scheduler, advance)
             for res in results:
                 k = by_path[res.path]
                 if res.thumbnail is None:
                     failed.append((rel[k], res.error or "unknown error"))
                 else:
+                    n_read_ok += 1
                     hashes[k] = res.digest
                     thumbs[k] = res.thumbnail
+                    descs[k] = res.descriptor
 
     # Exact duplicates: the first path (sorted order) of each content hash is the tile.
     tile_of_hash: dict[str, int] = {}
     tile_of_file = np.full(len(rel), -1, dtype=np.int64)
     duplicates: list[tuple[str, str]] = []
     tile_paths: list[str] = []
-    tile_thumbs: list[npt.NDArray[np.uint8]] = []
+    tile_rows: list[int] = []
     for k, thumb in enumerate(thumbs):
         if thumb is None:
             continue
@@ -320,33 +403,38 @@ def build_index(
         if t is None:
             t = tile_of_hash[hashes[k]] = len(tile_paths)
             tile_paths.append(rel[k])
-            tile_thumbs.append(thumb)
+            tile_rows.append(k)
         else:
             duplicates.append((rel[k], tile_paths[t]))
         tile_of_file[k] = t
     if not tile_paths:
         raise ValueError(
-            f"none of the {len(rel)} image files under {str(root)!r} could be read "
-            f"(first error: {failed[0][0]}: {failed[0][1]})"
+            f"none of the {len(rel)} image files under {display_name(str(root))!r} could be "
+            f"read (first error: {display_name(failed[0][0])}: {failed[0][1]})"
         )
-    thumbnails = np.stack(tile_thumbs)
-    descriptors = block_descriptors(thumbnails, grid)
     ok = tile_of_file >= 0
-    _write_cache(
-        cache,
-        folder=str(root.resolve()),
-        thumb_size=thumb_size,
-        grid=grid,
-        files=[n for n, good in zip(rel, ok, strict=True) if good],
-        sizes=sizes[ok],
-        mtimes=mtimes[ok],
-        hashes=[h for h, good in zip(hashes, ok, strict=True) if good],
-        tile_of_file=tile_of_file[ok],
-        tile_paths=tile_paths,
-        tile_hashes=list(tile_of_hash),
-        thumbnails=thumbnails,
-        descriptors=descriptors,
+    files = [n for n, good in zip(rel, ok, strict=True) if good]
+    unchanged = (
+        old is not None
+        and n_read_ok == 0
+        and files == old["files"]
+        and np.array_equal(keys[ok], old["keys"])
     )
+    if not unchanged:
+        _write_cache(
+            cache,
+            folder=str(root.resolve()),
+            thumb_size=thumb_size,
+            grid=grid,
+            files=files,
+            keys=keys[ok],
+            hashes=[h for h, good in zip(hashes, ok, strict=True) if good],
+            tile_of_file=tile_of_file[ok],
+            tile_paths=tile_paths,
+            tile_hashes=list(tile_of_hash),
+            thumbnails=np.stack([thumbs[k] for k in tile_rows]),  # type: ignore[misc]
+            descriptors=np.stack([descs[k] for k in tile_rows]),  # type: ignore[misc]
+        )
     return IndexReport(
         cache_path=cache,
         n_files=len(rel),
@@ -356,6 +444,7 @@ def build_index(
         duplicates=duplicates,
         failed=failed,
         ignored=ignored,
+        cache_written=not unchanged,
     )
 
 
@@ -367,18 +456,14 @@ def _write_cache(cache: Path, **data: Any) -> None:
             f.attrs["version"] = CACHE_VERSION
             f.attrs["thumb_size"] = data["thumb_size"]
             f.attrs["grid"] = data["grid"]
-            f.attrs["folder"] = data["folder"]
-            f.create_dataset("files/path", data=np.array(data["files"], dtype=object), dtype=text)
-            f.create_dataset("files/size", data=data["sizes"])
-            f.create_dataset("files/mtime_ns", data=data["mtimes"])
-            f.create_dataset("files/hash", data=np.array(data["hashes"], dtype=object), dtype=text)
+            f.attrs["folder"] = np.bytes_(data["folder"].encode("utf-8", "surrogateescape"))
+            f.create_dataset("files/path", data=_encode_names(data["files"]), dtype=text)
+            for j, key in enumerate(_STAT_KEYS):
+                f.create_dataset(f"files/{key}", data=data["keys"][:, j])
+            f.create_dataset("files/hash", data=_encode_names(data["hashes"]), dtype=text)
             f.create_dataset("files/tile", data=data["tile_of_file"])
-            f.create_dataset(
-                "tiles/path", data=np.array(data["tile_paths"], dtype=object), dtype=text
-            )
-            f.create_dataset(
-                "tiles/hash", data=np.array(data["tile_hashes"], dtype=object), dtype=text
-            )
+            f.create_dataset("tiles/path", data=_encode_names(data["tile_paths"]), dtype=text)
+            f.create_dataset("tiles/hash", data=_encode_names(data["tile_hashes"]), dtype=text)
             thumbs = data["thumbnails"]
             f.create_dataset(
                 "tiles/thumbnail",
@@ -391,25 +476,27 @@ def _write_cache(cache: Path, **data: Any) -> None:
         os.replace(tmp, cache)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise ValueError(f"cannot write the cache {str(cache)!r}: {exc}") from exc
+        raise ValueError(f"cannot write the cache {display_name(str(cache))!r}: {exc}") from exc
 
 
 def load_index(cache_path: str | os.PathLike[str]) -> TileIndex:
     """Load the tiles of a cache written by :func:`build_index`."""
     cache = Path(cache_path)
+    name = display_name(str(cache))
     if not cache.is_file():
-        raise ValueError(f"no tile cache at {str(cache)!r}: run the index stage first")
+        raise ValueError(f"no tile cache at {name!r}: run the index stage first")
     try:
         with h5py.File(cache, "r") as f:
             if f.attrs.get("version") != CACHE_VERSION:
-                raise ValueError(f"{str(cache)!r} was written by another version; re-index")
+                raise ValueError(f"{name!r} was written by another version; re-index")
+            folder = f.attrs["folder"]
             return TileIndex(
-                paths=[s.decode() for s in f["tiles/path"][:]],
+                paths=_decode_names(f["tiles/path"][:]),
                 thumbnails=f["tiles/thumbnail"][:],
                 descriptors=f["tiles/descriptor"][:],
-                hashes=[s.decode() for s in f["tiles/hash"][:]],
+                hashes=_decode_names(f["tiles/hash"][:]),
                 grid=int(f.attrs["grid"]),
-                folder=str(f.attrs["folder"]),
+                folder=_decode_names(np.array([folder], dtype=object))[0],
             )
     except (OSError, KeyError) as exc:
-        raise ValueError(f"{str(cache)!r} is not a readable photo-mosaic cache: {exc}") from exc
+        raise ValueError(f"{name!r} is not a readable photo-mosaic cache: {exc}") from exc

@@ -11,15 +11,18 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps
 
+from photo_mosaic._images import open_picture, to_rgb
 from photo_mosaic.assignment import assign_nearest, assign_unique, max_uses
 from photo_mosaic.colour import block_descriptors
 from photo_mosaic.index import TileIndex
+from photo_mosaic.limits import check_mosaic_size, check_unique_size
 
 __all__ = [
     "METHODS",
     "Matches",
     "cell_grid",
     "load_matches",
+    "load_target",
     "match_tiles",
     "matches_path_for",
     "save_matches",
@@ -67,19 +70,28 @@ def cell_grid(target_size: tuple[int, int], cols: int, grid: int) -> tuple[int, 
     return rows, cols
 
 
+def load_target(target: str | os.PathLike[str] | Image.Image) -> Image.Image:
+    """The target as 8-bit RGB, upright (EXIF orientation applied), with clear errors.
+
+    Raises:
+        ValueError: an unreadable or damaged file, or a decompression bomb (more pixels than
+            Pillow's safety limit).
+    """
+    if isinstance(target, Image.Image):
+        return to_rgb(ImageOps.exif_transpose(target))
+    return open_picture(target, what="target image")
+
+
 def _cells(
-    target: Image.Image, cols: int, grid: int
+    target: Image.Image, rows: int, cols: int, grid: int
 ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-    rows, cols = cell_grid(target.size, cols, grid)
     # Each cell becomes grid x grid pixels; a box filter averages the pixels it covers.
-    small = ImageOps.fit(target.convert("RGB"), (cols * grid, rows * grid), Image.Resampling.BOX)
+    small = ImageOps.fit(target, (cols * grid, rows * grid), Image.Resampling.BOX)
     arr = np.asarray(small, dtype=np.uint8)
     cells = (
         arr.reshape(rows, grid, cols, grid, 3).transpose(0, 2, 1, 3, 4).reshape(-1, grid, grid, 3)
     )
-    means = np.asarray(
-        ImageOps.fit(target.convert("RGB"), (cols, rows), Image.Resampling.BOX), dtype=np.uint8
-    )
+    means = np.asarray(ImageOps.fit(target, (cols, rows), Image.Resampling.BOX), dtype=np.uint8)
     return block_descriptors(cells, grid), means.astype(np.float64)
 
 
@@ -94,25 +106,26 @@ def match_tiles(
 
     Args:
         index: the tiles (see :func:`photo_mosaic.load_index`).
-        target: the picture to rebuild (a path or a Pillow image).
+        target: the picture to rebuild (a path or a Pillow image); its EXIF orientation is
+            applied, as a photo viewer shows it.
         cols: cells across; rows follow from the target's aspect ratio.
         method: ``"nearest"`` (closest tile per cell, tiles repeat) or ``"unique"`` (exact
             minimum total distance with each tile used at most ``ceil(cells / tiles)`` times,
             i.e. at most once when there are enough tiles).
+
+    Raises:
+        ValueError: bad arguments, an unreadable target, or sizes above the limits of
+            :mod:`photo_mosaic.limits` (checked before any work: the rendered mosaic's pixels,
+            and the cells of a unique assignment).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
-    if isinstance(target, Image.Image):
-        image = target
-    else:
-        try:
-            with Image.open(target) as im:
-                im.load()
-                image = im
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot read the target image {str(target)!r}: {exc}") from exc
-    descriptors, means = _cells(image, cols, index.grid)
-    rows = means.shape[0]
+    image = load_target(target)
+    rows, cols = cell_grid(image.size, cols, index.grid)
+    if method == "unique":
+        check_unique_size(rows * cols, len(index.paths), index.descriptors.shape[1], cols=cols)
+    check_mosaic_size(rows, cols, index.thumb_size)
+    descriptors, means = _cells(image, rows, cols, index.grid)
     if method == "nearest":
         chosen = assign_nearest(descriptors, index.descriptors)
     else:

@@ -69,3 +69,59 @@ def target_path(tmp_path: Path) -> Path:
     path = tmp_path / "target.png"
     Image.fromarray(arr).save(path)
     return path
+
+
+def write_bomb_png(path: Path, width: int = 30_000, height: int = 30_000) -> Path:
+    """A valid little PNG whose header declares ``width`` x ``height`` pixels (a decompression bomb:
+    Pillow refuses more than twice ``Image.MAX_IMAGE_PIXELS`` when the file is opened)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    # A few rows of data: the declared size alone makes it a bomb.
+    idat = zlib.compress(b"\x00" * (width + 1) * 4, 9)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def write_grey16(path: Path, value: int, size: tuple[int, int] = (40, 30)) -> Path:
+    """A 16-bit greyscale PNG (Pillow mode I;16) of one value."""
+    arr = np.full((size[1], size[0]), value, dtype=np.uint16)
+    image = Image.fromarray(arr)
+    assert image.mode == "I;16"
+    image.save(path)
+    return path
+
+
+def write_rotated_jpeg(path: Path) -> Path:
+    """A portrait photo (40 x 80: red top half, blue bottom half) stored lying on its side, with
+    the EXIF orientation 6 ("rotate 90 degrees clockwise to display") that stands it up."""
+    upright = np.zeros((80, 40, 3), dtype=np.uint8)
+    upright[:40] = (220, 20, 20)
+    upright[40:] = (20, 20, 220)
+    stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # 80 x 40, sideways
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    stored.save(path, quality=95, exif=exif)
+    return path
+
+
+@pytest.fixture
+def bomb_png(tmp_path: Path) -> Path:
+    return write_bomb_png(tmp_path / "bomb.png")
+
+
+@pytest.fixture
+def rotated_jpeg(tmp_path: Path) -> Path:
+    return write_rotated_jpeg(tmp_path / "portrait.jpg")
+
+
+@pytest.fixture
+def grey16_writer() -> Callable[..., Path]:
+    return write_grey16

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
@@ -151,3 +153,40 @@ def test_slot_search_finds_the_smallest_reduced_values_below_the_bound(
         np.testing.assert_allclose(full[i, idx[i, : expected.shape[0]]], expected)
         assert np.all(idx[i, expected.shape[0] :] == -1)
         np.testing.assert_allclose(np.sort(full[i, best[i]]), np.sort(full[i])[:7])
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_cells=st.integers(1, 40),
+    n_tiles=st.integers(1, 60),
+    dim=st.sampled_from([3, 12, 27]),
+    levels=st.integers(1, 4),
+    duplicate_cells=st.booleans(),
+    duplicate_tiles=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_unique_fuzz_against_the_dense_solver_with_ties_and_duplicates(
+    n_cells: int,
+    n_tiles: int,
+    dim: int,
+    levels: int,
+    duplicate_cells: bool,
+    duplicate_tiles: bool,
+    seed: int,
+) -> None:
+    # Few distinct integer values: many equal costs (ties); copies: identical cells and tiles.
+    gen = np.random.default_rng(seed)
+    cells = gen.integers(0, levels + 1, size=(n_cells, dim)).astype(float) * 10
+    tiles = gen.integers(0, levels + 1, size=(n_tiles, dim)).astype(float) * 10
+    if duplicate_cells:
+        cells[n_cells // 2 :] = cells[0]
+    if duplicate_tiles:
+        tiles[: n_tiles // 2] = tiles[-1]
+
+    # Small options, so that the certificate and its extra rounds are exercised.
+    result = assign_unique(cells, tiles, k=2, k_coarse=2, k_add=2, n_slices=1, coarse=3)
+
+    assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-9, abs=1e-9)
+    counts = np.bincount(result.tile_for_cell, minlength=n_tiles)
+    assert counts.max() <= result.max_uses
+    assert result.tile_for_cell.shape == (n_cells,)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -162,3 +163,156 @@ def test_a_folder_of_only_broken_images_is_rejected(tmp_path: Path, cache_path: 
 def test_load_index_without_a_cache(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="run the index stage first"):
         load_index(tmp_path / "nothing.h5")
+
+
+def test_16_bit_greyscale_tile_keeps_its_grey(
+    tmp_path: Path, cache_path: Path, grey16_writer: Callable[..., Path]
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    grey16_writer(folder / "mid.png", 32768)
+    grey16_writer(folder / "dark.png", 4369)
+
+    build_index(folder, cache_path, thumb_size=16, progress=False)
+
+    index = load_index(cache_path)
+    thumbs = dict(zip(index.paths, index.thumbnails, strict=True))
+    assert np.all(thumbs["mid.png"] == 128)
+    assert np.all(thumbs["dark.png"] == 17)
+
+
+def test_exif_rotated_tile_is_stood_up(
+    tmp_path: Path, cache_path: Path, rotated_jpeg: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rotated_jpeg.rename(folder / "portrait.jpg")
+
+    build_index(folder, cache_path, thumb_size=16, progress=False)
+
+    thumb = load_index(cache_path).thumbnails[0].astype(int)
+    assert thumb[1, 8, 0] > 180
+    assert thumb[1, 8, 2] < 60
+    assert thumb[14, 8, 2] > 180
+    assert thumb[14, 8, 0] < 60
+
+
+@pytest.mark.parametrize("scheduler", ["threads", "processes", "sync"])
+def test_progress_advances_to_the_total(
+    tile_folder: Path, cache_path: Path, photo_writer: Callable[..., Path], scheduler: str
+) -> None:
+    for k in range(40):  # more files than partitions, so the progress moves in several steps
+        photo_writer(tile_folder / "more" / f"extra_{k:02d}.png", (k * 6, 255 - k * 6, 90))
+    calls: list[tuple[int, int]] = []
+
+    report = build_index(
+        tile_folder,
+        cache_path,
+        scheduler=scheduler,
+        progress=lambda done, total: calls.append((done, total)),
+    )
+
+    assert report.n_decoded == 67
+    assert len(calls) > 1
+    assert calls[-1] == (67, 67)
+    done = [d for d, _ in calls]
+    assert done == sorted(done)
+    assert done[0] > 0
+    assert {t for _, t in calls} == {67}
+
+
+def test_progress_bar_moves(
+    tile_folder: Path, cache_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    build_index(tile_folder, cache_path, progress=True)
+
+    err = capsys.readouterr().err
+    assert "thumbnails:   0%" in err
+    assert re.search(r"\b[1-9]\d*/27\b", err), err
+    assert "27/27" in err
+
+
+def test_a_file_name_that_is_not_utf8_is_indexed(
+    tile_folder: Path, cache_path: Path, photo_writer: Callable[..., Path]
+) -> None:
+    name = os.fsdecode(b"caf\xe9_latin1.jpg")  # a name written on a Latin-1 system
+    photo_writer(tile_folder / name, (10, 200, 30))
+
+    report = build_index(tile_folder, cache_path, progress=False)
+
+    assert report.n_tiles == 25
+    assert not report.failed
+    index = load_index(cache_path)
+    assert name in index.paths
+    assert (tile_folder / index.paths[index.paths.index(name)]).is_file()
+    # The summary can be printed on any terminal: the byte is shown escaped.
+    assert "25 distinct tiles" in report.summary()
+    report.summary().encode("utf-8")
+    again = build_index(tile_folder, cache_path, progress=False)
+    assert (again.n_reused, again.n_decoded) == (28, 0)
+
+
+def test_a_cache_folder_that_cannot_be_created_is_a_clear_error(
+    tile_folder: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "plain_file").write_text("not a folder")
+
+    with pytest.raises(ValueError, match=r"cannot create the cache folder .*plain_file"):
+        build_index(tile_folder, tmp_path / "plain_file" / "sub" / "tiles.h5", progress=False)
+    (tmp_path / "folder.h5").mkdir()
+    with pytest.raises(ValueError, match=r"folder\.h5' exists and is not a file"):
+        build_index(tile_folder, tmp_path / "folder.h5", progress=False)
+
+
+def test_a_file_rewritten_with_the_same_size_and_mtime_is_read_again(
+    tmp_path: Path, cache_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    tile = folder / "tile.png"
+    # Uncompressed PNGs: the file size depends only on the image size, not on the colours.
+    Image.new("RGB", (40, 30), (200, 30, 30)).save(tile, compress_level=0)
+    Image.new("RGB", (40, 30), (30, 30, 200)).save(folder / "other.png", compress_level=0)
+    build_index(folder, cache_path, thumb_size=8, progress=False)
+    before = tile.stat()
+
+    Image.new("RGB", (40, 30), (30, 200, 30)).save(tile, compress_level=0)
+    os.utime(tile, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = tile.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+
+    report = build_index(folder, cache_path, thumb_size=8, progress=False)
+
+    assert (report.n_decoded, report.n_reused) == (1, 1)
+    index = load_index(cache_path)
+    np.testing.assert_array_equal(
+        index.thumbnails[index.paths.index("tile.png")],
+        np.broadcast_to(np.uint8([30, 200, 30]), (8, 8, 3)),
+    )
+
+
+def test_an_unchanged_rerun_reuses_descriptors_and_leaves_the_cache_alone(
+    tile_folder: Path, cache_path: Path
+) -> None:
+    first = build_index(tile_folder, cache_path, grid=2, progress=False)
+    stat = cache_path.stat()
+    with h5py.File(cache_path) as f:
+        descriptors = f["tiles/descriptor"][:]
+
+    second = build_index(tile_folder, cache_path, grid=2, progress=False)
+
+    assert first.cache_written
+    assert not second.cache_written
+    assert (second.n_reused, second.n_decoded) == (27, 0)
+    assert "(unchanged)" in second.summary()
+    again = cache_path.stat()
+    assert (again.st_ino, again.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    index = load_index(cache_path)
+    np.testing.assert_array_equal(index.descriptors, descriptors)
+    np.testing.assert_allclose(index.descriptors, block_descriptors(index.thumbnails, 2))
+
+    # A removed file is a change: the cache is written without it.
+    (tile_folder / "album1" / "img_07.jpg").unlink()
+    third = build_index(tile_folder, cache_path, grid=2, progress=False)
+    assert third.cache_written
+    assert third.n_tiles == 23

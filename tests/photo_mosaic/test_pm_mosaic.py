@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -133,3 +134,64 @@ def test_unwritable_outputs_are_rejected(
         save_mosaic(image, tmp_path / "file" / "mosaic.png")
     with pytest.raises(ValueError, match="blend must be between 0 and 1"):
         render_mosaic(index, match_tiles(index, target_path, cols=4), blend=1.5)
+
+
+def test_target_exif_orientation_is_applied(index: TileIndex, rotated_jpeg: Path) -> None:
+    target = rotated_jpeg
+    assert Image.open(target).size == (80, 40)  # stored lying on its side
+
+    matches = match_tiles(index, target, cols=2)
+
+    # Upright 40 x 80: 2 columns give 4 rows, red on top and blue below (a viewer's picture).
+    assert matches.shape == (4, 2)
+    top, bottom = matches.cell_rgb[0].astype(int), matches.cell_rgb[3].astype(int)
+    assert top[:, 0].min() > 180
+    assert top[:, 2].max() < 60
+    assert bottom[:, 2].min() > 180
+    assert bottom[:, 0].max() < 60
+
+
+@pytest.mark.parametrize(("value", "grey"), [(0, 0), (32768, 128), (65535, 255), (4369, 17)])
+def test_16_bit_greyscale_target_keeps_its_grey(
+    index: TileIndex, tmp_path: Path, grey16_writer: Callable[..., Path], value: int, grey: int
+) -> None:
+    target = grey16_writer(tmp_path / "grey16.png", value)
+
+    matches = match_tiles(index, target, cols=4)
+
+    assert np.all(matches.cell_rgb == grey)
+
+
+def test_decompression_bomb_target_is_rejected(index: TileIndex, bomb_png: Path) -> None:
+    with pytest.raises(ValueError, match=r"bomb\.png' is too large to decode safely.*limit is"):
+        match_tiles(index, bomb_png, cols=4)
+
+
+def test_sizes_above_the_limits_are_refused_before_any_work(
+    index: TileIndex, tmp_path: Path
+) -> None:
+    target = tmp_path / "big.png"
+    Image.new("RGB", (4000, 3000), (90, 120, 200)).save(target)
+
+    # 3000 x 2250 cells of 16 px: 48,000 x 36,000 px, far above the rendering limit.
+    with pytest.raises(ValueError, match=r"48,000 x 36,000 px .* use at most \d+ columns"):
+        match_tiles(index, target, cols=3000)
+    # 1500 x 1125 cells for 24 tiles with the exact unique assignment.
+    with pytest.raises(ValueError, match=r"1,687,500 cells to 24 tiles would take about \d+ hours"):
+        match_tiles(index, target, cols=1500, method="unique")
+    # Below both limits, nearest still works.
+    assert match_tiles(index, target, cols=400).shape == (300, 400)
+
+
+def test_render_refuses_a_mosaic_above_the_pixel_limit(index: TileIndex, target_path: Path) -> None:
+    from dataclasses import replace
+
+    matches = match_tiles(index, target_path, cols=4)
+    huge = replace(
+        matches,
+        tile_for_cell=np.zeros((2600, 2600), dtype=np.int64),
+        cell_rgb=np.zeros((2600, 2600, 3), dtype=np.uint8),
+    )
+
+    with pytest.raises(ValueError, match="the limit is 100 megapixels"):
+        render_mosaic(index, huge)
