@@ -69,3 +69,27 @@ def raw_png() -> Callable[..., bytes]:
         return data + _chunk(b"IEND", b"")
 
     return build
+
+
+@pytest.fixture
+def png_without_last_rows() -> Callable[..., bytes]:
+    """The same PNG with a valid, complete zlib stream that lacks its last ``rows`` rows (Pillow
+    decodes such a file without an error, the missing rows black)."""
+
+    def cut(data: bytes, *, rows: int, row_bytes: int) -> bytes:
+        position, parts = 8, []
+        while position < len(data):
+            (length,) = struct.unpack_from(">I", data, position)
+            parts.append(
+                (data[position + 4 : position + 8], data[position + 8 : position + 8 + length])
+            )
+            position += 12 + length
+        raw = zlib.decompress(b"".join(p for k, p in parts if k == b"IDAT"))[: -rows * row_bytes]
+        return (
+            data[:8]
+            + _chunk(b"IHDR", parts[0][1])
+            + _chunk(b"IDAT", zlib.compress(raw))
+            + _chunk(b"IEND", b"")
+        )
+
+    return cut

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import os
-import struct
 import tempfile
-import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -31,34 +30,11 @@ def _process(run: Path, capsys: pytest.CaptureFixture[str], *extra: str) -> tupl
     return status, err[0] if err else ""
 
 
-def _drop_rows(data: bytes, rows: int, row_bytes: int) -> bytes:
-    """The same PNG with a valid, complete zlib stream that lacks its last ``rows`` rows."""
-    position, parts = 8, []
-    while position < len(data):
-        (length,) = struct.unpack_from(">I", data, position)
-        parts.append(
-            (data[position + 4 : position + 8], data[position + 8 : position + 8 + length])
-        )
-        position += 12 + length
-    raw = zlib.decompress(b"".join(p for k, p in parts if k == b"IDAT"))[: -rows * row_bytes]
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload)
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    return (
-        data[:8]
-        + chunk(b"IHDR", parts[0][1])
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
-
-
 def test_a_png_missing_rows_is_rejected_with_the_rows_found(
-    run_dir: Path, capsys: pytest.CaptureFixture[str]
+    run_dir: Path, capsys: pytest.CaptureFixture[str], png_without_last_rows: Callable[..., bytes]
 ) -> None:
     image = run_dir / "batch_002" / "img_0003.png"
-    image.write_bytes(_drop_rows(image.read_bytes(), rows=10, row_bytes=1 + 48 * 3))
+    image.write_bytes(png_without_last_rows(image.read_bytes(), rows=10, row_bytes=1 + 48 * 3))
     status, line = _process(run_dir, capsys)
     assert status == 2
     assert line == (

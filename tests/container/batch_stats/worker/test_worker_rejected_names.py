@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import unquote
 
@@ -29,30 +28,8 @@ def _png(pixels: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
-def _without_last_rows(data: bytes, rows: int, row_bytes: int) -> bytes:
-    """The same PNG whose (valid, complete) zlib stream lacks its last ``rows`` rows."""
-    position, parts = 8, []
-    while position < len(data):
-        (length,) = struct.unpack_from(">I", data, position)
-        parts.append(
-            (data[position + 4 : position + 8], data[position + 8 : position + 8 + length])
-        )
-        position += 12 + length
-    raw = zlib.decompress(b"".join(p for k, p in parts if k == b"IDAT"))[: -rows * row_bytes]
-
-    def chunk(kind: bytes, payload: bytes) -> bytes:
-        crc = zlib.crc32(kind + payload)
-        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", crc)
-
-    return (
-        data[:8]
-        + chunk(b"IHDR", parts[0][1])
-        + chunk(b"IDAT", zlib.compress(raw))
-        + chunk(b"IEND", b"")
-    )
-
-
-def test_control_characters_and_missing_rows_are_rejected_and_copied(
+def test_bad_contents_and_missing_rows_are_rejected_and_copied(
+    png_without_last_rows: Callable[..., bytes],
     make_worker: Any,
     session: boto3.Session,
     resources: LocalResources,
@@ -68,7 +45,7 @@ def test_control_characters_and_missing_rows_are_rejected_and_copied(
     uploads = {
         "good.png": _png(white_top),
         "not-a-png.png": b"not a png at all",
-        "short-rows.png": _without_last_rows(_png(white_top), rows=20, row_bytes=1 + 64 * 3),
+        "short-rows.png": png_without_last_rows(_png(white_top), rows=20, row_bytes=1 + 64 * 3),
     }
     for name, body in uploads.items():
         s3.put_object(Bucket=raw, Key=f"uploads/{run_id}/batch_001/{name}", Body=body)
