@@ -664,9 +664,8 @@ class _NpzSink(_ArraySink):
     def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
         assert result.pixels is not None
         self.member.write(result.pixels.tobytes())
-        for name, array in zip(
-            ("digits", "lengths", "boxes"), self.arrays(numbers, result), strict=True
-        ):
+        arrays: tuple[npt.NDArray[Any], ...] = self.arrays(numbers, result)
+        for name, array in zip(("digits", "lengths", "boxes"), arrays, strict=True):
             self.parts[name].write(array.tobytes())
 
     def close(self) -> None:
