@@ -646,7 +646,7 @@ class BatchCounter:
         self.checks.schedule_check(run.run_id, at=now + self.run_timeout)
         self.store.mark_check_scheduled(run.run_id)
 
-    def check_run(self, run_id: str, *, now: datetime) -> Checked:
+    def check_run(self, run_id: str, *, now: datetime, _attempt: int = 0) -> Checked:
         """A run's check: report it incomplete once, check it again later, or do nothing."""
         run = self.store.get_run(run_id)
         if run is None:
@@ -663,8 +663,11 @@ class BatchCounter:
         if self.notifier is None:
             raise RuntimeError("check_run needs a Notifier to report an incomplete run")
         if not self.store.mark_incomplete(run_id, last_upload_at=last, now=now):
-            # Another check won, or an upload came in since the read: read again.
-            return self.check_run(run_id, now=now)
+            # Another check won, or an upload came in since the read: read again (a few times:
+            # each failed claim means the run item changed).
+            if _attempt >= 3:
+                raise RuntimeError(f"run {run_id}: the incomplete claim kept failing; retry")
+            return self.check_run(run_id, now=now, _attempt=_attempt + 1)
         try:
             body = self._incomplete_notification(run)
             self.notifier.publish(
