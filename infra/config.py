@@ -44,6 +44,9 @@ class StageConfig:
     #: Longest a run may take; the runs queue's visibility timeout (and the worker's extension
     #: step) is this long, so a message never reappears while its run is still being processed.
     run_timeout_seconds: int = 900
+    #: A run still incomplete this long after its last upload gets one ``incomplete``
+    #: notification (the batch counter's ``RUN_TIMEOUT``).
+    incomplete_run_timeout_seconds: int = 3600
     #: Alarm when the oldest run message has waited this long (no worker picked it up).
     run_age_alarm_seconds: int = 1800
     #: Worker subnets: ``False`` puts tasks in public subnets with a public IP and no inbound
@@ -84,6 +87,7 @@ class StageConfig:
             "worker_max_tasks",
             "worker_download_concurrency",
             "run_timeout_seconds",
+            "incomplete_run_timeout_seconds",
             "run_age_alarm_seconds",
             "db_backup_retention_days",
             "rejected_expiration_days",
@@ -107,6 +111,11 @@ class StageConfig:
             problems.append(
                 f"run_timeout_seconds must be <= 43200 (the SQS visibility timeout limit), "
                 f"got {self.run_timeout_seconds!r}"
+            )
+        if self.incomplete_run_timeout_seconds > 7 * 24 * 3600:
+            problems.append(
+                "incomplete_run_timeout_seconds must be <= 604800 (7 days, the batch counter's "
+                f"RUN_TIMEOUT limit), got {self.incomplete_run_timeout_seconds!r}"
             )
         if self.lambda_timeout_seconds > 900:
             problems.append("lambda_timeout_seconds must be <= 900 (the Lambda limit)")

@@ -30,6 +30,8 @@ class ResourceNames:
     db_name: str
     cluster: str
     dashboard: str
+    schedule_group: str
+    scheduler_role: str
 
 
 def resource_names(*, stage: str, account: str, region: str) -> ResourceNames:
@@ -58,4 +60,6 @@ def resource_names(*, stage: str, account: str, region: str) -> ResourceNames:
         db_name="imgpipe",
         cluster=f"{prefix}-workers",
         dashboard=f"{prefix}-pipeline",
+        schedule_group=f"{prefix}-run-checks",
+        scheduler_role=f"{prefix}-run-checks-scheduler",
     )

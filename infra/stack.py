@@ -53,6 +53,8 @@ class PipelineStack(Stack):
             config=config,
             names=names,
             ingest_queue=self.ingest.queue,
+            topic=self.notifications.topic,
+            topic_key=self.notifications.key,
             raw_bucket=self.storage.raw,
             powertools_layer_arn=powertools_layer_arn,
         )

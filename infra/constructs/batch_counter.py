@@ -1,16 +1,21 @@
-"""Batch counter: the tracking table, the runs queue (+ DLQ) and the ``batch_counter`` Lambda."""
+"""Batch counter: the tracking table, the runs queue (+ DLQ), the ``batch_counter`` Lambda and
+the schedule group of its incomplete-run checks (with the role EventBridge Scheduler invokes it
+with)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
+from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as event_sources
 from aws_cdk import aws_logs as logs
 from aws_cdk import aws_s3 as s3
+from aws_cdk import aws_scheduler as scheduler
+from aws_cdk import aws_sns as sns
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_ssm as ssm
 from constructs import Construct
@@ -55,6 +60,8 @@ class BatchCounter(Construct):
         config: StageConfig,
         names: ResourceNames,
         ingest_queue: sqs.IQueue,
+        topic: sns.ITopic,
+        topic_key: kms.IKey,
         raw_bucket: s3.IBucket | None = None,
         powertools_layer_arn: str | None = None,
     ) -> None:
@@ -125,6 +132,24 @@ class BatchCounter(Construct):
                 resources=[self.log_group.log_group_arn],
             )
         )
+        # Incomplete-run checks: one one-time schedule per run in this group, invoking the
+        # function through this role (Scheduler assumes it; the function may pass only it).
+        self.schedule_group = scheduler.CfnScheduleGroup(
+            self, "RunChecks", name=names.schedule_group
+        )
+        self.scheduler_role = iam.Role(
+            self,
+            "SchedulerRole",
+            role_name=names.scheduler_role,
+            assumed_by=iam.ServicePrincipal(
+                "scheduler.amazonaws.com",
+                conditions={
+                    "StringEquals": {"aws:SourceAccount": Stack.of(self).account},
+                    "ArnLike": {"aws:SourceArn": self._schedules_arn(names.schedule_group)},
+                },
+            ),
+            description="EventBridge Scheduler: invoke batch_counter for a run's check",
+        )
         layer_arn = powertools_layer_arn or ssm.StringParameter.value_for_string_parameter(
             self, POWERTOOLS_LAYER_PARAMETER.format(version=config.powertools_version)
         )
@@ -149,6 +174,10 @@ class BatchCounter(Construct):
                 "IMAGES_PER_BATCH": str(config.images_per_batch),
                 "BATCHES_PER_RUN": str(config.batches_per_run),
                 "SHARD_IMAGES": str(config.shard_images),
+                "RUN_TIMEOUT": str(config.incomplete_run_timeout_seconds),
+                "SCHEDULE_GROUP_NAME": names.schedule_group,
+                "SCHEDULER_ROLE_ARN": self.scheduler_role.role_arn,
+                "NOTIFICATIONS_TOPIC_ARN": topic.topic_arn,
                 "POWERTOOLS_SERVICE_NAME": SERVICE_NAME,
                 "POWERTOOLS_METRICS_NAMESPACE": METRICS_NAMESPACE,
                 "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -178,6 +207,49 @@ class BatchCounter(Construct):
             )
         )
         self.runs_queue.grant_send_messages(self.role)
+        self.scheduler_role.add_to_policy(
+            iam.PolicyStatement(
+                sid="InvokeForRunChecks",
+                actions=["lambda:InvokeFunction"],
+                resources=[self.function.function_arn],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="ScheduleRunChecks",
+                actions=["scheduler:CreateSchedule"],
+                resources=[self._schedules_arn(names.schedule_group)],
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PassTheSchedulerRole",
+                actions=["iam:PassRole"],
+                resources=[self.scheduler_role.role_arn],
+                conditions={"StringEquals": {"iam:PassedToService": "scheduler.amazonaws.com"}},
+            )
+        )
+        stack = Stack.of(self)
+        acknowledge(
+            self.role.node.find_child("DefaultPolicy"),
+            "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:scheduler:"
+            f"{stack.region}:{stack.account}:schedule/{names.schedule_group}/*]",
+            "Schedule names carry run ids unknown at deploy time; the counter may only create "
+            "schedules in its own group (not update or delete them: they delete themselves).",
+        )
+        # Explicit instead of topic.grant_publish, which adds kms:GenerateDataKey* (wildcard).
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="PublishIncompleteRuns", actions=["sns:Publish"], resources=[topic.topic_arn]
+            )
+        )
+        self.role.add_to_policy(
+            iam.PolicyStatement(
+                sid="EncryptForTheTopic",
+                actions=["kms:Decrypt", "kms:GenerateDataKey"],
+                resources=[topic_key.key_arn],
+            )
+        )
         if raw_bucket is not None:
             # Manifests are read from uploads/; bad-key uploads are copied under rejected/.
             self.role.add_to_policy(
@@ -205,3 +277,9 @@ class BatchCounter(Construct):
                     f"Object keys carry run ids unknown at deploy time; the counter {what}, and "
                     f"the grant is limited to the {prefix} prefix.",
                 )
+
+    def _schedules_arn(self, group: str) -> str:
+        """The ARN pattern of the schedules of ``group`` (names are run hashes and times)."""
+        return Stack.of(self).format_arn(
+            service="scheduler", resource="schedule", resource_name=f"{group}/*"
+        )

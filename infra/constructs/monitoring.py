@@ -124,6 +124,13 @@ class Monitoring(Construct):
             "Uploads arrived for runs already closed: they are kept, not processed, and listed "
             "in the run's record (batch-stats status).",
         )
+        alarm(
+            "RunsIncomplete",
+            pipeline_metric("RunsIncomplete", LAMBDA_SERVICE),
+            1,
+            "A run stayed incomplete after its last upload for the incomplete-run timeout: its "
+            "'incomplete' notification names the missing batches (upload them to a new run).",
+        )
         runs_failed = pipeline_metric("RunsFailed", WORKER_SERVICE)
         alarm("WorkerRunsFailed", runs_failed, 1, "The worker reported failed runs.")
         run_errors = pipeline_metric("RunErrors", WORKER_SERVICE)

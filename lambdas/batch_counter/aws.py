@@ -6,8 +6,9 @@ Items, all in one table with partition key ``pk`` and sort key ``sk``:
 pk                            sk              attributes
 ============================  ==============  ==============================================
 ``RUN#<run_id>``              ``RUN``         state, image_count, created_at, last_upload_at,
-                                              manifest_sha, expected_images, expected_batches,
-                                              bucket, plan (JSON), failure, extras (JSON),
+                                              check_scheduled, incomplete_at, manifest_sha,
+                                              expected_images, expected_batches, bucket,
+                                              plan (JSON), failure, extras (JSON),
                                               dispatching_at, dispatched_at
 ``RUN#<run_id>``              ``BATCH#b``     image_count
 ``RUN#<run_id>``              ``OBJ#b/n``     key, bucket, size, etag, event_time, recorded_at
@@ -25,8 +26,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from batch_counter.counter import (
@@ -36,6 +38,7 @@ from batch_counter.counter import (
     RunSnapshot,
     RunState,
     Shard,
+    check_event,
 )
 from batch_counter.keys import UploadKey
 from batch_counter.manifest import Manifest
@@ -73,6 +76,7 @@ def _snapshot(run_id: str, item: Mapping[str, Any]) -> RunSnapshot:
         return None if value is None else int(value["N"])
 
     plan = tuple(Shard(*entry) for entry in json.loads(text("plan") or "[]"))
+    last_upload = text("last_upload_at")
     return RunSnapshot(
         run_id=run_id,
         state=RunState(text("state") or RunState.OPEN.value),
@@ -82,6 +86,8 @@ def _snapshot(run_id: str, item: Mapping[str, Any]) -> RunSnapshot:
         failure=text("failure"),
         plan=plan,
         bucket=text("bucket"),
+        last_upload_at=None if last_upload is None else datetime.fromisoformat(last_upload),
+        check_scheduled="check_scheduled" in item,
     )
 
 
@@ -319,6 +325,77 @@ class DynamoTrackingStore:
             return False
         return True
 
+    def mark_check_scheduled(self, run_id: str) -> None:
+        self._client.update_item(
+            TableName=self._table,
+            Key=self._run_key(run_id),
+            UpdateExpression="SET check_scheduled = :yes",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":yes": {"BOOL": True}},
+        )
+
+    def mark_incomplete(self, run_id: str, *, last_upload_at: datetime, now: datetime) -> bool:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._run_key(run_id),
+                UpdateExpression="SET #state = :incomplete, incomplete_at = :now",
+                ConditionExpression="#state = :open AND last_upload_at = :last",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":incomplete": {"S": RunState.INCOMPLETE.value},
+                    ":open": {"S": RunState.OPEN.value},
+                    ":last": _iso(last_upload_at),
+                    ":now": _iso(now),
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def reopen(self, run_id: str) -> None:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._run_key(run_id),
+                UpdateExpression="SET #state = :open REMOVE incomplete_at",
+                ConditionExpression="#state = :incomplete",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":incomplete": {"S": RunState.INCOMPLETE.value},
+                    ":open": {"S": RunState.OPEN.value},
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return
+
+    def _query_prefix(self, run_id: str, prefix: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = []
+        pages = self._client.get_paginator("query").paginate(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :prefix)",
+            ExpressionAttributeValues={":pk": _run_pk(run_id), ":prefix": {"S": prefix}},
+            ConsistentRead=True,
+        )
+        for page in pages:
+            items.extend(page["Items"])
+        return items
+
+    def reported(self, run_id: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        bad = [
+            {
+                "key": item["key"]["S"],
+                "reason": item["reason"]["S"],
+                "copied_to": item.get("copied_to", {}).get("S", ""),
+            }
+            for item in self._query_prefix(run_id, "BADKEY#")
+        ]
+        late = [
+            {"key": item["key"]["S"], "reason": item["reason"]["S"]}
+            for item in self._query_prefix(run_id, "LATE#")
+        ]
+        return bad, late
+
     def run_objects(self, run_id: str) -> dict[str, list[str]]:
         """Keys of the run's recorded objects, by batch id (for operators and tests)."""
         batches: dict[str, list[str]] = {}
@@ -437,3 +514,57 @@ class S3Objects:
                 return False
             raise
         return True
+
+
+def schedule_name(run_id: str, at: datetime) -> str:
+    """The check's schedule name: the run (hashed: names are 1-64 of ``[0-9A-Za-z_.-]``) and
+    the second it is due, so that checks racing for the same run and time make one schedule."""
+    digest = hashlib.sha256(run_id.encode()).hexdigest()[:32]
+    return f"run-{digest}-{math.ceil(at.timestamp())}"
+
+
+def at_expression(at: datetime) -> str:
+    """An EventBridge Scheduler one-time expression (UTC, whole seconds, rounded up)."""
+    moment = datetime.fromtimestamp(math.ceil(at.timestamp()), UTC)
+    return f"at({moment.strftime('%Y-%m-%dT%H:%M:%S')})"
+
+
+class SchedulerRunChecks:
+    """RunChecks on EventBridge Scheduler: a one-time schedule per check, deleted once it ran,
+    invoking ``target_arn`` (this function) with :func:`batch_counter.counter.check_event`."""
+
+    def __init__(self, *, client: Any, group_name: str, role_arn: str, target_arn: str) -> None:
+        self._client = client
+        self._group = group_name
+        self._role = role_arn
+        self._target = target_arn
+
+    def schedule_check(self, run_id: str, *, at: datetime) -> None:
+        try:
+            self._client.create_schedule(
+                Name=schedule_name(run_id, at),
+                GroupName=self._group,
+                ScheduleExpression=at_expression(at),
+                ScheduleExpressionTimezone="UTC",
+                FlexibleTimeWindow={"Mode": "OFF"},
+                ActionAfterCompletion="DELETE",
+                Target={
+                    "Arn": self._target,
+                    "RoleArn": self._role,
+                    "Input": json.dumps(check_event(run_id)),
+                    "RetryPolicy": {"MaximumRetryAttempts": 10},
+                },
+            )
+        except self._client.exceptions.ConflictException:
+            return  # the same check exists already
+
+
+class SnsNotifier:
+    """Notifier on the SNS notifications topic."""
+
+    def __init__(self, *, client: Any, topic_arn: str) -> None:
+        self._client = client
+        self._topic = topic_arn
+
+    def publish(self, *, subject: str, message: str) -> None:
+        self._client.publish(TopicArn=self._topic, Subject=subject[:100], Message=message)

@@ -12,16 +12,28 @@ REQUIRED_ENV_VARS: tuple[str, ...] = (
     "IMAGES_PER_BATCH",
     "BATCHES_PER_RUN",
 )
-#: Optional: images per shard message (default DEFAULT_SHARD_IMAGES); the stack sets it.
-OPTIONAL_ENV_VARS: tuple[str, ...] = ("SHARD_IMAGES",)
+#: Variables of the incomplete-run check (a one-time EventBridge Scheduler schedule per run that
+#: invokes this function, and the topic its ``incomplete`` notification goes to).
+CHECK_ENV_VARS: tuple[str, ...] = (
+    "SCHEDULE_GROUP_NAME",
+    "SCHEDULER_ROLE_ARN",
+    "NOTIFICATIONS_TOPIC_ARN",
+)
+#: Optional: images per shard message (default DEFAULT_SHARD_IMAGES) and seconds a run may stay
+#: incomplete after its last upload (default DEFAULT_RUN_TIMEOUT); the stack sets both.
+OPTIONAL_ENV_VARS: tuple[str, ...] = ("SHARD_IMAGES", "RUN_TIMEOUT")
 #: Variables read by Powertools itself (service name, metrics namespace, log level).
 POWERTOOLS_ENV_VARS: tuple[str, ...] = (
     "POWERTOOLS_SERVICE_NAME",
     "POWERTOOLS_METRICS_NAMESPACE",
     "POWERTOOLS_LOG_LEVEL",
 )
-ENV_VARS: tuple[str, ...] = REQUIRED_ENV_VARS + OPTIONAL_ENV_VARS + POWERTOOLS_ENV_VARS
+ENV_VARS: tuple[str, ...] = (
+    REQUIRED_ENV_VARS + CHECK_ENV_VARS + OPTIONAL_ENV_VARS + POWERTOOLS_ENV_VARS
+)
 DEFAULT_SHARD_IMAGES = 5000
+DEFAULT_RUN_TIMEOUT = 3600
+MAX_RUN_TIMEOUT = 7 * 24 * 3600
 MAX_SHARD_IMAGES = 1_000_000
 
 SERVICE_NAME = "batch-counter"
@@ -41,9 +53,13 @@ class CounterSettings:
     images_per_batch: int
     batches_per_run: int
     shard_images: int = DEFAULT_SHARD_IMAGES
+    schedule_group_name: str
+    scheduler_role_arn: str
+    notifications_topic_arn: str
+    run_timeout: int = DEFAULT_RUN_TIMEOUT
 
     def __post_init__(self) -> None:
-        for name in ("images_per_batch", "batches_per_run", "shard_images"):
+        for name in ("images_per_batch", "batches_per_run", "shard_images", "run_timeout"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
@@ -52,7 +68,9 @@ class CounterSettings:
 def load_settings(environ: Mapping[str, str]) -> CounterSettings:
     """Read and validate the settings; one error names every missing or invalid variable."""
     problems: list[str] = []
-    missing = [name for name in REQUIRED_ENV_VARS if not environ.get(name, "").strip()]
+    missing = [
+        name for name in REQUIRED_ENV_VARS + CHECK_ENV_VARS if not environ.get(name, "").strip()
+    ]
     if missing:
         problems.append("missing environment variables: " + ", ".join(missing))
     counts: dict[str, int] = {}
@@ -79,6 +97,18 @@ def load_settings(environ: Mapping[str, str]) -> CounterSettings:
                 f"SHARD_IMAGES={shard_raw!r} is not allowed (an integer from 1 to "
                 f"{MAX_SHARD_IMAGES})"
             )
+    timeout_raw = environ.get("RUN_TIMEOUT", "").strip()
+    run_timeout = DEFAULT_RUN_TIMEOUT
+    if timeout_raw:
+        try:
+            run_timeout = int(timeout_raw)
+        except ValueError:
+            run_timeout = 0
+        if not 1 <= run_timeout <= MAX_RUN_TIMEOUT:
+            problems.append(
+                f"RUN_TIMEOUT={timeout_raw!r} is not allowed (seconds since a run's last upload: "
+                f"an integer from 1 to {MAX_RUN_TIMEOUT})"
+            )
     if problems:
         raise ConfigError("; ".join(problems))
     return CounterSettings(
@@ -87,4 +117,8 @@ def load_settings(environ: Mapping[str, str]) -> CounterSettings:
         images_per_batch=counts["IMAGES_PER_BATCH"],
         batches_per_run=counts["BATCHES_PER_RUN"],
         shard_images=shard_images,
+        schedule_group_name=environ["SCHEDULE_GROUP_NAME"].strip(),
+        scheduler_role_arn=environ["SCHEDULER_ROLE_ARN"].strip(),
+        notifications_topic_arn=environ["NOTIFICATIONS_TOPIC_ARN"].strip(),
+        run_timeout=run_timeout,
     )

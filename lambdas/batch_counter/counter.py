@@ -17,6 +17,13 @@ AWS SDK. Every step is idempotent, which is what makes at-least-once S3 events s
    (a retry, a duplicate, a late upload) sends again: SQS drops the copies within its five-minute
    deduplication window, so a lost SendMessage response or a failed state update sends nothing
    twice.
+4. A run that is still OPEN when it is first seen gets one check (a one-time schedule in AWS),
+   due ``run_timeout`` later; the run item remembers that it has one, so later uploads cost
+   nothing more. When the check comes (:meth:`BatchCounter.check_run`): a closed run needs
+   nothing; a run uploaded to less than ``run_timeout`` ago is checked again at its last upload
+   plus ``run_timeout``; otherwise it is claimed OPEN -> INCOMPLETE on condition that its last
+   upload is the one that was checked, and only the claimant publishes the ``incomplete``
+   notification, naming the missing batches and the counts.
 """
 
 from __future__ import annotations
@@ -25,7 +32,7 @@ import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 from urllib.parse import quote, unquote_plus
@@ -48,6 +55,7 @@ class RunState(StrEnum):
     OPEN = "OPEN"
     DISPATCHING = "DISPATCHING"
     DISPATCHED = "DISPATCHED"
+    INCOMPLETE = "INCOMPLETE"
 
 
 @dataclass(frozen=True)
@@ -106,6 +114,8 @@ class RunSnapshot:
     failure: str | None = None
     plan: tuple[Shard, ...] = ()
     bucket: str | None = None
+    last_upload_at: datetime | None = None
+    check_scheduled: bool = False
 
 
 class Recorded(StrEnum):
@@ -177,6 +187,36 @@ class TrackingStore(Protocol):
         """Keep a rejected key where an operator (and its run's notification) sees it."""
         ...
 
+    def mark_check_scheduled(self, run_id: str) -> None:
+        """Remember that the run's incomplete-run check exists."""
+        ...
+
+    def mark_incomplete(self, run_id: str, *, last_upload_at: datetime, now: datetime) -> bool:
+        """OPEN -> INCOMPLETE if the last upload is still ``last_upload_at``; True if claimed."""
+        ...
+
+    def reopen(self, run_id: str) -> None:
+        """INCOMPLETE -> OPEN (its notification could not be sent; the check comes again)."""
+        ...
+
+    def reported(self, run_id: str) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+        """The run's bad keys and late uploads, as the worker's notification lists them."""
+        ...
+
+
+class RunChecks(Protocol):
+    """One-time checks of runs that may stay incomplete (EventBridge Scheduler in AWS)."""
+
+    def schedule_check(self, run_id: str, *, at: datetime) -> None:
+        """Have :meth:`BatchCounter.check_run` called for the run at ``at`` (idempotent)."""
+        ...
+
+
+class Notifier(Protocol):
+    """The notifications topic (SNS in AWS)."""
+
+    def publish(self, *, subject: str, message: str) -> None: ...
+
 
 class RunQueue(Protocol):
     """The queue the workers consume (an SQS FIFO queue in AWS)."""
@@ -221,6 +261,100 @@ def rejected_key_for(key: str, run_id: str | None) -> str:
     """Where a bad-key upload is copied: under its run when the key names a valid run id."""
     digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
     return f"rejected/{run_id or '_unknown_run'}/_bad_keys/{digest}"
+
+
+class Checked(StrEnum):
+    """What a run's check found."""
+
+    GONE = "gone"
+    CLOSED = "closed"
+    RESCHEDULED = "rescheduled"
+    INCOMPLETE = "incomplete"
+
+
+#: The event a run's check invokes the function with.
+CHECK_EVENT_MARKER = "check-run"
+
+
+def check_event(run_id: str) -> dict[str, str]:
+    """The payload of a run's check (the schedule's input)."""
+    return {"imgpipe": CHECK_EVENT_MARKER, "run_id": run_id}
+
+
+#: Longest lists a notification carries, as the worker's (the counts are always full).
+NOTIFICATION_LIST_LIMIT = 100
+
+
+def build_incomplete_notification(
+    *,
+    run: RunSnapshot,
+    counts: Mapping[str, int],
+    manifest: Manifest | None,
+    images_per_batch: int,
+    batches_per_run: int,
+    run_timeout: timedelta,
+    bad_keys: Sequence[dict[str, str]] = (),
+    late_uploads: Sequence[dict[str, str]] = (),
+) -> dict[str, object]:
+    """The ``incomplete`` notification: the run notification's fields, plus what is missing.
+
+    With a manifest, the missing batches are those of the manifest with fewer objects than it
+    announces; without one, the batches seen with fewer than ``images_per_batch`` objects, and
+    ``unseen_batches`` counts the batches of the stack's run shape that never got an upload.
+    """
+    if manifest is not None:
+        expected = {b: m.images for b, m in manifest.batches.items()}
+        expected_batches = len(expected)
+        extras = {b: n for b, n in counts.items() if b not in expected}
+    else:
+        expected = {b: images_per_batch for b in counts}
+        expected_batches = batches_per_run
+        extras = {}
+    missing = [
+        {"batch_id": b, "expected": n, "received": counts.get(b, 0)}
+        for b, n in sorted(expected.items())
+        if counts.get(b, 0) < n
+    ]
+    unseen = 0 if manifest is not None else max(batches_per_run - len(counts), 0)
+    expected_images = (
+        manifest.total_images if manifest is not None else images_per_batch * batches_per_run
+    )
+    limit = NOTIFICATION_LIST_LIMIT
+    minutes = run_timeout.total_seconds() / 60
+    return {
+        "run_id": run.run_id,
+        "status": "incomplete",
+        "notification_id": f"{run.run_id}:incomplete",
+        "parquet_uri": None,
+        "batch_count": len(counts),
+        "statistics": [],
+        "images_processed": 0,
+        "shards": 0,
+        "rejected_count": 0,
+        "rejected": [],
+        "bad_keys": list(bad_keys[:limit]),
+        "bad_key_count": len(bad_keys),
+        "late_uploads": list(late_uploads[:limit]),
+        "late_upload_count": len(late_uploads),
+        "extra_batches": dict(sorted(extras.items())[:limit]),
+        "error": (
+            f"run incomplete: no upload for {minutes:g} minutes, {run.image_count} of "
+            f"{expected_images} images received, {len(missing) + unseen} of {expected_batches} "
+            "batches missing or short"
+        ),
+        "expected_images": expected_images,
+        "received_images": run.image_count,
+        "expected_batches": expected_batches,
+        "missing_batches": missing[:limit],
+        "missing_batch_count": len(missing),
+        "unseen_batches": unseen,
+        "manifest": manifest is not None,
+        "last_upload_at": (
+            None
+            if run.last_upload_at is None
+            else run.last_upload_at.astimezone(UTC).isoformat(timespec="seconds")
+        ),
+    }
 
 
 class MalformedEventError(ValueError):
@@ -307,6 +441,9 @@ class BatchCounter:
     images_per_batch: int
     batches_per_run: int
     shard_images: int = DEFAULT_SHARD_IMAGES
+    checks: RunChecks | None = None
+    notifier: Notifier | None = None
+    run_timeout: timedelta = timedelta(hours=1)
 
     def handle_record(self, body: str, *, message_id: str, now: datetime) -> RecordResult:
         """Process one SQS record. Raises only for failures worth a retry of the record."""
@@ -424,9 +561,11 @@ class BatchCounter:
                 else self.images_per_batch * self.batches_per_run
             )
             if run.image_count < expected:
+                self._ensure_check(run, now=now)
                 return
             verdict = self._verify(run, bucket=bucket)
             if verdict is None:
+                self._ensure_check(run, now=now)
                 return
             claimed = self.store.claim_dispatch(
                 run.run_id,
@@ -440,6 +579,8 @@ class BatchCounter:
             if claimed is None:
                 # The count moved (that upload's record checks again) or another record claimed.
                 run = self.store.get_run(run.run_id)
+                if run is not None and run.state is RunState.OPEN:
+                    self._ensure_check(run, now=now)
                 if run is None or run.state is not RunState.DISPATCHING:
                     return
             else:
@@ -497,3 +638,65 @@ class BatchCounter:
             return None
         sizes = {b: m.images for b, m in manifest.batches.items()}
         return _Verdict(plan_shards(sizes, shard_images=self.shard_images), None, extras)
+
+    def _ensure_check(self, run: RunSnapshot, *, now: datetime) -> None:
+        """Give an OPEN run its one check (only the first record that sees the run without one)."""
+        if self.checks is None or run.check_scheduled:
+            return
+        self.checks.schedule_check(run.run_id, at=now + self.run_timeout)
+        self.store.mark_check_scheduled(run.run_id)
+
+    def check_run(self, run_id: str, *, now: datetime, _attempt: int = 0) -> Checked:
+        """A run's check: report it incomplete once, check it again later, or do nothing."""
+        run = self.store.get_run(run_id)
+        if run is None:
+            return Checked.GONE
+        if run.state is not RunState.OPEN:
+            return Checked.CLOSED
+        last = run.last_upload_at or now
+        due = last + self.run_timeout
+        if due > now:
+            if self.checks is None:
+                raise RuntimeError("check_run needs a RunChecks to check the run again")
+            self.checks.schedule_check(run_id, at=due)
+            return Checked.RESCHEDULED
+        if self.notifier is None:
+            raise RuntimeError("check_run needs a Notifier to report an incomplete run")
+        if not self.store.mark_incomplete(run_id, last_upload_at=last, now=now):
+            # Another check won, or an upload came in since the read: read again (a few times:
+            # each failed claim means the run item changed).
+            if _attempt >= 3:
+                raise RuntimeError(f"run {run_id}: the incomplete claim kept failing; retry")
+            return self.check_run(run_id, now=now, _attempt=_attempt + 1)
+        try:
+            body = self._incomplete_notification(run)
+            self.notifier.publish(
+                subject=f"imgpipe run {run_id} incomplete",
+                message=json.dumps(body, separators=(",", ":")),
+            )
+        except Exception:
+            # Not announced: reopen so that the retried check reports it.
+            self.store.reopen(run_id)
+            raise
+        return Checked.INCOMPLETE
+
+    def _incomplete_notification(self, run: RunSnapshot) -> dict[str, object]:
+        manifest: Manifest | None = None
+        if run.manifest_sha is not None and run.bucket is not None:
+            data = self.objects.get(run.bucket, manifest_key(run.run_id))
+            if data is not None:
+                try:
+                    manifest = parse_manifest(data, run_id=run.run_id)
+                except ManifestError:
+                    manifest = None
+        bad_keys, late_uploads = self.store.reported(run.run_id)
+        return build_incomplete_notification(
+            run=run,
+            counts=self.store.batch_counts(run.run_id),
+            manifest=manifest,
+            images_per_batch=self.images_per_batch,
+            batches_per_run=self.batches_per_run,
+            run_timeout=self.run_timeout,
+            bad_keys=bad_keys,
+            late_uploads=late_uploads,
+        )

@@ -1,4 +1,5 @@
-"""Lambda entry point: SQS records carrying S3 notifications -> BatchCounter.
+"""Lambda entry point: SQS records carrying S3 notifications -> BatchCounter, and the runs'
+incomplete-run checks (``{"imgpipe": "check-run", "run_id": ...}`` from their schedules).
 
 The handler only wires Powertools (batch processing with partial failures, logging, metrics) to
 the logic in :mod:`batch_counter.counter`. Settings and AWS clients are created on the first
@@ -8,7 +9,7 @@ invocation and reused by the warm container.
 from __future__ import annotations
 
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -23,9 +24,22 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from batch_counter.aws import DynamoTrackingStore, S3Objects, SqsRunQueue
+from batch_counter.aws import (
+    DynamoTrackingStore,
+    S3Objects,
+    SchedulerRunChecks,
+    SnsNotifier,
+    SqsRunQueue,
+)
 from batch_counter.config import METRICS_NAMESPACE, SERVICE_NAME, load_settings
-from batch_counter.counter import BatchCounter, MalformedEventError, Outcome
+from batch_counter.counter import (
+    CHECK_EVENT_MARKER,
+    BatchCounter,
+    Checked,
+    MalformedEventError,
+    Outcome,
+)
+from batch_counter.keys import is_run_id
 
 logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME))
 metrics = Metrics(
@@ -33,6 +47,11 @@ metrics = Metrics(
     service=os.environ.get("POWERTOOLS_SERVICE_NAME", SERVICE_NAME),
 )
 processor = BatchProcessor(event_type=EventType.SQS)
+
+
+#: The ARN this function is invoked by (from the first invocation's context): what the runs'
+#: check schedules invoke.
+_function_arn: list[str] = []
 
 
 @cache
@@ -47,6 +66,16 @@ def _counter() -> BatchCounter:
         images_per_batch=settings.images_per_batch,
         batches_per_run=settings.batches_per_run,
         shard_images=settings.shard_images,
+        checks=SchedulerRunChecks(
+            client=boto3.client("scheduler"),
+            group_name=settings.schedule_group_name,
+            role_arn=settings.scheduler_role_arn,
+            target_arn=_function_arn[0] if _function_arn else "",
+        ),
+        notifier=SnsNotifier(
+            client=boto3.client("sns"), topic_arn=settings.notifications_topic_arn
+        ),
+        run_timeout=timedelta(seconds=settings.run_timeout),
     )
 
 
@@ -94,10 +123,36 @@ def record_handler(record: SQSRecord) -> None:
         logger.info("run dispatched", run_id=run_id)
 
 
+class BadCheckEventError(ValueError):
+    """A check event without a valid run id."""
+
+
+def check_handler(event: dict[str, Any]) -> dict[str, Any]:
+    """One run's check; an exception makes Scheduler retry it."""
+    run_id = event.get("run_id")
+    if not isinstance(run_id, str) or not is_run_id(run_id):
+        raise BadCheckEventError(
+            f"check event {event!r} does not name a valid run id (1-64 letters, digits, '_' "
+            f'and \'-\'); expected {{"imgpipe": "{CHECK_EVENT_MARKER}", "run_id": "<run id>"}}'
+        )
+    checked = _counter().check_run(run_id, now=datetime.now(UTC))
+    if checked is Checked.INCOMPLETE:
+        metrics.add_metric(name="RunsIncomplete", unit=MetricUnit.Count, value=1)
+        logger.warning("run reported incomplete", run_id=run_id)
+    else:
+        logger.info("run checked", run_id=run_id, checked=checked.value)
+    return {"run_id": run_id, "checked": checked.value}
+
+
 @logger.inject_lambda_context
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    """Process an SQS batch of S3 notifications, reporting partial batch failures."""
+    """Process an SQS batch of S3 notifications (reporting partial batch failures), or a run's
+    check."""
+    if not _function_arn:
+        _function_arn.append(context.invoked_function_arn)
+    if event.get("imgpipe") == CHECK_EVENT_MARKER:
+        return check_handler(event)
     return dict(
         process_partial_response(
             event=event, record_handler=record_handler, processor=processor, context=context

@@ -62,6 +62,12 @@ def run_id_of(key: str) -> str | None:
     return candidate if _ID_RE.fullmatch(candidate) else None
 
 
+def is_run_id(text: object) -> bool:
+    """Whether ``text`` is an allowed run id (1-64 letters, digits, '_', '-', starting with a
+    letter or digit)."""
+    return isinstance(text, str) and _ID_RE.fullmatch(text) is not None
+
+
 def parse_key(key: str) -> UploadKey | ManifestKey:
     """An image upload or a run manifest; raise InvalidKeyError for anything else."""
     if len(key) <= MAX_KEY_LENGTH and key.startswith(UPLOAD_PREFIX):

@@ -62,12 +62,18 @@ def test_powertools_layer_release_matches_the_pinned_lambda_extra() -> None:
 def test_lambda_environment_is_the_contract(dev: Any, function: dict[str, Any]) -> None:
     table_id = _logical_id(dev, "AWS::DynamoDB::Table", {"TableName": NAMES.tracking_table})
     queue_id = _logical_id(dev, "AWS::SQS::Queue", {"QueueName": NAMES.runs_queue})
+    role_id = _logical_id(dev, "AWS::IAM::Role", {"RoleName": NAMES.scheduler_role})
+    (topic_id,) = dev.resources("AWS::SNS::Topic")
     assert function["Environment"]["Variables"] == {
         "TRACKING_TABLE_NAME": {"Ref": table_id},
         "RUNS_QUEUE_URL": {"Ref": queue_id},
         "IMAGES_PER_BATCH": "20",
         "BATCHES_PER_RUN": "5",
         "SHARD_IMAGES": "5000",
+        "RUN_TIMEOUT": "3600",
+        "SCHEDULE_GROUP_NAME": NAMES.schedule_group,
+        "SCHEDULER_ROLE_ARN": {"Fn::GetAtt": [role_id, "Arn"]},
+        "NOTIFICATIONS_TOPIC_ARN": {"Ref": topic_id},
         "POWERTOOLS_SERVICE_NAME": "batch-counter",
         "POWERTOOLS_METRICS_NAMESPACE": "ImagePipeline",
         "POWERTOOLS_LOG_LEVEL": "INFO",
@@ -165,6 +171,40 @@ def test_lambda_role_has_only_its_table_queues_and_log_group(
     assert not any(a.endswith("*") for a in actions), sorted(actions)
     for statement in policy["PolicyDocument"]["Statement"]:
         assert statement["Resource"] != "*", statement
+
+
+def test_run_checks_have_their_group_and_a_role_that_may_only_invoke_the_counter(
+    dev: Any, function: dict[str, Any]
+) -> None:
+    (group,) = dev.resources("AWS::Scheduler::ScheduleGroup").values()
+    assert group["Properties"]["Name"] == NAMES.schedule_group
+    role_id = _logical_id(dev, "AWS::IAM::Role", {"RoleName": NAMES.scheduler_role})
+    role = dev.raw["Resources"][role_id]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+    (policy,) = [
+        p["Properties"]
+        for p in dev.resources("AWS::IAM::Policy").values()
+        if {"Ref": role_id} in p["Properties"]["Roles"]
+    ]
+    (statement,) = policy["PolicyDocument"]["Statement"]
+    (function_id,) = [
+        logical_id
+        for logical_id, r in dev.resources("AWS::Lambda::Function").items()
+        if r["Properties"].get("Handler") == HANDLER
+    ]
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Resource"] == {"Fn::GetAtt": [function_id, "Arn"]}
+    # The counter's own timeout is the stage's.
+    assert function["Environment"]["Variables"]["RUN_TIMEOUT"] == str(
+        StageConfig(stage="dev").incomplete_run_timeout_seconds
+    )
+
+
+def test_a_run_timeout_beyond_seven_days_is_refused() -> None:
+    with pytest.raises(ValueError, match="incomplete_run_timeout_seconds must be <= 604800"):
+        StageConfig(stage="dev", incomplete_run_timeout_seconds=8 * 24 * 3600)
 
 
 def test_lambda_asset_holds_the_package_without_caches(dev: Any) -> None:

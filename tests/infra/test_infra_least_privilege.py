@@ -71,6 +71,16 @@ def iam_actions(call: dict[str, Any]) -> list[tuple[str, str]]:
         ]
     if service == "s3" and operation in _S3_OBJECT_ACTIONS:
         return [(_S3_OBJECT_ACTIONS[operation], f"{params['Bucket']}/{params['Key']}")]
+    if service == "scheduler" and operation == "CreateSchedule":
+        # Creating a schedule with a target role passes that role to Scheduler.
+        return [
+            ("scheduler:CreateSchedule", f"{params['GroupName']}/{params['Name']}"),
+            ("iam:PassRole", params["Target"]["RoleArn"].rsplit("/", 1)[1]),
+        ]
+    if service == "sns" and operation == "Publish":
+        # The topic is encrypted with a customer managed key: publishing uses it.
+        topic = params["TopicArn"].rsplit(":", 1)[1]
+        return [("sns:Publish", topic), ("kms:GenerateDataKey", topic), ("kms:Decrypt", topic)]
     raise AssertionError(
         f"the handler called {service}:{operation}: add its IAM action(s) to iam_actions()"
     )
@@ -131,10 +141,23 @@ def _arn_of(resolver: TemplateResolver, service: str, name: str) -> str:
     if service == "s3":
         bucket, _, key = name.partition("/")
         return f"{_arn_of(resolver, 's3-bucket', bucket)}/{key}"
+    if service == "scheduler":
+        return f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/{name}"
+    if service == "kms":  # the key of the topic ``name``
+        for logical_id, resource in resolver.resources.items():
+            if resource["Type"] == "AWS::SNS::Topic" and resolver.physical_name(logical_id) == name:
+                return str(resolver.resolve(resource["Properties"]["KmsMasterKeyId"]))
+        raise AssertionError(f"no topic named {name} in the template")
+    if service == "sns":
+        for logical_id, resource in resolver.resources.items():
+            if resource["Type"] == "AWS::SNS::Topic" and resolver.physical_name(logical_id) == name:
+                return resolver.ref(logical_id)
+        raise AssertionError(f"no topic named {name} in the template")
     type_name = {
         "dynamodb": "AWS::DynamoDB::Table",
         "sqs": "AWS::SQS::Queue",
         "s3-bucket": "AWS::S3::Bucket",
+        "iam": "AWS::IAM::Role",
     }[service]
     for logical_id, resource in resolver.resources.items():
         if resource["Type"] == type_name and resolver.physical_name(logical_id) == name:
@@ -153,11 +176,21 @@ def test_every_call_the_counter_makes_is_allowed_and_nothing_more(
         for action, name in iam_actions(call)
         if (template_name := _template_name(name)) is not None
     }
+    # A role passed by CreateSchedule is passed to Scheduler.
+    passed_to = {"iam:PassedToService": "scheduler.amazonaws.com"}
     denied = [
         (action, arn)
         for action, arn in sorted(needed)
-        if evaluate(statements, Request(action=action, resource=arn)) != "Allow"
+        if evaluate(
+            statements,
+            Request(
+                action=action, resource=arn, context=passed_to if action == "iam:PassRole" else {}
+            ),
+        )
+        != "Allow"
     ]
+    # The check schedules and their notification are among the recorded calls.
+    assert {"scheduler:CreateSchedule", "iam:PassRole", "sns:Publish"} <= {a for a, _ in needed}
     assert denied == [], f"calls the code makes but the role does not allow: {denied}"
 
     # Nothing else on the table: every DynamoDB action the role allows is one the code uses.
@@ -175,6 +208,30 @@ def test_every_call_the_counter_makes_is_allowed_and_nothing_more(
     for statement in statements:
         if any(str(a).startswith("dynamodb:") for a in statement["Action"]):
             assert statement["Resource"] == table_arn, statement  # not the whole account
+
+
+def test_the_counter_passes_only_the_scheduler_role_and_only_to_scheduler(dev: Any) -> None:
+    resolver = TemplateResolver(dev.raw, ACCOUNT, REGION)
+    statements = identity_statements(resolver, _lambda_role(dev))
+    role_arn = _arn_of(resolver, "iam", f"{PROJECT}-dev-run-checks-scheduler")
+    own_role = resolver.get_att(_lambda_role(dev), "Arn")
+    to_scheduler = {"iam:PassedToService": "scheduler.amazonaws.com"}
+    assert evaluate(statements, Request("iam:PassRole", role_arn, context=to_scheduler)) == "Allow"
+    assert (
+        evaluate(
+            statements,
+            Request("iam:PassRole", role_arn, context={"iam:PassedToService": "ec2.amazonaws.com"}),
+        )
+        == "ImplicitDeny"
+    )
+    assert evaluate(statements, Request("iam:PassRole", own_role, context=to_scheduler)) == (
+        "ImplicitDeny"
+    )
+    other_group = f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/default/x"
+    assert evaluate(statements, Request("scheduler:CreateSchedule", other_group)) == "ImplicitDeny"
+    for action in ("scheduler:DeleteSchedule", "scheduler:UpdateSchedule"):
+        own_group = f"arn:aws:scheduler:{REGION}:{ACCOUNT}:schedule/{PROJECT}-dev-run-checks/x"
+        assert evaluate(statements, Request(action, own_group)) == "ImplicitDeny"
 
 
 @pytest.mark.parametrize(

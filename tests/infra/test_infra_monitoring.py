@@ -68,7 +68,7 @@ def _pipeline_alarms(synth: Any) -> dict[str, dict[str, Any]]:
 
 def test_alarms_cover_dlqs_errors_failed_runs_and_waiting_runs(dev: Any) -> None:
     alarms = _pipeline_alarms(dev)
-    assert len(alarms) == 10
+    assert len(alarms) == 11
     by_metric: dict[str, list[dict[str, Any]]] = {}
     for props in alarms.values():
         by_metric.setdefault(props["MetricName"], []).append(props)
@@ -79,8 +79,9 @@ def test_alarms_cover_dlqs_errors_failed_runs_and_waiting_runs(dev: Any) -> None
         "ImagePipeline",
         [{"Name": "service", "Value": "worker"}],
     )
-    # Nothing uploaded goes unreported: bad keys and uploads to closed runs alarm.
-    for name in ("RejectedKeys", "LateUploads"):
+    # Nothing uploaded goes unreported: bad keys, uploads to closed runs and runs that stay
+    # incomplete alarm.
+    for name in ("RejectedKeys", "LateUploads", "RunsIncomplete"):
         (props,) = by_metric[name]
         assert (props["Namespace"], props["Dimensions"]) == (
             "ImagePipeline",

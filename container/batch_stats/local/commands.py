@@ -54,6 +54,16 @@ def _seed(text: str) -> int:
     return value
 
 
+def _non_negative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
 def _run_options(parser: argparse.ArgumentParser, *, default_run_id: str | None) -> None:
     defaults = EngineParams()
     parser.add_argument(
@@ -216,6 +226,8 @@ def _demo(args: argparse.Namespace) -> int:
             seed=args.seed,
             workers=args.workers,
             shard_images=args.shard_images,
+            missing_batches=args.missing_batches,
+            run_timeout=args.run_timeout,
         )
     )
     return 0
@@ -296,6 +308,22 @@ def register(commands: Any, add_command: AddCommand) -> None:
         default=5000,
         metavar="N",
         help="most images in one shard message (SHARD_IMAGES; default: %(default)s)",
+    )
+    demo.add_argument(
+        "--missing-batches",
+        type=_non_negative,
+        default=0,
+        metavar="N",
+        help="the stack expects N batches more than are uploaded: the run stays incomplete and "
+        "its check reports it (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--run-timeout",
+        type=_positive,
+        default=3,
+        metavar="S",
+        help="with --missing-batches: RUN_TIMEOUT, seconds after the last upload before the "
+        "run is reported incomplete (default: %(default)s; the stack's is 3600)",
     )
     demo.add_argument(
         "--out",

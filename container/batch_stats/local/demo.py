@@ -8,6 +8,7 @@ PostgreSQL rows and the webhook's notification; writes a preview and a plot to t
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import sys
 import tempfile
@@ -48,6 +49,11 @@ class DemoOptions:
     #: Worker processes on the runs queue (1: the worker runs in this process).
     workers: int = 1
     shard_images: int = 5000
+    #: Batches the run lacks: the stack expects this many more than are uploaded, so the run
+    #: stays incomplete and its check (due ``run_timeout`` seconds after the last upload)
+    #: reports it instead of a worker processing it.
+    missing_batches: int = 0
+    run_timeout: int = 3
 
 
 class _Console:
@@ -72,9 +78,11 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
         tempfile.TemporaryDirectory(prefix="imgpipe-local-") as tmp,
         open(options.out_dir / "worker-metrics.jsonl", "w") as worker_emf,
     ):
+        stack_params = dataclasses.replace(params, batches=params.batches + options.missing_batches)
         with local_pipeline(
             Path(tmp),
-            params=params,
+            params=stack_params,
+            run_timeout=options.run_timeout if options.missing_batches else 3600,
             on_image=lambda ref: worker_bars[-1].update(),
             step=console.step,
             lambda_log_level="ERROR",
@@ -111,6 +119,20 @@ def run_demo(options: DemoOptions) -> dict[str, Any]:
             ):
                 pipeline.pump_lambda(on_batch=bar.update)
             _show_tracking(pipeline, options.run_id, console)
+
+            if options.missing_batches:
+                console.step(
+                    f"the stack expects {stack_params.batches} batches: the run stays incomplete; "
+                    f"its check fires {options.run_timeout} s after the last upload"
+                )
+                for answer in pipeline.await_checks():
+                    console.step(f"run check: {answer}")
+                report: dict[str, Any] = pipeline.webhook.get(timeout=30)["Message"]
+                (options.out_dir / "notification.json").write_text(json.dumps(report, indent=2))
+                console.step(f"run {report['run_id']} {report['status']}: {report['error']}")
+                print("== Notification received by the webhook")
+                print(json.dumps(report, indent=2))
+                return report
 
             if options.workers == 1:
                 console.step("worker: processing the run from the runs queue")

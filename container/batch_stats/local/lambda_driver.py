@@ -3,13 +3,16 @@
 moto cannot run Lambda functions, so local mode polls the ingest queue itself, hands the real
 messages to the handler as a Lambda SQS event, and deletes the records the handler did not
 report in ``batchItemFailures`` (failed records reappear after the visibility timeout, as in AWS).
+Nor does it fire EventBridge Scheduler schedules: :class:`ScheduleDriver` fires the due ones.
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 LambdaHandler = Callable[[dict[str, Any], Any], dict[str, Any]]
@@ -94,3 +97,47 @@ class SqsEventSource:
                 ],
             )
         return PollResult(received=len(messages), failed=len(failed))
+
+
+def parse_at(expression: str) -> datetime:
+    """The moment of a one-time ``at(yyyy-mm-ddThh:mm:ss)`` expression (UTC)."""
+    if not (expression.startswith("at(") and expression.endswith(")")):
+        raise ValueError(f"{expression!r} is not a one-time schedule expression 'at(...)'")
+    return datetime.fromisoformat(expression[3:-1]).replace(tzinfo=UTC)
+
+
+class ScheduleDriver:
+    """Fires the due one-time schedules of a group, as EventBridge Scheduler does in AWS.
+
+    moto stores schedules but never fires them: this reads them back, invokes the handler with
+    each due schedule's ``Input`` and, as ``ActionAfterCompletion=DELETE`` does, deletes the
+    schedule once the invocation succeeded (one that raised stays and fires again).
+    """
+
+    def __init__(self, *, scheduler: Any, group_name: str, handler: LambdaHandler) -> None:
+        self._scheduler = scheduler
+        self._group = group_name
+        self._handler = handler
+
+    def pending(self) -> list[dict[str, Any]]:
+        """The group's schedules (full descriptions)."""
+        names = [
+            s["Name"]
+            for page in self._scheduler.get_paginator("list_schedules").paginate(
+                GroupName=self._group
+            )
+            for s in page["Schedules"]
+        ]
+        return [self._scheduler.get_schedule(GroupName=self._group, Name=n) for n in names]
+
+    def fire_due(self, *, now: datetime | None = None) -> list[dict[str, Any]]:
+        """Invoke the handler for every schedule due at ``now``; return the handler's results."""
+        moment = now or datetime.now(UTC)
+        results: list[dict[str, Any]] = []
+        due = [s for s in self.pending() if parse_at(s["ScheduleExpression"]) <= moment]
+        for schedule in sorted(due, key=lambda s: parse_at(s["ScheduleExpression"])):
+            event = json.loads(schedule["Target"]["Input"])
+            results.append(self._handler(event, LocalLambdaContext()))
+            if schedule.get("ActionAfterCompletion") == "DELETE":
+                self._scheduler.delete_schedule(GroupName=self._group, Name=schedule["Name"])
+        return results

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import boto3
 
 from batch_stats.engine import EngineParams
-from batch_stats.local.lambda_driver import SqsEventSource
+from batch_stats.local.lambda_driver import ScheduleDriver, SqsEventSource, parse_at
 from batch_stats.local.resources import LocalResources, create_resources
 from batch_stats.local.services import embedded_postgres, moto_server, patched_environ
 from batch_stats.local.webhook import Webhook, webhook
@@ -47,6 +48,7 @@ class LocalPipeline:
     worker: Worker
     database: ResultsDatabase
     ingest: SqsEventSource
+    checks: ScheduleDriver
     moto_url: str
     database_url: str
 
@@ -75,6 +77,19 @@ class LocalPipeline:
                 return seen
             time.sleep(0.2)  # failed records come back after the visibility timeout
         raise TimeoutError(f"the ingest queue was not drained within {timeout} s")
+
+    def await_checks(self, *, timeout: float = 120) -> list[dict[str, object]]:
+        """Wait until the earliest pending run check is due and fire the due ones (as
+        EventBridge Scheduler would); return what the handler answered ([] if none pending)."""
+        pending = self.checks.pending()
+        if not pending:
+            return []
+        due = min(parse_at(s["ScheduleExpression"]) for s in pending)
+        wait = (due - datetime.now(UTC)).total_seconds()
+        if wait > timeout:
+            raise TimeoutError(f"the next run check is due in {wait:.0f} s (over {timeout} s)")
+        time.sleep(max(wait, 0) + 0.05)
+        return self.checks.fire_due()
 
     def run_worker(self, *, runs: int, timeout: float = 120) -> list[RunOutcome]:
         """Let the worker take shards off the runs queue until ``runs`` runs are finished; return
@@ -109,10 +124,11 @@ def local_pipeline(
     runs_visibility_timeout: int = 60,
     lambda_log_level: str = "WARNING",
     shard_images: int = 5000,
+    run_timeout: int = 3600,
 ) -> Iterator[LocalPipeline]:
     """Start the local pipeline for runs of ``params.batches`` x ``params.images_per_batch``."""
     with ExitStack() as stack:
-        step("starting moto (S3, SQS, DynamoDB, SNS) in server mode")
+        step("starting moto (S3, SQS, DynamoDB, SNS, EventBridge Scheduler) in server mode")
         endpoint = stack.enter_context(moto_server())
         stack.enter_context(patched_environ(endpoint.environ()))
         step(f"moto listening on {endpoint.url}")
@@ -137,6 +153,7 @@ def local_pipeline(
                 images_per_batch=params.images_per_batch,
                 batches_per_run=params.batches,
                 shard_images=shard_images,
+                run_timeout=run_timeout,
             ),
             **resources.worker_environ(database_url=database_url),
             "POWERTOOLS_LOG_LEVEL": os.environ.get("POWERTOOLS_LOG_LEVEL", lambda_log_level),
@@ -171,6 +188,11 @@ def local_pipeline(
             ingest=SqsEventSource(
                 sqs=session.client("sqs"),
                 queue_url=resources.ingest_queue_url,
+                handler=handler.lambda_handler,
+            ),
+            checks=ScheduleDriver(
+                scheduler=session.client("scheduler"),
+                group_name=resources.names.schedule_group,
                 handler=handler.lambda_handler,
             ),
             moto_url=endpoint.url,

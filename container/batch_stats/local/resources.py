@@ -23,9 +23,15 @@ class LocalResources:
     runs_queue_url: str
     runs_dlq_url: str
     topic_arn: str
+    scheduler_role_arn: str
 
     def lambda_environ(
-        self, *, images_per_batch: int, batches_per_run: int, shard_images: int = 5000
+        self,
+        *,
+        images_per_batch: int,
+        batches_per_run: int,
+        shard_images: int = 5000,
+        run_timeout: int = 3600,
     ) -> dict[str, str]:
         """The batch counter's environment, as the CDK stack sets it."""
         return {
@@ -34,6 +40,10 @@ class LocalResources:
             "IMAGES_PER_BATCH": str(images_per_batch),
             "BATCHES_PER_RUN": str(batches_per_run),
             "SHARD_IMAGES": str(shard_images),
+            "RUN_TIMEOUT": str(run_timeout),
+            "SCHEDULE_GROUP_NAME": self.names.schedule_group,
+            "SCHEDULER_ROLE_ARN": self.scheduler_role_arn,
+            "NOTIFICATIONS_TOPIC_ARN": self.topic_arn,
             "POWERTOOLS_SERVICE_NAME": "batch-counter",
             "POWERTOOLS_METRICS_NAMESPACE": "ImagePipeline",
         }
@@ -84,7 +94,8 @@ def create_resources(
     ingest_visibility_timeout: int = 30,
     runs_visibility_timeout: int = 900,
 ) -> LocalResources:
-    """Create buckets, queues (with DLQs), the tracking table, the topic and the S3 notification.
+    """Create buckets, queues (with DLQs), the tracking table, the topic, the S3 notification and
+    the runs' check schedule group.
 
     ``session`` is a ``boto3.Session`` whose clients reach moto (``AWS_ENDPOINT_URL``).
     """
@@ -136,8 +147,10 @@ def create_resources(
             ]
         },
     )
+    session.client("scheduler").create_schedule_group(Name=names.schedule_group)
     return LocalResources(
         names=names,
+        scheduler_role_arn=f"arn:aws:iam::{LOCAL_ACCOUNT}:role/{names.scheduler_role}",
         ingest_queue_url=ingest_url,
         ingest_dlq_url=ingest_dlq_url,
         runs_queue_url=runs_url,

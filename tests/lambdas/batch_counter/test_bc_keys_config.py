@@ -43,21 +43,34 @@ def test_settings_name_every_missing_variable() -> None:
     with pytest.raises(ConfigError) as info:
         load_settings({"IMAGES_PER_BATCH": "0"})
     message = str(info.value)
-    for name in ("TRACKING_TABLE_NAME", "RUNS_QUEUE_URL", "BATCHES_PER_RUN"):
+    for name in (
+        "TRACKING_TABLE_NAME",
+        "RUNS_QUEUE_URL",
+        "BATCHES_PER_RUN",
+        "SCHEDULE_GROUP_NAME",
+        "SCHEDULER_ROLE_ARN",
+        "NOTIFICATIONS_TOPIC_ARN",
+    ):
         assert name in message
     assert "IMAGES_PER_BATCH='0' is too small" in message
 
 
+COMPLETE_ENV = {
+    "TRACKING_TABLE_NAME": "t",
+    "RUNS_QUEUE_URL": "https://q",
+    "IMAGES_PER_BATCH": "20",
+    "BATCHES_PER_RUN": "5",
+    "SCHEDULE_GROUP_NAME": "g",
+    "SCHEDULER_ROLE_ARN": "arn:aws:iam::123456789012:role/r",
+    "NOTIFICATIONS_TOPIC_ARN": "arn:aws:sns:us-east-1:123456789012:t",
+}
+
+
 def test_settings_are_parsed() -> None:
-    settings = load_settings(
-        {
-            "TRACKING_TABLE_NAME": "t",
-            "RUNS_QUEUE_URL": "https://q",
-            "IMAGES_PER_BATCH": "20",
-            "BATCHES_PER_RUN": "5",
-        }
-    )
+    settings = load_settings(COMPLETE_ENV)
     assert (settings.images_per_batch, settings.batches_per_run) == (20, 5)
+    assert settings.run_timeout == 3600
+    assert load_settings({**COMPLETE_ENV, "RUN_TIMEOUT": "90"}).run_timeout == 90
     assert {"TRACKING_TABLE_NAME", "POWERTOOLS_METRICS_NAMESPACE"} <= set(ENV_VARS)
 
 
@@ -86,3 +99,9 @@ def test_s3_test_event_is_ignored_and_garbage_is_malformed() -> None:
         parse_s3_notifications("not json")
     with pytest.raises(MalformedEventError):
         parse_s3_notifications(json.dumps({"Records": [{"eventName": "ObjectCreated:Put"}]}))
+
+
+@pytest.mark.parametrize("raw", ["0", "-5", "1h", "604801"])
+def test_a_bad_run_timeout_says_what_is_allowed(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"RUN_TIMEOUT=.* an integer from 1 to 604800"):
+        load_settings({**COMPLETE_ENV, "RUN_TIMEOUT": raw})

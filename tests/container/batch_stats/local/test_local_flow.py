@@ -161,3 +161,30 @@ def test_demo_with_worker_processes_fans_a_run_out_in_shards(work_dir: Path) -> 
     stats, _ = read_batch_stats(work_dir / "out" / "batch_stats.parquet")
     assert [s.batch_id for s in stats] == [f"batch_00{b}" for b in range(1, 5)]
     assert _processes_under(work_dir) == []
+
+
+@pytest.mark.slow
+def test_demo_reports_a_run_that_stays_incomplete(work_dir: Path) -> None:
+    """The stack expects one batch more than is uploaded: the run's check schedule (fired by
+    the local driver when due) reports it once, naming the batch that never came."""
+    process = _demo(
+        work_dir,
+        "--batches",
+        "2",
+        "--images-per-batch",
+        "2",
+        "--missing-batches",
+        "1",
+        "--run-timeout",
+        "2",
+        "--no-bad-key",
+    )
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
+    assert "run check: {'run_id': 'demo-run', 'checked': 'incomplete'}" in stdout
+    notification = json.loads((work_dir / "out" / "notification.json").read_text())
+    assert notification["status"] == "incomplete"
+    assert (notification["expected_images"], notification["received_images"]) == (6, 4)
+    assert (notification["expected_batches"], notification["unseen_batches"]) == (3, 1)
+    assert notification["missing_batches"] == []
+    assert _processes_under(work_dir) == []
