@@ -26,6 +26,7 @@ import shutil
 import tarfile
 import tempfile
 import zipfile
+from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -473,7 +474,7 @@ def _render_chunk(job: _Job, source: DigitSource, chunk: _Chunk) -> _Result:
     return result
 
 
-class _Sink:
+class _Sink(ABC):
     """Writes what the chunks produce, in order: ``labels.csv`` and ``boxes.jsonl`` for every
     format, plus the format's own files (subclasses)."""
 
@@ -504,10 +505,10 @@ class _Sink:
         finally:
             self._stack.close()
 
-    def open(self) -> None:
+    def open(self) -> None:  # noqa: B027 (a hook: formats without files to open keep it)
         """Open the format's files."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a hook: formats without files to finish keep it)
         """Finish the format's files (only after success)."""
 
     def files(self) -> list[str]:
@@ -540,8 +541,9 @@ class _Sink:
                 "free some space",
             )
 
+    @abstractmethod
     def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
-        raise NotImplementedError
+        """Implemented by every subclass."""
 
 
 def _record(name: str, number: PhoneNumber, boxes: list[list[int]]) -> str:

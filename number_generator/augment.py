@@ -19,6 +19,7 @@ as drawn (an occlusion may hide part of a digit inside its box).
 from __future__ import annotations
 
 import dataclasses
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -62,11 +63,12 @@ def _check_p(name: str, p: float) -> None:
         raise ValueError(f"{name}.p must be a probability in [0, 1], got {p}")
 
 
-class _Op:
+class _Op(ABC):
     """An augmentation: its ranges are checked when it is made."""
 
+    @abstractmethod
     def check(self) -> None:
-        raise NotImplementedError
+        """Implemented by every subclass."""
 
     def __post_init__(self) -> None:
         self.check()
