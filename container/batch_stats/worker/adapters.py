@@ -10,7 +10,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -81,6 +81,13 @@ class S3ObjectStore:
             Metadata=dict(metadata),
             MetadataDirective="REPLACE",
         )
+
+    def list_keys(self, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size) of every object under ``prefix``, in key order (paged ListObjectsV2)."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                yield str(item["Key"]), int(item["Size"])
 
 
 class SqsRunQueue:
