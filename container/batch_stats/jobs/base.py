@@ -101,3 +101,20 @@ class JobKind(Protocol[P]):
         row and its notification.
         """
         ...
+
+    def demo_params(self, *, store: JobStore, input_bucket: str, scratch: Path) -> dict[str, Any]:
+        """The ``params`` of a small demo job (``batch-stats demo --job <kind>``).
+
+        Uploads whatever inputs the job needs (tiles, a target) to ``input_bucket`` first.
+        """
+        ...
+
+    def write_preview(
+        self, outputs: Mapping[str, Any], *, store: JobStore, output_bucket: str, path: Path
+    ) -> Path:
+        """Write a preview image of a finished job's outputs to ``path`` and return it.
+
+        A grid of dataset samples with their labels; the mosaic itself; a chart of the
+        statistics.
+        """
+        ...
