@@ -63,6 +63,9 @@ MODES: Final = ("phone", "sequence")
 FORMATS: Final = ("shards",)
 AUGMENT_PRESETS: Final = ("light", "medium", "heavy")
 MANIFEST: Final = "manifest.json"
+#: The manifest's layout: the fields every job's manifest has (manifest_version, job_id, kind,
+#: status, reason, params, counts, objects with key, size and sha256), then this kind's own.
+MANIFEST_VERSION: Final = 1
 LABELS: Final = "labels.csv"
 #: Samples shown by :meth:`DigitsKind.write_preview`.
 PREVIEW_SAMPLES: Final = 12
@@ -287,7 +290,7 @@ class DigitsKind:
             )
         objects = [dict(o) for r in shard_results for o in r["objects"]]
         stored = dict(ctx.store.list_keys(ctx.output_bucket, prefix))
-        wrong = [o["key"] for o in objects if stored.get(o["key"]) != o["bytes"]]
+        wrong = [o["key"] for o in objects if stored.get(o["key"]) != o["size"]]
         if wrong:
             raise RuntimeError(
                 f"digits job {ctx.job_id}: objects missing or of the wrong size: {wrong[:5]}"
@@ -321,18 +324,19 @@ class DigitsKind:
             f"{base}shard-000000.tar" if last == 0 else f"{base}shard-{{000000..{last:06d}}}.tar"
         )
         manifest = {
-            "schema": "imgpipe.digits-dataset/1",
-            "status": "complete",
+            "manifest_version": MANIFEST_VERSION,
             "job_id": ctx.job_id,
             "kind": KIND_NAME,
-            "parameters": dataclasses.asdict(params),
+            "status": "complete",
+            "reason": None,
+            "params": dataclasses.asdict(params),
             "counts": {"images": rows, "shards": params.shard_count},
+            "objects": sorted(objects, key=lambda o: str(o["key"])),
             "format": {"name": params.format, "description": FORMAT_DESCRIPTION},
             "digit_source": _source_name(),
             "generator": _generator_name(params),
-            "objects": sorted(objects, key=lambda o: str(o["key"])),
         }
-        body = (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+        body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
         ctx.store.put(ctx.output_bucket, prefix + MANIFEST, body,
                       content_type="application/json", metadata=meta)  # fmt: skip
         return {
@@ -342,7 +346,7 @@ class DigitsKind:
             "shard_urls": shard_urls,
             "images": rows,
             "shards": params.shard_count,
-            "bytes": sum(int(o["bytes"]) for o in objects) + len(body),
+            "bytes": sum(int(o["size"]) for o in objects) + len(body),
         }
 
     def demo_params(self, *, store: JobStore, input_bucket: str, scratch: Path) -> dict[str, Any]:
@@ -384,7 +388,7 @@ class DigitsKind:
 
 
 def _entry(key: str, data: bytes) -> dict[str, Any]:
-    return {"key": key, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    return {"key": key, "size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def _write_part(

@@ -235,7 +235,8 @@ def test_a_three_shard_job(
     manifest = json.loads(recording.get(bucket, prefix + "manifest.json"))
     assert manifest["status"] == "complete"
     assert manifest["counts"] == {"images": 90, "shards": 3}
-    assert manifest["parameters"]["seed"] == 11
+    assert manifest["params"]["seed"] == 11
+    assert manifest["reason"] is None
     assert manifest["digit_source"] == "MNIST test set (packaged)"
     stored = dict(recording.list_keys(bucket, prefix))
     assert sorted(o["key"] for o in manifest["objects"]) == sorted(
@@ -243,7 +244,7 @@ def test_a_three_shard_job(
     )
     for entry in manifest["objects"]:
         data = recording.get(bucket, entry["key"])
-        assert entry["bytes"] == len(data)
+        assert entry["size"] == len(data)
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
 
     # Three tar shards that tarfile reads: PNG + JSON pairs whose labels match labels.csv.
