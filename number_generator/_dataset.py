@@ -41,6 +41,7 @@ from tqdm import tqdm
 
 from number_generator._phone import (
     JAPANESE_FORMATS,
+    PhoneChunks,
     PhoneFormat,
     PhoneNumber,
     _check_request,
@@ -306,7 +307,7 @@ def write_phone_splits(
         if _sequence_length is None:
             numbers = _numbers(total, chunk_size, gen, formats)
         else:
-            numbers = _NumberStream(_sequences(total, _sequence_length, chunk_size, gen))
+            numbers = _NumberStream(_SequenceChunks(total, _sequence_length, chunk_size, gen))
         seeds = np.random.SeedSequence(gen.integers(0, 2**63, size=4).tolist())
         entries: dict[str, object] = {}
         for name, n in counts.items():
@@ -315,7 +316,7 @@ def write_phone_splits(
             job = _Job(str(folder), (lo, hi), width, align, overflow, compress_level, format, aug)
             size = last - first if part is not None else n
             sink = _sink(format, folder, size, width, shard_size, first)
-            chunks = _chunks(numbers, n, chunk_size, max(6, len(str(n - 1))), seeds)
+            chunks = _chunks(numbers, n, chunk_size, max(6, len(str(n - 1))), seeds, first)
             if part is not None:
                 chunks = _within(chunks, first, last)
             with sink:
@@ -405,17 +406,32 @@ def _within(
             yield chunk, batch
 
 
-def _sequences(
-    count: int, length: int, chunk_size: int, gen: np.random.Generator
-) -> Iterator[list[PhoneNumber]]:
-    """``count`` random digit sequences (digits uniform and independent), chunk by chunk."""
-    left = count
-    while left:
-        take = min(chunk_size, left)
-        raw = (gen.integers(0, 10, size=(take, length), dtype=np.uint8) + ord("0")).tobytes()
-        texts = [raw[i : i + length].decode("ascii") for i in range(0, take * length, length)]
-        yield [PhoneNumber(t, t) for t in texts]
-        left -= take
+class _SequenceChunks:
+    """``count`` random digit sequences (digits uniform and independent), chunk by chunk; like
+    :class:`~number_generator._phone.PhoneChunks`, ``skip`` draws a chunk without building it."""
+
+    def __init__(self, count: int, length: int, size: int, gen: np.random.Generator) -> None:
+        self._left, self._length, self._size, self._gen = count, length, size, gen
+
+    def __iter__(self) -> _SequenceChunks:
+        return self
+
+    def _raw(self) -> tuple[int, bytes]:
+        if not self._left:
+            raise StopIteration
+        take = min(self._size, self._left)
+        self._left -= take
+        rows = self._gen.integers(0, 10, size=(take, self._length), dtype=np.uint8)
+        return take, (rows + ord("0")).tobytes()
+
+    def __next__(self) -> list[PhoneNumber]:
+        take, raw = self._raw()
+        n = self._length
+        texts = [raw[i : i + n].decode("ascii") for i in range(0, take * n, n)]
+        return [PhoneNumber(t, t) for t in texts]
+
+    def skip(self) -> int:
+        return self._raw()[0]
 
 
 def _check_sequence_fit(
@@ -509,9 +525,10 @@ def publish(staging: Path, target: Path) -> None:
 
 
 class _NumberStream:
-    """Unique numbers for all splits, drawn lazily; ``take(k)`` hands out the next ``k``."""
+    """Unique numbers for all splits, drawn lazily; ``take(k)`` hands out the next ``k``,
+    ``skip(k)`` moves past them (without building them when they are a whole chunk)."""
 
-    def __init__(self, chunks: Iterator[list[PhoneNumber]]) -> None:
+    def __init__(self, chunks: PhoneChunks | _SequenceChunks) -> None:
         self._chunks = chunks
         self._buffer: list[PhoneNumber] = []
 
@@ -520,6 +537,14 @@ class _NumberStream:
             self._buffer.extend(next(self._chunks))
         out, self._buffer = self._buffer[:k], self._buffer[k:]
         return out
+
+    def skip(self, k: int) -> None:
+        while k and not self._buffer:
+            skipped = self._chunks.skip()
+            if skipped > k:  # pragma: no cover - chunks of the dataset and of the numbers align
+                raise AssertionError(f"skipped a chunk of {skipped} numbers for {k}")
+            k -= skipped
+        self.take(k)
 
 
 def _numbers(
@@ -534,10 +559,19 @@ def _chunks(
     chunk_size: int,
     digits_width: int,
     seeds: np.random.SeedSequence,
+    first: int = 0,
 ) -> Iterator[tuple[_Chunk, list[PhoneNumber]]]:
+    """The chunks of a dataset; those that end before image ``first`` are drawn (the numbers and
+    seeds after them depend on it) but neither built nor yielded."""
     start = 0
     while start < count:
-        batch = numbers.take(min(chunk_size, count - start))
+        size = min(chunk_size, count - start)
+        if start + size <= first:
+            numbers.skip(size)
+            seeds.spawn(1)
+            start += size
+            continue
+        batch = numbers.take(size)
         files = [f"{start + i:0{digits_width}d}_{n.digits}.png" for i, n in enumerate(batch)]
         (seed,) = seeds.spawn(1)
         yield _Chunk([n.digits for n in batch], files, seed, start), batch

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from number_generator import write_phone_dataset, write_sequence_dataset
+from number_generator import iter_phone_numbers, write_phone_dataset, write_sequence_dataset
 
 OPTIONS = {"rng": 5, "format": "shards", "shard_size": 100, "chunk_size": 40}
 
@@ -68,3 +68,12 @@ def test_sequence_dataset(tmp_path: Path) -> None:
     assert len(list((tmp_path / "s").glob("*.tar"))) == 3
     with pytest.raises(ValueError, match="length must be an integer from 1 to 16"):
         write_sequence_dataset(tmp_path / "t", 3, 17, (0, 3), 600)
+
+
+def test_skipping_chunks_leaves_the_later_chunks_unchanged() -> None:
+    drawn = list(iter_phone_numbers(1_000, rng=9, chunk_size=300))
+    chunks = iter_phone_numbers(1_000, rng=9, chunk_size=300)
+    assert [chunks.skip(), chunks.skip()] == [300, 300]
+    assert list(chunks) == drawn[2:]
+    with pytest.raises(StopIteration):
+        chunks.skip()
