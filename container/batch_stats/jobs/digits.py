@@ -59,6 +59,12 @@ MAX_SPACING: Final = 100
 MIN_WIDTH: Final = 28
 MAX_WIDTH: Final = 4_096
 MAX_SEED: Final = 2**63 - 1
+#: Pixels of one shard (images x 28 x width): its tar (about half as many bytes at width 300)
+#: is written to the task's disk and held in memory while it is uploaded.
+MAX_SHARD_PIXELS: Final = 2**30
+#: Pixels of the whole dataset (about 1 TB of raw pixels, some 450 GB of tar at width 300).
+MAX_TOTAL_PIXELS: Final = 10**12
+_HEIGHT: Final = 28
 MODES: Final = ("phone", "sequence")
 FORMATS: Final = ("shards",)
 AUGMENT_PRESETS: Final = ("light", "medium", "heavy")
@@ -148,6 +154,7 @@ class DigitsKind:
         longest sequence. ``seed``: 0 to 2**63-1 (default 0). ``format``: ``shards`` (the
         default and only one). ``augment``: ``light``, ``medium``, ``heavy`` or null.
         ``shard_images``: 10-200,000 images per shard (default 20,000), at most 10,000 shards.
+        A shard holds at most 2**30 pixels (images x 28 x width) and the dataset at most 10**12.
         """
         if not isinstance(params, Mapping):
             raise JobSpecError([f"params must be a JSON object, got {type(params).__name__}"])
@@ -218,6 +225,23 @@ class DigitsKind:
                 problems.append(
                     f"count {count_value:,} in shards of {shard_images:,} images makes "
                     f"{shards:,} shards; at most {MAX_SHARDS:,} are allowed (raise shard_images)"
+                )
+        width = values.get("image_width")
+        if count_value is not None and shard_images is not None and width is not None:
+            largest = min(shard_images, count_value)
+            per_shard = largest * _HEIGHT * width
+            if per_shard > MAX_SHARD_PIXELS:
+                most = MAX_SHARD_PIXELS // (_HEIGHT * width)
+                problems.append(
+                    f"a shard of {largest:,} images of 28 x {width} px holds "
+                    f"{per_shard:,} pixels; at most {MAX_SHARD_PIXELS:,} are allowed (at this "
+                    f"width, shard_images at most {most:,})"
+                )
+            total = count_value * _HEIGHT * width
+            if total > MAX_TOTAL_PIXELS:
+                problems.append(
+                    f"{count_value:,} images of 28 x {width} px hold {total:,} pixels; at most "
+                    f"{MAX_TOTAL_PIXELS:,} are allowed (fewer or narrower images)"
                 )
         if problems:
             raise JobSpecError(problems)

@@ -192,6 +192,17 @@ def test_counts_beyond_the_phone_number_space_and_absurd_sizes_are_refused() -> 
         KIND.parse({**PHONE, "count": 100_000_000, "shard_images": 10})
 
 
+def test_shards_and_datasets_too_large_in_pixels_are_refused() -> None:
+    with pytest.raises(JobSpecError) as caught:
+        KIND.parse({**PHONE, "count": 50_000_000, "shard_images": 200_000, "image_width": 4_000})
+    text = " | ".join(caught.value.problems)
+    assert "a shard of 200,000 images of 28 x 4000 px holds 22,400,000,000 pixels" in text
+    assert "(at this width, shard_images at most 9,586)" in text
+    assert "50,000,000 images of 28 x 4000 px hold 5,600,000,000,000 pixels" in text
+    assert len(caught.value.problems) == 2
+    assert KIND.parse({**PHONE, "count": 200_000, "shard_images": 100_000}).shard_images == 100_000
+
+
 def test_sequence_mode_needs_its_length_and_phone_mode_refuses_one() -> None:
     base = {k: v for k, v in PHONE.items() if k != "mode"}
     with pytest.raises(JobSpecError, match=r"digits \(the sequence length, 1 to 16\) is required"):
