@@ -10,6 +10,10 @@ rows to ``labels.csv`` in order (``file,digits,formatted``).
 Everything is written into a hidden staging folder beside the output folder, which is renamed into
 place only once complete: a run that fails (an error, Ctrl-C) removes it and leaves nothing; a run
 killed outright leaves only the hidden ``.<name>.partial-*`` folder, safe to delete.
+
+``part=(start, stop)`` writes only those images (the tar shards covering them, their labels):
+the chunks before ``start`` are drawn without being built or rendered, so several processes or
+machines write disjoint parts of one dataset, byte for byte what one process would write.
 """
 
 from __future__ import annotations
