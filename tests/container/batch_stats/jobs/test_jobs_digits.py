@@ -371,3 +371,18 @@ def test_the_demo_job(store: S3ObjectStore, new_context: Callable[..., JobContex
     params = KIND.parse(KIND.demo_params(store=store, input_bucket=ctx.input_bucket,
                                          scratch=ctx.scratch))  # fmt: skip
     assert (params.count, KIND.shards(params)) == (200, 2)
+
+
+def test_finish_refuses_a_shard_whose_objects_changed(
+    store: S3ObjectStore, new_context: Callable[..., JobContext]
+) -> None:
+    kind = DigitsKind(workers=1)
+    params = kind.parse({**PHONE, "count": 40, "shard_images": 20})
+    ctx = new_context(store)
+    results = [kind.run_shard(params, shard=k, shards=2, ctx=ctx) for k in range(2)]
+    key = f"datasets/{ctx.job_id}/shard-000001.tar"
+    store.put(ctx.output_bucket, key, b"truncated", content_type="application/x-tar", metadata={})
+    with pytest.raises(RuntimeError, match=r"objects missing or of the wrong size: .*shard-000001"):
+        kind.finish(params, shard_results=results, ctx=ctx)
+    keys = [k for k, _ in store.list_keys(ctx.output_bucket, f"datasets/{ctx.job_id}/")]
+    assert f"datasets/{ctx.job_id}/manifest.json" not in keys
