@@ -364,7 +364,7 @@ class MosaicKind:
             matches = match_tiles(index, target_path, cols=params.cols, method=params.method)
             image = render_mosaic(index, matches, blend=params.blend)
         except ValueError as exc:  # unreadable target, sizes beyond the limits
-            raise JobInputError(str(exc).replace(str(target_path), params.target_key)) from None
+            raise JobInputError(_in_job_terms(str(exc), str(target_path), params)) from None
 
         keys = [params.tiles_prefix + p for p in index.paths]
         objects: list[dict[str, Any]] = []
@@ -536,6 +536,18 @@ class MosaicKind:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(store.get(output_bucket, key))
         return out
+
+
+def _in_job_terms(message: str, target_path: str, params: MosaicParams) -> str:
+    """photo_mosaic's message, naming the job's key and parameters instead of its CLI options."""
+    for cli, job in (
+        (target_path, params.target_key),
+        ("--thumb-size", "tile_size"),
+        ("--method nearest", "method 'nearest'"),
+        ("--cols", "cols"),
+    ):
+        message = message.replace(cli, job)
+    return message
 
 
 def _guess(path: Path) -> str:

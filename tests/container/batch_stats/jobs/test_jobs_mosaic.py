@@ -371,9 +371,19 @@ def test_too_many_cells_for_unique_is_refused_before_the_work(
 ) -> None:
     # 400 columns on the 451 x 300 cat: 400 x 266 = 106,400 cells > 100,000.
     p = params(cols=400, tile_size=8, method="unique")
-    with pytest.raises(JobInputError, match=r"106,400 cells.*the limit is 100,000 cells"):
+    with pytest.raises(JobInputError, match=r"106,400 cells.*the limit is 100,000 cells") as e:
         KIND.run_shard(p, shard=0, shards=1, ctx=context(store, tmp_path))
+    assert "use at most 387 columns, or method 'nearest'" in str(e.value)
     assert not list(store.list_keys(RESULTS, "mosaics/"))  # nothing written for the job
+
+
+def test_a_mosaic_above_the_pixel_limit_is_refused(
+    store: RecordingStore, uploaded: list[str], tmp_path: Path
+) -> None:
+    # 250 x 166 cells of 256 px: 64,000 x 42,496 px (2,720 megapixels).
+    p = params(cols=250, tile_size=256)
+    with pytest.raises(JobInputError, match=r"the limit is 100 megapixels.*smaller tile_size"):
+        KIND.run_shard(p, shard=0, shards=1, ctx=context(store, tmp_path))
 
 
 # --- local mode -------------------------------------------------------------------------------
