@@ -40,6 +40,8 @@ OUTPUT_ROOT = "mosaics/"
 CACHE_PREFIX = "cache/thumbnails/"
 DEMO_PREFIX = "inputs/demo-mosaic/"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+MANIFEST_NAME = "manifest.json"
+MANIFEST_VERSION = 1
 
 #: Limits of the parameters (documented in the README). The rendered size also depends on the
 #: target's aspect ratio, so it is checked again against photo_mosaic's limits (100 megapixels,
@@ -371,7 +373,7 @@ class MosaicKind:
 
         def put(name: str, data: bytes, content_type: str) -> None:
             store.put(dst, prefix + name, data, content_type=content_type, metadata={})
-            objects.append({"key": prefix + name, "bytes": len(data), "sha256": _sha256(data)})
+            objects.append({"key": prefix + name, "size": len(data), "sha256": _sha256(data)})
 
         put(f"mosaic.{params.format}", _encode(image, params.format), f"image/{_mime(params)}")
         put(
@@ -460,11 +462,17 @@ class MosaicKind:
         (result,) = shard_results
         prefix = self.output_prefix(ctx.job_id)
         objects = list(result["objects"])
+        # The fields every job's manifest has (manifest_version, job_id, kind, status, reason,
+        # params, counts, objects with key, size and sha256), then the mosaic's own.
         manifest = {
-            "kind": NAME,
+            "manifest_version": MANIFEST_VERSION,
             "job_id": ctx.job_id,
+            "kind": NAME,
             "status": "succeeded",
+            "reason": None,
             "params": asdict(params),
+            "counts": {"cells": result["cells"], **result["tiles"]},
+            "objects": objects,
             "inputs": {
                 "tiles": f"s3://{ctx.input_bucket}/{params.tiles_prefix}",
                 "target": f"s3://{ctx.input_bucket}/{params.target_key}",
@@ -473,15 +481,13 @@ class MosaicKind:
             "method": result["method"],
             "total_cost": result["total_cost"],
             "max_uses": result["max_uses"],
-            "tiles": result["tiles"],
-            "objects": objects,
         }
         ctx.store.put(
             ctx.output_bucket,
-            prefix + "manifest.json",
-            _json(manifest),
+            prefix + MANIFEST_NAME,
+            json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8"),
             content_type="application/json",
-            metadata={},
+            metadata={"job-id": ctx.job_id, "status": "succeeded"},
         )
         uri = f"s3://{ctx.output_bucket}/"
         return {
@@ -489,7 +495,7 @@ class MosaicKind:
             "mosaic_key": objects[0]["key"],
             "assignment": uri + objects[1]["key"],
             "tiles_report": uri + objects[2]["key"],
-            "manifest": uri + prefix + "manifest.json",
+            "manifest": uri + prefix + MANIFEST_NAME,
             "cells": result["cells"],
             "size": f"{result['width']}x{result['height']}",
             "tiles_used": result["tiles"]["tiles_used"],

@@ -230,11 +230,18 @@ def test_unique_job_end_to_end(
 
     manifest = json.loads(store.get(RESULTS, prefix + "manifest.json"))
     assert manifest["status"] == "succeeded"
+    assert manifest["manifest_version"] == 1
+    assert manifest["reason"] is None
+    assert manifest["params"]["method"] == "unique"
+    assert manifest["counts"]["cells"] == 70
+    assert manifest["counts"]["unreadable"] == 2
     assert manifest["mosaic"] == {"rows": 7, "cols": 10, "cells": 70, "width": 160, "height": 112}
     assert manifest["max_uses"] == 1
     assert manifest["total_cost"] == pytest.approx(sum(table.column("cost").to_pylist()))
     for obj in manifest["objects"]:
-        assert hashlib.sha256(store.get(RESULTS, obj["key"])).hexdigest() == obj["sha256"]
+        data = store.get(RESULTS, obj["key"])
+        assert hashlib.sha256(data).hexdigest() == obj["sha256"]
+        assert len(data) == obj["size"]
     assert outputs["mosaic"] == f"s3://{RESULTS}/{prefix}mosaic.png"
     assert outputs["mosaic_sha256"] == hashlib.sha256(mosaic).hexdigest()
     assert outputs["cells"] == 70
