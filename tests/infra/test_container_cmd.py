@@ -305,16 +305,16 @@ def _exists(s3: Any, bucket: str, key: str) -> bool:
     return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0))
 
 
-#: Run inside the image's environment: a unique mosaic with photo_mosaic (dask thumbnails, the
-#: numba solver, POT's coarse problem is skipped at this size), a digit sequence from the MNIST
-#: test set bundled in number_generator, and the job kinds' modules.
+#: Run inside the image's environment: a unique mosaic with photo_mosaic (dask thumbnails, HDF5
+#: cache, the numba solver), a unique assignment large enough for POT's coarse problem, a digit
+#: sequence from the MNIST test set bundled in number_generator, and the job kinds' modules.
 _LIBRARIES_SCRIPT = """
 import importlib, json, sys, tempfile
 from pathlib import Path
 import numpy as np
 from PIL import Image
 import number_generator
-from photo_mosaic import build_index, load_index, match_tiles, render_mosaic
+from photo_mosaic import assign_unique, build_index, load_index, match_tiles, render_mosaic
 importlib.import_module("batch_stats.jobs.mosaic")
 importlib.import_module("batch_stats.worker.app")
 folder = Path(tempfile.mkdtemp())
@@ -326,6 +326,8 @@ target = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
 build_index(folder / ".", folder / "c.h5", thumb_size=8, progress=False)
 index = load_index(folder / "c.h5")
 mosaic = render_mosaic(index, match_tiles(index, target, cols=5, method="unique"))
+big = assign_unique(rng.random((1500, 3)) * 100, rng.random((1600, 3)) * 100)
+assert "ot" in sys.modules and len(set(big.tile_for_cell.tolist())) == 1500
 digits = number_generator.generate_numbers_sequence([0, 9, 0], (0, 4), 100)
 source = number_generator.load_source()
 print(json.dumps({"mosaic": mosaic.size, "digits": list(digits.shape),
