@@ -5,10 +5,12 @@ Needs the ``train`` extra (CPU-only PyTorch): ``pip install 'imgpipe[train]'``. 
 ``make train-digits`` / ``python -m number_generator.recognizer train`` and
 ``recognize-numbers IMAGE...``.
 
-Architecture: four 3 x 3 convolutions (16, 32, 48, 64 channels, batch norm, ReLU; pooling 2 x 2,
-2 x 2, 2 x 1) turn a 28 x W strip into W/4 columns of 3 x 64 features, a bidirectional GRU (64
-per direction) reads them, and a linear layer scores blank + the ten digits per column; CTC
-aligns them with the label.
+Architecture: four 3 x 3 convolutions (16, 32, 48, 64 channels; max pooling 2 x 2, 2 x 2, 2 x 1
+right after the first three; batch norm and ReLU), channels-last, turn a 28 x W strip into W/4
+columns of 3 x 64 features, a bidirectional GRU (64 per direction) reads them, and a linear
+layer scores blank + the ten digits per column; CTC aligns them with the label. Training:
+AdamW, a one-cycle learning rate over the steps or the time budget, strips made ahead in a
+background thread.
 """
 
 from __future__ import annotations
