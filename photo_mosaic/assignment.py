@@ -417,7 +417,7 @@ def assign_unique(
         # With more slots than cells the repair alone must first raise every freed slot to the
         # top potential, which unmatches rows in a cascade: the auction (with its dummy rows for
         # the free slots) always goes first there.
-        if round_no == 1 or n_violated > REPAIR_FRACTION * n_cells or n_slots > n_cells:
+        if round_no == 1 or n_violated > REPAIR_FRACTION * n_cells:
             col4row, prices = auction(
                 n_slots,
                 indptr,
