@@ -231,16 +231,26 @@ def solve_sparse_lap(
     v_start: npt.NDArray[np.float64],
     tight_tol: float,
 ) -> tuple[
-    npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64], bool
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    bool,
+    npt.NDArray[np.bool_],
 ]:  # pragma: no cover - compiled
-    """Solve the sparse assignment problem exactly from a warm start; return (col4row, u, v, ok).
+    """Solve the sparse assignment problem exactly from a warm start.
+
+    Returns ``(col4row, u, v, ok, raised)``.
 
     ``col4row_start`` (-1 for an unmatched row) and the column potentials ``v_start`` may be
     anything (cold start: all -1 and all 0). They are first repaired into a dual-feasible state:
     matched columns raised until their edge is tight, ``u_i = min_j (c_ij - v_j)``, rows whose
     edge is then not tight (within ``tight_tol``) unmatched. Free rows are then augmented along
     shortest paths (Dijkstra on reduced costs). On return ``v <= 0`` with ``v == 0`` on free
-    columns. ``ok`` is False when some row cannot be matched in the sparse graph.
+    columns. ``ok`` is False when some row cannot be matched in the sparse graph. ``raised`` marks
+    the rows whose potential ``u_i`` ended above ``min_j (c_ij - v_j)`` under the starting
+    potentials, shifted as ``u`` and ``v`` are (every row when a column had to be raised): from an
+    exact solution of a smaller graph, every other row's reduced costs can only have grown, for
+    every column, in the sparse graph and outside it.
 
     With more columns than rows the problem is solved as the square one with
     ``n_cols - n_rows`` implicit dummy rows of cost 0 to every column. Those rows are identical,
@@ -261,7 +271,7 @@ def solve_sparse_lap(
     # 1. Keep the matched edges that exist (one row per column).
     for i in range(n_rows):
         if indptr[i + 1] == indptr[i]:
-            return col4row, u, v, False
+            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_)
         j = col4row[i]
         if j < 0:
             continue
@@ -294,8 +304,8 @@ def solve_sparse_lap(
     for j in range(n_cols):
         top = max(top, v[j])
     held = np.zeros(n_cols, dtype=np.bool_)  # held by a dummy row
+    raise_any = False
     if not square:
-        raise_any = False
         for j in range(n_cols):
             if free_in[j] and v[j] < top:
                 raise_any = True
@@ -336,6 +346,11 @@ def solve_sparse_lap(
                 held[j] = True
                 n_held += 1
 
+    # Rows whose potential rises from here on (all of them when a column was raised): the only
+    # places where a pair that satisfied the optimality conditions before can now violate them.
+    u_base = u.copy()
+    if not square and raise_any:
+        u_base[:] = -_INF
     # 4. Shortest augmenting paths. The dummy rows' node has the heap value n_cols.
     dist = np.full(n_cols, _INF, dtype=np.float64)
     pred = np.full(n_cols, -1, dtype=np.int64)
@@ -447,7 +462,7 @@ def solve_sparse_lap(
                 row = row4col[j]
                 d_row = dist[j]
         if sink < 0:
-            return col4row, u, v, False
+            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_)
         # Potentials: settled nodes closer than the sink move by sink_dist - dist.
         u[source] += sink_dist
         for t in range(n_settled):
@@ -478,6 +493,7 @@ def solve_sparse_lap(
             if i == source:
                 break
             j = prev
+    raised = u > u_base
     # Normalise: free columns at the top, then shift so that the top is 0.
     if square:
         top = -_INF
@@ -489,7 +505,7 @@ def solve_sparse_lap(
         v[j] -= top
     for i in range(n_rows):
         u[i] += top
-    return col4row, u, v, True
+    return col4row, u, v, True, raised
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -559,3 +575,57 @@ def best_pairs_blocked(
                 if found == k:
                     worst = vals[i, k - 1]
     return vals, idx
+
+
+@njit(cache=True, nogil=True)
+def build_csr(
+    n_rows: int,
+    n_cols: int,
+    rows: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+    costs: npt.NDArray[np.float64],
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
+]:  # pragma: no cover - compiled
+    """CSR form of the edge list ``(rows, cols, costs)``: columns ascending within each row, a
+    repeated ``(row, col)`` pair kept once (its first cost). Two stable counting sorts (by
+    column, then by row), linear in the number of edges."""
+    n_edges = rows.shape[0]
+    by_col = np.empty(n_edges, dtype=np.int64)
+    start = np.zeros(n_cols + 1, dtype=np.int64)
+    for e in range(n_edges):
+        start[cols[e] + 1] += 1
+    for j in range(n_cols):
+        start[j + 1] += start[j]
+    for e in range(n_edges):
+        by_col[start[cols[e]]] = e
+        start[cols[e]] += 1
+    order = np.empty(n_edges, dtype=np.int64)
+    start = np.zeros(n_rows + 1, dtype=np.int64)
+    for e in range(n_edges):
+        start[rows[e] + 1] += 1
+    for i in range(n_rows):
+        start[i + 1] += start[i]
+    for t in range(n_edges):
+        e = by_col[t]
+        order[start[rows[e]]] = e
+        start[rows[e]] += 1
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    indices = np.empty(n_edges, dtype=np.int64)
+    out_costs = np.empty(n_edges, dtype=np.float64)
+    n_out = 0
+    last_row = -1
+    last_col = -1
+    for t in range(n_edges):
+        e = order[t]
+        if rows[e] == last_row and cols[e] == last_col:
+            continue
+        last_row = rows[e]
+        last_col = cols[e]
+        indices[n_out] = last_col
+        out_costs[n_out] = costs[e]
+        n_out += 1
+        indptr[last_row + 1] = n_out
+    for i in range(n_rows):
+        indptr[i + 1] = max(indptr[i + 1], indptr[i])
+    return indptr, indices[:n_out].copy(), out_costs[:n_out].copy()

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from photo_mosaic._sparse_lap import solve_sparse_lap
+from photo_mosaic._sparse_lap import build_csr, solve_sparse_lap
 
 MISSING = 1e6  # cost of a pair that is not an edge, in the dense comparison
 
@@ -32,9 +32,9 @@ def check_exact(
     indices: np.ndarray,
     costs: np.ndarray,
     dense: np.ndarray,
-    result: tuple[np.ndarray, np.ndarray, np.ndarray, bool],
+    result: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray],
 ) -> None:
-    col4row, u, v, ok = result
+    col4row, u, v, ok, _ = result
     n_rows, n_cols = dense.shape
     assert ok
     assert np.all(col4row >= 0)
@@ -120,8 +120,31 @@ def test_sparse_lap_reports_a_graph_without_a_full_matching() -> None:
     indices = np.array([0, 0], dtype=np.int64)
     costs = np.array([1.0, 2.0])
 
-    *_, ok = solve_sparse_lap(
+    ok = solve_sparse_lap(
         3, indptr, indices, costs, np.full(2, -1, dtype=np.int64), np.zeros(3), 1e-9
-    )
+    )[3]
 
     assert not ok
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n_rows=st.integers(1, 30),
+    n_cols=st.integers(1, 30),
+    n_edges=st.integers(0, 200),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_build_csr_sorts_each_row_and_keeps_one_of_each_pair(
+    n_rows: int, n_cols: int, n_edges: int, seed: int
+) -> None:
+    gen = np.random.default_rng(seed)
+    rows = gen.integers(0, n_rows, size=n_edges).astype(np.int64)
+    cols = gen.integers(0, n_cols, size=n_edges).astype(np.int64)
+    costs = gen.normal(size=n_edges)
+
+    indptr, indices, csr_costs = build_csr(n_rows, n_cols, rows, cols, costs)
+
+    keys, first = np.unique(rows * n_cols + cols, return_index=True)
+    np.testing.assert_array_equal(np.repeat(np.arange(n_rows), np.diff(indptr)), keys // n_cols)
+    np.testing.assert_array_equal(indices, keys % n_cols)
+    np.testing.assert_array_equal(csr_costs, costs[first])
