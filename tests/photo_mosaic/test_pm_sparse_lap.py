@@ -12,6 +12,12 @@ from photo_mosaic._sparse_lap import build_csr, solve_sparse_lap
 MISSING = 1e6  # cost of a pair that is not an edge, in the dense comparison
 
 
+def matching(gen: np.random.Generator, n_rows: int, n_cols: int) -> np.ndarray:
+    """A random injection rows -> columns, drawn from ``gen`` (the same draw twice from
+    generators in the same state)."""
+    return gen.permutation(n_cols)[:n_rows]
+
+
 def sparse_graph(
     gen: np.random.Generator, n_rows: int, n_cols: int, density: float, levels: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -19,7 +25,7 @@ def sparse_graph(
     few distinct costs (ties). Returns (indptr, indices, costs, dense matrix)."""
     dense = np.full((n_rows, n_cols), MISSING)
     keep = gen.random((n_rows, n_cols)) < density
-    keep[np.arange(n_rows), gen.permutation(n_cols)[:n_rows]] = True
+    keep[np.arange(n_rows), matching(gen, n_rows, n_cols)] = True
     dense[keep] = gen.integers(0, levels + 1, size=int(keep.sum())) * 7.0
     rows, cols = np.nonzero(keep)
     indptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -78,15 +84,15 @@ def test_sparse_lap_is_exact_from_any_warm_start(
         col4row = np.full(n_rows, -1, dtype=np.int64)
         v = np.zeros(n_cols)
     elif start == "previous":
-        # As between certification rounds: the exact solution on a subgraph (each row's first
-        # edge and the full matching), then the graph grows and costs of new edges undercut it.
-        sub_keep = np.zeros(indices.shape[0], dtype=bool)
-        sub_keep[indptr[:-1]] = True
-        sub_keep |= costs < MISSING  # all edges are real here; drop some at random
-        sub_keep &= gen.random(indices.shape[0]) < 0.5
-        sub_keep[indptr[:-1]] = True
-        sub_dense = np.full_like(dense, MISSING)
+        # As between certification rounds: the exact solution on a subgraph (about half of the
+        # edges, always with the full matching the graph was built around), then the graph
+        # grows and new edges undercut it.
+        replay = np.random.default_rng(seed)
+        replay.random((n_rows, n_cols))
+        full = matching(replay, n_rows, n_cols)
         rows_all = np.repeat(np.arange(n_rows), np.diff(indptr))
+        sub_keep = (gen.random(indices.shape[0]) < 0.5) | (indices == full[rows_all])
+        sub_dense = np.full_like(dense, MISSING)
         sub_dense[rows_all[sub_keep], indices[sub_keep]] = costs[sub_keep]
         sub_rows, sub_cols = np.nonzero(sub_dense < MISSING)
         sub_ptr = np.zeros(n_rows + 1, dtype=np.int64)
@@ -101,9 +107,9 @@ def test_sparse_lap_is_exact_from_any_warm_start(
             np.zeros(n_cols),
             tol,
         )
-        if not first[3]:
-            return  # the subgraph has no full matching: nothing to start from
+        assert first[3]
         col4row, v = first[0], first[2]
+        u_first, v_first = first[1], first[2]
     else:
         # Anything: repeated and missing columns, potentials of both signs.
         col4row = gen.integers(-1, n_cols, size=n_rows).astype(np.int64)
@@ -112,6 +118,12 @@ def test_sparse_lap_is_exact_from_any_warm_start(
     result = solve_sparse_lap(n_cols, indptr, indices, costs, col4row, v, tol)
 
     check_exact(indptr, indices, costs, dense, result)
+    if start == "previous":
+        # Rows not reported as raised: the reduced cost of every pair (edge or not) has only
+        # grown since the previous solution, which is what lets the caller skip them.
+        _, u_new, v_new, _, raised = result
+        grown = (u_new - u_first)[~raised][:, None] + (v_new - v_first)[None, :]
+        assert grown.size == 0 or grown.max() <= 1e-9
 
 
 def test_sparse_lap_reports_a_graph_without_a_full_matching() -> None:
