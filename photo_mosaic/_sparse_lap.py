@@ -217,26 +217,8 @@ def _row_min(
     return best
 
 
-@njit(cache=True, nogil=True)
-def _pop_unsettled(
-    heap_keys: npt.NDArray[np.float64],
-    heap_vals: npt.NDArray[np.int64],
-    size: int,
-    dist: npt.NDArray[np.float64],
-    done: npt.NDArray[np.int64],
-    run: int,
-    bound: float,
-) -> tuple[int, int]:
-    """Pop the closest column not yet settled in this run and closer than ``bound``; -1 if none."""
-    while size > 0:
-        key = heap_keys[0]
-        if key >= bound:
-            return -1, 0
-        cand = heap_vals[0]
-        size = _heap_pop(heap_keys, heap_vals, size)
-        if done[cand] != run and key <= dist[cand]:
-            return cand, size
-    return -1, size
+# pred[] marker: the column was reached from the implicit dummy rows (see solve_sparse_lap).
+_FROM_DUMMY = -2
 
 
 @njit(cache=True, nogil=True)
@@ -249,18 +231,35 @@ def solve_sparse_lap(
     v_start: npt.NDArray[np.float64],
     tight_tol: float,
 ) -> tuple[
-    npt.NDArray[np.int64], npt.NDArray[np.float64], npt.NDArray[np.float64], bool
+    npt.NDArray[np.int64],
+    npt.NDArray[np.float64],
+    npt.NDArray[np.float64],
+    bool,
+    npt.NDArray[np.bool_],
 ]:  # pragma: no cover - compiled
-    """Solve the sparse assignment problem exactly from a warm start; return (col4row, u, v, ok).
+    """Solve the sparse assignment problem exactly from a warm start.
+
+    Returns ``(col4row, u, v, ok, raised)``.
 
     ``col4row_start`` (-1 for an unmatched row) and the column potentials ``v_start`` may be
     anything (cold start: all -1 and all 0). They are first repaired into a dual-feasible state:
     matched columns raised until their edge is tight, ``u_i = min_j (c_ij - v_j)``, rows whose
-    edge is then not tight (within ``tight_tol``) unmatched, and every matched column lowered to
-    at most the lowest potential of a free column (the potential of the implicit sink that free
-    columns drain into). Free rows are then augmented along shortest paths (Dijkstra on reduced
-    costs) to the sink. On return ``v <= 0`` with ``v == 0`` on free columns. ``ok`` is False when
-    some row cannot be matched in the sparse graph.
+    edge is then not tight (within ``tight_tol``) unmatched. Free rows are then augmented along
+    shortest paths (Dijkstra on reduced costs). On return ``v <= 0`` with ``v == 0`` on free
+    columns. ``ok`` is False when some row cannot be matched in the sparse graph. ``raised`` marks
+    the rows whose potential ``u_i`` ended above ``min_j (c_ij - v_j)`` under the starting
+    potentials, shifted as ``u`` and ``v`` are (every row when a column had to be raised): from an
+    exact solution of a smaller graph, every other row's reduced costs can only have grown, for
+    every column, in the sparse graph and outside it.
+
+    With more columns than rows the problem is solved as the square one with
+    ``n_cols - n_rows`` implicit dummy rows of cost 0 to every column. Those rows are identical,
+    so they share one potential ``-top`` and the columns they hold (the free columns of the
+    real problem) all sit at ``v == top``, the largest potential. The dummy rows are one node of
+    the shortest-path search: reached through any column they hold, they reach every other
+    column ``j`` at reduced cost ``top - v_j`` (visited in decreasing order of ``v``, only as far
+    as the search needs). Columns that a warm start frees below ``top`` are then ordinary free
+    columns of the square problem that paths end at: nothing is raised in a cascade.
     """
     n_rows = indptr.shape[0] - 1
     col4row = col4row_start.copy()
@@ -272,7 +271,7 @@ def solve_sparse_lap(
     # 1. Keep the matched edges that exist (one row per column).
     for i in range(n_rows):
         if indptr[i + 1] == indptr[i]:
-            return col4row, u, v, False
+            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_)
         j = col4row[i]
         if j < 0:
             continue
@@ -287,6 +286,7 @@ def solve_sparse_lap(
             col4row[i] = -1
         else:
             row4col[j] = i
+    free_in = row4col < 0
     # 2. Row potentials u_i = min_j (c_ij - v_j); unmatch rows whose edge is no longer tight
     #    (a new edge undercuts it).
     for i in range(n_rows):
@@ -295,58 +295,73 @@ def solve_sparse_lap(
         if j >= 0 and matched_cost[i] - v[j] - u[i] > tight_tol:
             col4row[i] = -1
             row4col[j] = -1
-    # 3. With more columns than rows, free columns drain into a sink and must sit at the top
-    #    potential (the largest v): raise freed columns there, and unmatch the rows that a
-    #    raised column now undercuts, until no free column is below the top.
+    # 3. With more columns than rows, the dummy rows take n_cols - n_rows of the columns that
+    #    were free on entry, at the top potential: raise those below it, and unmatch the rows
+    #    that a raised column now undercuts (their columns become free columns of the square
+    #    problem, left where they are).
     square = n_rows == n_cols
     top = -_INF
     for j in range(n_cols):
         top = max(top, v[j])
+    held = np.zeros(n_cols, dtype=np.bool_)  # held by a dummy row
+    raise_any = False
     if not square:
-        col_ptr = np.zeros(n_cols + 1, dtype=np.int64)
-        for e in range(indices.shape[0]):
-            col_ptr[indices[e] + 1] += 1
         for j in range(n_cols):
-            col_ptr[j + 1] += col_ptr[j]
-        fill = col_ptr[:-1].copy()
-        col_rows = np.empty(indices.shape[0], dtype=np.int64)
-        col_costs = np.empty(indices.shape[0], dtype=np.float64)
-        for i in range(n_rows):
-            for e in range(indptr[i], indptr[i + 1]):
-                j = indices[e]
-                col_rows[fill[j]] = i
-                col_costs[fill[j]] = costs[e]
-                fill[j] += 1
-        queue = np.empty(n_cols, dtype=np.int64)
-        n_queue = 0
+            if free_in[j] and v[j] < top:
+                raise_any = True
+                break
+        if raise_any:
+            col_ptr = np.zeros(n_cols + 1, dtype=np.int64)
+            for e in range(indices.shape[0]):
+                col_ptr[indices[e] + 1] += 1
+            for j in range(n_cols):
+                col_ptr[j + 1] += col_ptr[j]
+            fill = col_ptr[:-1].copy()
+            col_rows = np.empty(indices.shape[0], dtype=np.int64)
+            col_costs = np.empty(indices.shape[0], dtype=np.float64)
+            for i in range(n_rows):
+                for e in range(indptr[i], indptr[i + 1]):
+                    j = indices[e]
+                    col_rows[fill[j]] = i
+                    col_costs[fill[j]] = costs[e]
+                    fill[j] += 1
+            for j0 in range(n_cols):
+                if not free_in[j0] or v[j0] >= top:
+                    continue
+                v[j0] = top
+                for e in range(col_ptr[j0], col_ptr[j0 + 1]):
+                    k = col_rows[e]
+                    val = col_costs[e] - top
+                    if val < u[k]:
+                        u[k] = val
+                        jk = col4row[k]
+                        if jk >= 0 and matched_cost[k] - v[jk] - val > tight_tol:
+                            col4row[k] = -1
+                            row4col[jk] = -1
+        n_held = 0
         for j in range(n_cols):
-            if row4col[j] < 0 and v[j] < top:
-                queue[n_queue] = j
-                n_queue += 1
-        while n_queue > 0:
-            n_queue -= 1
-            j0 = queue[n_queue]
-            v[j0] = top
-            for e in range(col_ptr[j0], col_ptr[j0 + 1]):
-                k = col_rows[e]
-                val = col_costs[e] - top
-                if val < u[k]:
-                    u[k] = val
-                    jk = col4row[k]
-                    if jk >= 0 and matched_cost[k] - v[jk] - val > tight_tol:
-                        col4row[k] = -1
-                        row4col[jk] = -1
-                        if v[jk] < top:
-                            queue[n_queue] = jk
-                            n_queue += 1
+            if n_held == n_cols - n_rows:
+                break
+            if free_in[j]:
+                held[j] = True
+                n_held += 1
 
-    # 4. Shortest augmenting paths.
+    # Rows whose potential rises from here on (all of them when a column was raised): the only
+    # places where a pair that satisfied the optimality conditions before can now violate them.
+    u_base = u.copy()
+    if not square and raise_any:
+        u_base[:] = -_INF
+    # 4. Shortest augmenting paths. The dummy rows' node has the heap value n_cols.
     dist = np.full(n_cols, _INF, dtype=np.float64)
     pred = np.full(n_cols, -1, dtype=np.int64)
     stamp = np.zeros(n_cols, dtype=np.int64)  # == run: dist/pred valid in this search
     done = np.zeros(n_cols, dtype=np.int64)  # == run: column settled in this search
     settled = np.empty(n_cols, dtype=np.int64)
-    heap_size = indices.shape[0] + n_rows + 1
+    # Columns in decreasing order of their potential at this point: potentials only go down
+    # during the searches, so top - v_sorted[j] is a lower bound of the dummy's reduced cost.
+    by_v = np.argsort(-v)
+    v_sorted = v.copy()
+    heap_size = 2 * indices.shape[0] + n_cols + n_rows + 2
     heap_keys = np.empty(heap_size, dtype=np.float64)
     heap_vals = np.empty(heap_size, dtype=np.int64)
     run = 0
@@ -358,6 +373,10 @@ def solve_sparse_lap(
         n_settled = 0
         sink = -1
         sink_dist = _INF
+        dummy_dist = _INF
+        dummy_entry = -1
+        dummy_done = False
+        stream = n_cols  # position in by_v while the dummy node is settled; n_cols: off
         row = source
         d_row = 0.0
         while True:
@@ -365,6 +384,16 @@ def solve_sparse_lap(
                 u_row = u[row]
                 for e in range(indptr[row], indptr[row + 1]):
                     j = indices[e]
+                    if held[j]:
+                        if not dummy_done:
+                            r = costs[e] - u_row - top
+                            nd = d_row + (r if r > 0.0 else 0.0)
+                            if nd < sink_dist and nd < dummy_dist:
+                                dummy_dist = nd
+                                dummy_entry = j
+                                pred[j] = row
+                                size = _heap_push(heap_keys, heap_vals, size, nd, n_cols)
+                        continue
                     if done[j] == run:
                         continue
                     r = costs[e] - u_row - v[j]
@@ -374,25 +403,66 @@ def solve_sparse_lap(
                         dist[j] = nd
                         pred[j] = row
                         size = _heap_push(heap_keys, heap_vals, size, nd, j)
-            j, size = _pop_unsettled(heap_keys, heap_vals, size, dist, done, run, sink_dist)
+            # Pop the closest node not yet settled in this search and closer than the sink. Once
+            # the dummy node is settled, its edges are fed to the heap in order of their lower
+            # bounds, each when it could beat the heap's top.
+            j = -1
+            while True:
+                while size > 0:  # drop outdated entries
+                    cand = heap_vals[0]
+                    if cand == n_cols:
+                        stale = dummy_done or heap_keys[0] > dummy_dist
+                    else:
+                        stale = done[cand] == run or heap_keys[0] > dist[cand]
+                    if not stale:
+                        break
+                    size = _heap_pop(heap_keys, heap_vals, size)
+                heap_top = heap_keys[0] if size > 0 else _INF
+                low = _INF
+                while stream < n_cols:
+                    jd = by_v[stream]
+                    if held[jd] or done[jd] == run:
+                        stream += 1
+                        continue
+                    low = dummy_dist + (top - v_sorted[jd])
+                    if low >= sink_dist:
+                        stream = n_cols
+                        low = _INF
+                    break
+                if low < heap_top:
+                    jd = by_v[stream]
+                    stream += 1
+                    r = top - v[jd]
+                    nd = dummy_dist + (r if r > 0.0 else 0.0)
+                    if nd < sink_dist and (stamp[jd] != run or nd < dist[jd]):
+                        stamp[jd] = run
+                        dist[jd] = nd
+                        pred[jd] = _FROM_DUMMY
+                        size = _heap_push(heap_keys, heap_vals, size, nd, jd)
+                    continue
+                if heap_top < sink_dist:
+                    j = heap_vals[0]
+                    size = _heap_pop(heap_keys, heap_vals, size)
+                break
             if j < 0:
                 break
+            row = -1
+            if j == n_cols:
+                dummy_done = True
+                stream = 0
+                continue
             done[j] = run
             settled[n_settled] = j
             n_settled += 1
             if row4col[j] < 0:
-                through = dist[j]
-                if not square and v[j] > top:
-                    through += v[j] - top
-                if through < sink_dist:
-                    sink_dist = through
+                if dist[j] < sink_dist:
+                    sink_dist = dist[j]
                     sink = j
-                row = -1
             else:
                 row = row4col[j]
                 d_row = dist[j]
         if sink < 0:
-            return col4row, u, v, False
+            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_)
         # Potentials: settled nodes closer than the sink move by sink_dist - dist.
         u[source] += sink_dist
         for t in range(n_settled):
@@ -403,16 +473,27 @@ def solve_sparse_lap(
             v[j] -= delta
             if row4col[j] >= 0:
                 u[row4col[j]] += delta
-        # Augment along the predecessor chain.
+        if dummy_done and dummy_dist < sink_dist:
+            top -= sink_dist - dummy_dist
+        # Augment along the predecessor chain; through the dummy node, the dummy rows take the
+        # column after it and give up the one the path entered them by.
         j = sink
         while True:
             i = pred[j]
+            if i == _FROM_DUMMY:
+                held[j] = True
+                row4col[j] = -1
+                j = dummy_entry
+                held[j] = False
+                v[j] = top
+                continue
             prev = col4row[i]
             col4row[i] = j
             row4col[j] = i
             if i == source:
                 break
             j = prev
+    raised = u > u_base
     # Normalise: free columns at the top, then shift so that the top is 0.
     if square:
         top = -_INF
@@ -424,7 +505,7 @@ def solve_sparse_lap(
         v[j] -= top
     for i in range(n_rows):
         u[i] += top
-    return col4row, u, v, True
+    return col4row, u, v, True, raised
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -494,3 +575,57 @@ def best_pairs_blocked(
                 if found == k:
                     worst = vals[i, k - 1]
     return vals, idx
+
+
+@njit(cache=True, nogil=True)
+def build_csr(
+    n_rows: int,
+    n_cols: int,
+    rows: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+    costs: npt.NDArray[np.float64],
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
+]:  # pragma: no cover - compiled
+    """CSR form of the edge list ``(rows, cols, costs)``: columns ascending within each row, a
+    repeated ``(row, col)`` pair kept once (its first cost). Two stable counting sorts (by
+    column, then by row), linear in the number of edges."""
+    n_edges = rows.shape[0]
+    by_col = np.empty(n_edges, dtype=np.int64)
+    start = np.zeros(n_cols + 1, dtype=np.int64)
+    for e in range(n_edges):
+        start[cols[e] + 1] += 1
+    for j in range(n_cols):
+        start[j + 1] += start[j]
+    for e in range(n_edges):
+        by_col[start[cols[e]]] = e
+        start[cols[e]] += 1
+    order = np.empty(n_edges, dtype=np.int64)
+    start = np.zeros(n_rows + 1, dtype=np.int64)
+    for e in range(n_edges):
+        start[rows[e] + 1] += 1
+    for i in range(n_rows):
+        start[i + 1] += start[i]
+    for t in range(n_edges):
+        e = by_col[t]
+        order[start[rows[e]]] = e
+        start[rows[e]] += 1
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    indices = np.empty(n_edges, dtype=np.int64)
+    out_costs = np.empty(n_edges, dtype=np.float64)
+    n_out = 0
+    last_row = -1
+    last_col = -1
+    for t in range(n_edges):
+        e = order[t]
+        if rows[e] == last_row and cols[e] == last_col:
+            continue
+        last_row = rows[e]
+        last_col = cols[e]
+        indices[n_out] = last_col
+        out_costs[n_out] = costs[e]
+        n_out += 1
+        indptr[last_row + 1] = n_out
+    for i in range(n_rows):
+        indptr[i + 1] = max(indptr[i + 1], indptr[i])
+    return indptr, indices[:n_out].copy(), out_costs[:n_out].copy()

@@ -26,20 +26,16 @@ from scipy.spatial import cKDTree
 from photo_mosaic._sparse_lap import (
     auction,
     best_pairs_blocked,
+    build_csr,
     solve_sparse_lap,
 )
 
-# Final auction step (and half the tightness tolerance of the exact solver) and the first step
-# of a re-solve from the previous prices, relative to the largest candidate cost.
+# Final auction step (and half the tightness tolerance of the exact solver), relative to the
+# largest candidate cost.
 AUCTION_EPS = 1e-11
-AUCTION_RESTART = 1e-4
 # Rows of the warm start within this many final auction steps of tight stay matched in the
 # exact repair.
 REPAIR_TOLERANCE = 4.0
-# After the first round, a round whose certificate found at most this fraction of the cells
-# violated is re-solved by the shortest-augmenting-path repair alone (a few short searches),
-# not by a new auction over the whole graph.
-REPAIR_FRACTION = 0.1
 # The certificate also returns each cell's best slots up to this much (relative to the largest
 # candidate cost) above its potential: new candidates for the cells with a violated pair.
 CANDIDATE_SLACK = 1e-3
@@ -151,17 +147,6 @@ def _sliced_matchings(
     return np.concatenate(rows), np.concatenate(cols)
 
 
-def _to_csr(
-    n_rows: int, rows: IntArray, cols: IntArray, costs: FloatArray, n_cols: int
-) -> tuple[IntArray, IntArray, FloatArray]:
-    key = rows * n_cols + cols
-    key, first = np.unique(key, return_index=True)
-    rows, cols, costs = rows[first], cols[first], costs[first]
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return indptr, cols.astype(np.int64), costs
-
-
 def _kmeans(points: FloatArray, n_clusters: int) -> tuple[FloatArray, FloatArray]:
     """Centres and sizes of ``n_clusters`` k-means clusters (few Lloyd steps, seeded, k-d tree)."""
     rng = np.random.default_rng(0)
@@ -269,6 +254,8 @@ class _SlotSearch:
         k = min(k, self.n_slots)
         _, near = self.tree.query(points, k=k, workers=-1)
         near = np.asarray(near, dtype=np.int64).reshape(points.shape[0], k)
+        if not v.any():
+            return near  # plain distances: the tree's answer is already the k best
         top = np.empty(points.shape[0], dtype=np.float64)
         step = max(1, CHUNK // k)
         for start in range(0, points.shape[0], step):
@@ -393,49 +380,33 @@ def assign_unique(
 
     k_query = min(n_slots, k_add)
     all_cells = np.arange(n_cells, dtype=np.int64)
-    v = np.zeros(n_slots, dtype=np.float64)
-    col4row = np.full(n_cells, -1, dtype=np.int64)
-    scale = tight = 1.0
-    n_violated = 0
+    bad = np.zeros(n_cells, dtype=bool)
+    tol = 0.0
     for round_no in range(1, max_rounds + 1):
-        indptr, indices, csr_costs = _to_csr(n_cells, rows, cols, costs, n_slots)
-        # Each round: an epsilon-scaling auction (from the previous prices after the first
-        # round) gives a nearly optimal matching and potentials fast; the shortest-augmenting-
-        # path solver then repairs them into an exact, dual-feasible state. When only a few
-        # cells had violated pairs, the repair alone starts from the previous exact solution.
+        indptr, indices, csr_costs = build_csr(n_cells, n_slots, rows, cols, costs)
         if round_no == 1:
+            # An epsilon-scaling auction gives a nearly optimal matching and potentials fast;
+            # the shortest-augmenting-path solver then repairs them into an exact, dual-feasible
+            # state. It leaves every row within eps (= tight) of tight and the free columns
+            # within eps of the top price; the repair keeps rows within 4 eps (rounding margin).
             scale = max(1.0, float(csr_costs.max()))
             tight = scale * AUCTION_EPS
-            prices0 = np.zeros(n_slots, dtype=np.float64)
-            eps0 = scale / 4.0
-            col4row_prev = np.full(n_cells, -1, dtype=np.int64)
-        else:
-            # From the previous exact solution: its prices and the pairs that are still good.
-            prices0 = -v
-            eps0 = scale * AUCTION_RESTART
-            col4row_prev = col4row
-        # With more slots than cells the repair alone must first raise every freed slot to the
-        # top potential, which unmatches rows in a cascade: the auction (with its dummy rows for
-        # the free slots) always goes first there.
-        if round_no == 1 or n_violated > REPAIR_FRACTION * n_cells or n_slots > n_cells:
             col4row, prices = auction(
                 n_slots,
                 indptr,
                 indices,
                 csr_costs,
-                prices0,
-                eps0,
+                np.zeros(n_slots, dtype=np.float64),
+                scale / 4.0,
                 tight,
                 scale,
                 n_slots - n_cells,
-                col4row_prev,
+                np.full(n_cells, -1, dtype=np.int64),
             )
             v = -prices
-        # The auction leaves every row within eps (= tight) of tight and the free columns
-        # within eps of the top price; the repair keeps rows within 4 eps (rounding margin), as
-        # one that unmatched them at exactly 2 eps sent freed columns to the top and unmatched
-        # thousands of rows in a cascade (seconds of augmenting paths instead of milliseconds).
-        col4row, u, v, feasible = solve_sparse_lap(
+        # Later rounds: the repair alone, from the previous exact solution (only the rows that
+        # the new edges undercut are re-matched, along shortest paths).
+        col4row, u, v, feasible, raised = solve_sparse_lap(
             n_slots, indptr, indices, csr_costs, col4row, v, REPAIR_TOLERANCE * tight
         )
         if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
@@ -444,10 +415,19 @@ def assign_unique(
         # |x_i - y_j|^2 - v_j below u_i. One exact scan per cell over the slots, stored leaf by
         # leaf, skips every leaf whose box and largest potential show it cannot go below
         # u_i + slack; it returns the cell's best slots below that bound, which are the new
-        # candidates of the cells that have a violated pair.
-        tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
-        vals, found = search.scan(c, v, u + CANDIDATE_SLACK * scale, k_query)
-        bad = vals[:, 0] < u - tol
+        # candidates of the cells that have a violated pair. After a repair from the previous
+        # exact solution only the cells whose potential rose, and those that violated before,
+        # can violate: every other pair's reduced cost has only grown.
+        if round_no == 1:
+            tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
+            check = all_cells
+        else:
+            check = np.nonzero(raised | bad)[0]
+        vals, found_check = search.scan(
+            np.ascontiguousarray(c[check]), v, u[check] + CANDIDATE_SLACK * scale, k_query
+        )
+        bad = np.zeros(n_cells, dtype=bool)
+        bad[check] = vals[:, 0] < u[check] - tol
         if not bad.any():
             chosen = col4row % n_tiles
             return UniqueAssignment(
@@ -457,10 +437,11 @@ def assign_unique(
                 rounds=round_no,
                 n_edges=int(indices.shape[0]),
             )
+        found = np.full((n_cells, k_query), -1, dtype=np.int64)
+        found[check] = found_check
         # Each cell with a violated pair gets its k_add best slots under the current potentials
         # (violated or not: that saves rounds); identical cells share a longer list out in bands
         # (else they would all get the same slots).
-        n_violated = int(bad.sum())
         n_bad = np.bincount(group_of[bad], minlength=len(members))
         single = bad & (n_bad[group_of] == 1)
         new_rows = np.zeros(0, dtype=np.int64)
