@@ -164,9 +164,11 @@ def test_a_redelivered_s3_event_sends_no_second_job_message(
                         "object": {
                             "key": "jobs/redeliver-1.json",
                             "size": len(json.dumps(synthetic_document())),
-                            "eTag": session.client("s3").head_object(
+                            "eTag": session.client("s3")
+                            .head_object(
                                 Bucket=resources.names.raw_bucket, Key="jobs/redeliver-1.json"
-                            )["ETag"].strip('"'),
+                            )["ETag"]
+                            .strip('"'),
                         },
                     },
                 }
@@ -212,6 +214,11 @@ class KillingStore(S3ObjectStore):
         super().put(bucket, key, data, **options)
 
 
+def poll_until_killed(worker: Worker) -> None:
+    for _ in range(20):
+        worker.poll_once()
+
+
 @pytest.mark.parametrize("when", ["shard-00001.parquet", "manifest.json"])
 def test_a_job_killed_midway_is_redelivered_and_ends_with_the_same_outputs_once(
     when: str,
@@ -229,8 +236,7 @@ def test_a_job_killed_midway_is_redelivered_and_ends_with_the_same_outputs_once(
     doomed._jobs._store = store
     submit_job("killed-1", synthetic_document(batches_per_shard=2))
     with pytest.raises(_Killed):
-        while True:
-            doomed.poll_once()
+        poll_until_killed(doomed)
     assert store.killed
     doomed.close()
 
@@ -337,9 +343,7 @@ def test_a_bad_job_fails_with_its_reason_a_failed_manifest_and_one_notification(
     assert note["job_id"] == job_id
     assert reason in note["error"]
     results = resources.names.results_bucket
-    manifest = json.loads(
-        get_bytes(session, results, f"{prefix.format(job_id)}manifest.json")
-    )
+    manifest = json.loads(get_bytes(session, results, f"{prefix.format(job_id)}manifest.json"))
     assert manifest["status"] == "failed"
     assert reason in manifest["reason"]
     assert manifest["objects"] == []  # nothing was written before the job failed
