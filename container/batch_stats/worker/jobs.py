@@ -15,9 +15,10 @@ A job whose document or parameters are invalid (JobSpecError) or whose inputs ca
 (JobInputError) fails: its row says ``failed`` with the reason, a manifest with
 ``"status": "failed"`` listing what is present goes under its output prefix (``jobs/<job_id>/``
 in the results bucket when the kind is unknown), and one ``failed`` notification goes out. Any
-other error is retried like a run's (growing delays; after the queue's maximum receives the
-message moves to the runs DLQ, whose alarm notifies the topic, and the job stays ``running`` in
-``batch-stats job-status`` until the message is redriven).
+other error is retried like a run's (growing delays); when the last receive the queue allows
+fails too, the worker ends the job ``failed`` (:meth:`JobProcessor.give_up`) and the message
+moves to the runs DLQ, whose alarm notifies the topic (if even that record fails, the job stays
+``running`` in ``batch-stats job-status`` and a redrive resumes it).
 """
 
 from __future__ import annotations
@@ -344,6 +345,24 @@ class JobProcessor:
         row = self._db.job_row(job_id)
         assert row is not None
         return self._announce(self._ended(row, shard=shard))
+
+    def give_up(self, message: JobMessage | JobShardMessage, reason: str) -> JobOutcome | None:
+        """Fail the job of a message that is about to go to the DLQ (its last receive failed):
+        the job ends ``failed`` with ``reason``, its failed manifest and one notification,
+        instead of staying ``running``. None if the job had already ended."""
+        row = self._db.job_row(message.job_id)
+        if row is not None and row["status"] in (SUCCEEDED, FAILED):
+            return None
+        kind: JobKind[Any] | None = None
+        params: Mapping[str, Any] | None = None
+        name: str | None = None
+        if row is not None:
+            name, params = row["kind"], row["params"]
+            kind = _kind_or_none(name)
+        elif isinstance(message, JobMessage) and message.document is not None:
+            name = kind_name_of(message.document)
+            kind, params = _kind_or_none(name), _raw_params(message.document)
+        return self._fail(message.job_id, kind, params, reason, kind_name=name)
 
     # --- the end of a job ---------------------------------------------------------------------
 

@@ -718,7 +718,7 @@ class Worker:
             with Heartbeat(self._queue, message, timeout=self._visibility):
                 outcome = self._jobs.process(job)
             self._queue.delete(message)
-        except Exception:
+        except Exception as exc:
             delay = self.retry_delay(message.receive_count)
             log.exception(
                 "job %s failed (receive %d); the message is kept and retried in %d s",
@@ -727,6 +727,9 @@ class Worker:
                 delay,
             )
             self._metrics.emit({"JobErrors": 1}, job_id=job.job_id)
+            last = self._max_receives()
+            if last is not None and message.receive_count >= last:
+                self._give_up(job, f"gave up after {message.receive_count} attempts: {exc!r}")
             self._release(message, delay)
             return None
         finally:
@@ -754,6 +757,39 @@ class Worker:
         if self.on_job_outcome is not None:
             self.on_job_outcome(outcome)
         return outcome
+
+    def _max_receives(self) -> int | None:
+        """The runs queue's maxReceiveCount, read once (None: unknown, or no DLQ)."""
+        if not hasattr(self, "_max_receive_count"):
+            reader = getattr(self._queue, "max_receives", None)
+            try:
+                self._max_receive_count: int | None = None if reader is None else reader()
+            except Exception:
+                log.warning("could not read the runs queue's redrive policy")
+                return None
+        return self._max_receive_count
+
+    def _give_up(self, job: JobMessage | JobShardMessage, reason: str) -> None:
+        """The job's last receive failed: its message goes to the DLQ next; end the job as
+        failed (announced) so that it does not stay ``running``."""
+        assert self._jobs is not None
+        try:
+            outcome = self._jobs.give_up(job, reason)
+        except Exception:
+            log.exception("job %s: could not record it as failed; see the runs DLQ", job.job_id)
+            return
+        log.error(
+            "job %s failed for good: %s; its message goes to the runs DLQ", job.job_id, reason
+        )
+        if outcome is not None and outcome.notified:
+            self._metrics.emit(
+                {"JobsFailed": 1},
+                dimensions=("service", "Kind"),
+                Kind=outcome.kind or "unknown",
+                job_id=outcome.job_id,
+            )
+        if outcome is not None and self.on_job_outcome is not None:
+            self.on_job_outcome(outcome)
 
     def retry_delay(self, receive_count: int) -> int:
         """Seconds before a failed run is received again: ``retry_delay_seconds`` doubled at

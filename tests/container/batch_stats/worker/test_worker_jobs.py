@@ -398,3 +398,42 @@ def test_a_badly_named_job_document_is_kept_and_reported_as_a_bad_key(
     assert bad["key"] == "jobs/not a job id!.json"
     assert bad["reason"] == "bad_job_key"
     assert get_bytes(session, resources.names.raw_bucket, bad["copied_to"].split("/", 3)[3])
+
+
+class BrokenStore(S3ObjectStore):
+    """The real S3 adapter, failing every write of a shard's part (an error that is retried)."""
+
+    def put(self, bucket: str, key: str, data: bytes, **options: Any) -> None:
+        if "/parts/" in key:
+            raise RuntimeError(f"S3 is failing for {key}")
+        super().put(bucket, key, data, **options)
+
+
+def test_a_job_failing_on_every_receive_ends_failed_when_its_message_goes_to_the_dlq(
+    session: boto3.Session,
+    resources: LocalResources,
+    worker: Worker,
+    settings: Any,
+    notifications: Callable[[], list[dict[str, Any]]],
+    submit_job: Callable[..., int],
+    run_jobs: Callable[..., list[Any]],
+) -> None:
+    from batch_stats.local.resources import RUNS_MAX_RECEIVES
+
+    assert worker._jobs is not None
+    worker._jobs._store = BrokenStore(session.client("s3"))
+    submit_job("doomed-1", synthetic_document())
+    (outcome,) = run_jobs(worker, timeout=120)
+    assert outcome.status == "failed"
+    assert f"gave up after {RUNS_MAX_RECEIVES} attempts" in (outcome.reason or "")
+    assert "S3 is failing for results/doomed-1/parts/shard-00000.parquet" in (outcome.reason or "")
+    (note,) = notifications()
+    assert note["status"] == "failed"
+    manifest = json.loads(
+        get_bytes(session, resources.names.results_bucket, "results/doomed-1/manifest.json")
+    )
+    assert manifest["status"] == "failed"
+    # The message itself is in the runs DLQ (for inspection); a redrive changes nothing.
+    assert worker.poll_once() is False
+    (dead,) = queue_bodies(session, resources.runs_dlq_url)
+    assert dead["job_id"] == "doomed-1"
