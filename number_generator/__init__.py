@@ -9,7 +9,11 @@ The MNIST database (Yann LeCun and Corinna Cortes) is used under the Creative Co
 Attribution-Share Alike 3.0 licence; its test set ships inside this package.
 """
 
-from number_generator._dataset import write_phone_dataset, write_phone_splits
+from number_generator._dataset import (
+    write_phone_dataset,
+    write_phone_splits,
+    write_sequence_dataset,
+)
 from number_generator._download import download_mnist
 from number_generator._idx import IDXFormatError, read_idx
 from number_generator._phone import (
@@ -65,4 +69,5 @@ __all__ = [
     "split_sources",
     "write_phone_dataset",
     "write_phone_splits",
+    "write_sequence_dataset",
 ]

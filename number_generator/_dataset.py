@@ -10,6 +10,10 @@ rows to ``labels.csv`` in order (``file,digits,formatted``).
 Everything is written into a hidden staging folder beside the output folder, which is renamed into
 place only once complete: a run that fails (an error, Ctrl-C) removes it and leaves nothing; a run
 killed outright leaves only the hidden ``.<name>.partial-*`` folder, safe to delete.
+
+``part=(start, stop)`` writes only those images (the tar shards covering them, their labels):
+the chunks before ``start`` are drawn without being built or rendered, so several processes or
+machines write disjoint parts of one dataset, byte for byte what one process would write.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from tqdm import tqdm
 
 from number_generator._phone import (
     JAPANESE_FORMATS,
+    PhoneChunks,
     PhoneFormat,
     PhoneNumber,
     _check_request,
@@ -78,6 +83,7 @@ __all__ = [
     "make_staging",
     "publish",
     "write_phone_dataset",
+    "write_sequence_dataset",
 ]
 
 LABELS_FILE: Final = "labels.csv"
@@ -113,6 +119,8 @@ class _Chunk:
     numbers: list[str]
     files: list[str]
     seed: np.random.SeedSequence
+    #: The index of the chunk's first image in the dataset.
+    start: int = 0
 
 
 _worker_state: dict[str, object] = {}
@@ -145,6 +153,7 @@ def write_phone_dataset(
     format: DatasetFormat = "png",
     shard_size: int = DEFAULT_SHARD_SIZE,
     augment: AugmentLike = None,
+    part: tuple[int, int] | None = None,
 ) -> Path:
     """Write ``count`` images of unique phone numbers, ``labels.csv``, ``boxes.jsonl`` and
     ``manifest.json`` into ``output_dir``.
@@ -157,7 +166,14 @@ def write_phone_dataset(
     this process may use; ``workers=1`` renders in this process. ``output_dir`` must not exist
     or be empty, unless ``overwrite`` (then its old contents are replaced once the new dataset
     is complete). ``augment`` (a preset name or an :class:`~number_generator.augment.Augment`)
-    augments every image (see :mod:`number_generator.augment`). Returns the path of
+    augments every image (see :mod:`number_generator.augment`).
+
+    ``part=(start, stop)`` writes only images ``start`` to ``stop - 1`` of the dataset (the
+    rest is drawn, so that the numbers stay unique, but not rendered): the same bytes the whole
+    dataset holds for them, so that several processes or machines can each write a part. Formats
+    ``shards``, ``npz`` and ``hdf5`` only; with ``shards`` the part must start on a shard
+    boundary and end on one (or at ``count``), so that its tar files are the whole dataset's.
+    ``labels.csv`` and ``boxes.jsonl`` then hold the part's rows. Returns the path of
     ``labels.csv``.
     """
     return write_phone_splits(
@@ -165,7 +181,45 @@ def write_phone_dataset(
         sources={"": load_source(source)} if source is not None else None,
         source_arg=source, align=align, overflow=overflow, formats=formats, workers=workers,
         chunk_size=chunk_size, compress_level=compress_level, progress=progress,
-        overwrite=overwrite, format=format, shard_size=shard_size, augment=augment,
+        overwrite=overwrite, format=format, shard_size=shard_size, augment=augment, part=part,
+    ) / LABELS_FILE  # fmt: skip
+
+
+def write_sequence_dataset(
+    output_dir: str | os.PathLike[str],
+    count: int,
+    length: int,
+    spacing_range: tuple[int, int],
+    image_width: int,
+    *,
+    rng: np.random.Generator | int | None = None,
+    source: SourceLike = None,
+    align: Align = "center",
+    overflow: Overflow = "resample",
+    workers: int | None = None,
+    chunk_size: int = 1000,
+    compress_level: int = 1,
+    progress: bool = False,
+    overwrite: bool = False,
+    format: DatasetFormat = "png",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    augment: AugmentLike = None,
+    part: tuple[int, int] | None = None,
+) -> Path:
+    """Like :func:`write_phone_dataset`, with ``count`` random digit sequences of ``length``
+    digits (each digit uniform over 0-9, drawn independently: sequences may repeat) instead of
+    phone numbers; the ``formatted`` column repeats the digits. Returns the path of
+    ``labels.csv``.
+    """
+    if isinstance(length, bool) or not isinstance(length, int) or not 1 <= length <= MAX_DIGITS:
+        raise ValueError(f"length must be an integer from 1 to {MAX_DIGITS}, got {length!r}")
+    return write_phone_splits(
+        output_dir, {"": count}, spacing_range, image_width, rng=rng,
+        sources={"": load_source(source)} if source is not None else None,
+        source_arg=source, align=align, overflow=overflow, workers=workers,
+        chunk_size=chunk_size, compress_level=compress_level, progress=progress,
+        overwrite=overwrite, format=format, shard_size=shard_size, augment=augment, part=part,
+        _sequence_length=length,
     ) / LABELS_FILE  # fmt: skip
 
 
@@ -189,13 +243,16 @@ def write_phone_splits(
     format: DatasetFormat = "png",
     shard_size: int = DEFAULT_SHARD_SIZE,
     augment: AugmentLike = None,
+    part: tuple[int, int] | None = None,
+    _sequence_length: int | None = None,
 ) -> Path:
     """Write one dataset per split (``counts``: split name -> images) into ``output_dir/<name>``,
     with one ``manifest.json`` at the top; the numbers are unique across all splits.
 
     ``sources`` maps each split to its digits; by default :func:`split_sources` (MNIST training
     digits for ``train``, test digits of disjoint writers for ``validation`` and ``test``). The
-    split named ``""`` is written into ``output_dir`` itself. Returns ``output_dir``.
+    split named ``""`` is written into ``output_dir`` itself; ``part`` (one split only) is
+    described in :func:`write_phone_dataset`. Returns ``output_dir``.
     """
     lo, hi = _spacing(spacing_range)
     width = _width(image_width)
@@ -220,7 +277,9 @@ def write_phone_splits(
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise ValueError(f"split {name!r}: count must be a positive integer, got {n!r}")
     total = sum(counts.values())
-    _check_request(total, formats)
+    if _sequence_length is None:
+        _check_request(total, formats)
+    first, last = _check_part(part, counts, format, shard_size)
     target = Path(output_dir)
     check_output(target, overwrite=overwrite)
     gen = generator(rng)
@@ -241,32 +300,41 @@ def write_phone_splits(
     if missing:
         raise ValueError(f"no digit source for split(s) {missing}")
     for name in counts:
-        _check_formats_fit(formats, lo, hi, width, sources[name], overflow)
+        if _sequence_length is None:
+            _check_formats_fit(formats, lo, hi, width, sources[name], overflow)
+        else:
+            _check_sequence_fit(_sequence_length, lo, hi, width, sources[name], overflow)
     # A chunk's canvas (rows x 28 x width) stays within CHUNK_BYTES.
     chunk_size = max(1, min(chunk_size, CHUNK_BYTES // (HEIGHT * (width + 32))))
     staging = make_staging(target)
     try:
-        numbers = _numbers(total, chunk_size, gen, formats)
+        if _sequence_length is None:
+            numbers = _numbers(total, chunk_size, gen, formats)
+        else:
+            numbers = _NumberStream(_SequenceChunks(total, _sequence_length, chunk_size, gen))
         seeds = np.random.SeedSequence(gen.integers(0, 2**63, size=4).tolist())
         entries: dict[str, object] = {}
         for name, n in counts.items():
             folder = staging / name if name else staging
             folder.mkdir(exist_ok=True)
             job = _Job(str(folder), (lo, hi), width, align, overflow, compress_level, format, aug)
-            sink = _sink(format, folder, n, width, shard_size)
-            chunks = _chunks(numbers, n, chunk_size, max(6, len(str(n - 1))), seeds)
+            size = last - first if part is not None else n
+            sink = _sink(format, folder, size, width, shard_size, first)
+            chunks = _chunks(numbers, n, chunk_size, max(6, len(str(n - 1))), seeds, first)
+            if part is not None:
+                chunks = _within(chunks, first, last)
             with sink:
-                if workers == 1 or n <= chunk_size:
-                    with _progress(n, progress, name) as bar:
+                if workers == 1 or size <= chunk_size:
+                    with _progress(size, progress, name) as bar:
                         for chunk, batch in chunks:
                             sink.add(chunk, batch, _render_chunk(job, sources[name], chunk))
-                            bar.update(len(batch))
+                            bar.update(sink.written - bar.n)
                 else:
-                    pool_size = min(workers, -(-n // chunk_size))
+                    pool_size = min(workers, -(-size // chunk_size))
                     source = sources[name] if name or source_arg is None else source_arg
-                    _run_pool(job, source, chunks, pool_size, n, progress, sink, name)
+                    _run_pool(job, source, chunks, pool_size, size, progress, sink, name)
             entries[name or "dataset"] = {
-                "count": n,
+                "count": size,
                 "digits": sources[name].name,
                 "files": _file_entries(folder, sink.files()),
             }
@@ -284,7 +352,12 @@ def write_phone_splits(
                 "shard_size": shard_size if format == "shards" else None,
                 "formats": [
                     {"name": f.name, "pattern": f.pattern, "weight": f.weight} for f in formats
-                ],
+                ]
+                if _sequence_length is None
+                else None,
+                "sequence_length": _sequence_length,
+                "count": total,
+                "part": [first, last] if part is not None else None,
             },
             "splits": entries,
         }
@@ -294,6 +367,85 @@ def write_phone_splits(
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return target
+
+
+#: The longest random digit sequence :func:`write_sequence_dataset` draws (the npz and hdf5
+#: formats hold up to 16 digits per image).
+MAX_DIGITS: Final = 16
+
+
+def _check_part(
+    part: tuple[int, int] | None, counts: Mapping[str, int], format: str, shard_size: int
+) -> tuple[int, int]:
+    """``part`` as (first, last) image indices, after checking it against the dataset."""
+    if part is None:
+        return 0, 0
+    if list(counts) != [""]:
+        raise ValueError("part needs a single dataset (no splits)")
+    if format == "png":
+        raise ValueError("part needs format shards, npz or hdf5 (not png)")
+    (count,) = counts.values()
+    first, last = part
+    if not (isinstance(first, int) and isinstance(last, int) and 0 <= first < last <= count):
+        raise ValueError(
+            f"part must be (start, stop) with 0 <= start < stop <= {count}; got {part}"
+        )
+    if format == "shards" and (first % shard_size or (last % shard_size and last != count)):
+        raise ValueError(
+            f"part {part}: with format shards it must start and end on a multiple of shard_size "
+            f"({shard_size}) or end at count ({count})"
+        )
+    return first, last
+
+
+def _within(
+    chunks: Iterator[tuple[_Chunk, list[PhoneNumber]]], first: int, last: int
+) -> Iterator[tuple[_Chunk, list[PhoneNumber]]]:
+    """The chunks that hold images ``first`` to ``last - 1`` (earlier ones are drawn: the numbers
+    and seeds after them depend on it; they are not rendered)."""
+    for chunk, batch in chunks:
+        if chunk.start >= last:
+            return
+        if chunk.start + len(batch) > first:
+            yield chunk, batch
+
+
+class _SequenceChunks:
+    """``count`` random digit sequences (digits uniform and independent), chunk by chunk; like
+    :class:`~number_generator._phone.PhoneChunks`, ``skip`` draws a chunk without building it."""
+
+    def __init__(self, count: int, length: int, size: int, gen: np.random.Generator) -> None:
+        self._left, self._length, self._size, self._gen = count, length, size, gen
+
+    def __iter__(self) -> _SequenceChunks:
+        return self
+
+    def _raw(self) -> tuple[int, bytes]:
+        if not self._left:
+            raise StopIteration
+        take = min(self._size, self._left)
+        self._left -= take
+        rows = self._gen.integers(0, 10, size=(take, self._length), dtype=np.uint8)
+        return take, (rows + ord("0")).tobytes()
+
+    def __next__(self) -> list[PhoneNumber]:
+        take, raw = self._raw()
+        n = self._length
+        texts = [raw[i : i + n].decode("ascii") for i in range(0, take * n, n)]
+        return [PhoneNumber(t, t) for t in texts]
+
+    def skip(self) -> int:
+        return self._raw()[0]
+
+
+def _check_sequence_fit(
+    length: int, lo: int, hi: int, width: int, src: DigitSource, overflow: str
+) -> None:
+    narrowest = np.full((1, length), int(np.argmax(src.min_widths)), dtype=np.intp)
+    widest = np.full((1, length), int(np.argmax(src.max_widths)), dtype=np.intp)
+    _check_fit(narrowest, lo, hi, width, src, overflow)
+    if not _check_fit(widest, lo, hi, width, src, overflow):
+        warn_if_biased(widest[0].tolist(), lo, hi, width, src, stacklevel=5)
 
 
 def _check_formats_fit(
@@ -377,9 +529,10 @@ def publish(staging: Path, target: Path) -> None:
 
 
 class _NumberStream:
-    """Unique numbers for all splits, drawn lazily; ``take(k)`` hands out the next ``k``."""
+    """Unique numbers for all splits, drawn lazily; ``take(k)`` hands out the next ``k``,
+    ``skip(k)`` moves past them (without building them when they are a whole chunk)."""
 
-    def __init__(self, chunks: Iterator[list[PhoneNumber]]) -> None:
+    def __init__(self, chunks: PhoneChunks | _SequenceChunks) -> None:
         self._chunks = chunks
         self._buffer: list[PhoneNumber] = []
 
@@ -388,6 +541,14 @@ class _NumberStream:
             self._buffer.extend(next(self._chunks))
         out, self._buffer = self._buffer[:k], self._buffer[k:]
         return out
+
+    def skip(self, k: int) -> None:
+        while k and not self._buffer:
+            skipped = self._chunks.skip()
+            if skipped > k:  # pragma: no cover - chunks of the dataset and of the numbers align
+                raise AssertionError(f"skipped a chunk of {skipped} numbers for {k}")
+            k -= skipped
+        self.take(k)
 
 
 def _numbers(
@@ -402,13 +563,22 @@ def _chunks(
     chunk_size: int,
     digits_width: int,
     seeds: np.random.SeedSequence,
+    first: int = 0,
 ) -> Iterator[tuple[_Chunk, list[PhoneNumber]]]:
+    """The chunks of a dataset; those that end before image ``first`` are drawn (the numbers and
+    seeds after them depend on it) but neither built nor yielded."""
     start = 0
     while start < count:
-        batch = numbers.take(min(chunk_size, count - start))
+        size = min(chunk_size, count - start)
+        if start + size <= first:
+            numbers.skip(size)
+            seeds.spawn(1)
+            start += size
+            continue
+        batch = numbers.take(size)
         files = [f"{start + i:0{digits_width}d}_{n.digits}.png" for i, n in enumerate(batch)]
         (seed,) = seeds.spawn(1)
-        yield _Chunk([n.digits for n in batch], files, seed), batch
+        yield _Chunk([n.digits for n in batch], files, seed, start), batch
         start += len(batch)
 
 
@@ -478,8 +648,10 @@ class _Sink(ABC):
     """Writes what the chunks produce, in order: ``labels.csv`` and ``boxes.jsonl`` for every
     format, plus the format's own files (subclasses)."""
 
-    def __init__(self, folder: Path, count: int, width: int, shard_size: int) -> None:
+    def __init__(self, folder: Path, count: int, width: int, shard_size: int, first: int) -> None:
         self.folder = folder
+        #: The sink holds images ``first`` to ``first + count - 1`` of the dataset.
+        self.first = first
         self.count = count
         self.width = width
         self.shard_size = shard_size
@@ -515,6 +687,10 @@ class _Sink(ABC):
         return [LABELS_FILE, BOXES_FILE]
 
     def add(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
+        lo = max(self.first - chunk.start, 0)
+        hi = min(self.first + self.count - chunk.start, len(numbers))
+        if (lo, hi) != (0, len(numbers)):
+            chunk, numbers, result = _trim(chunk, numbers, result, lo, hi)
         rows = list(zip(chunk.files, numbers, result.boxes, strict=True))
         self.labels.writerows((name, n.digits, n.formatted) for name, n, _ in rows)
         self.boxes.writelines(_record(name, n, b) + "\n" for name, n, b in rows)
@@ -544,6 +720,22 @@ class _Sink(ABC):
     @abstractmethod
     def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
         """Implemented by every subclass."""
+
+
+def _trim(
+    chunk: _Chunk, numbers: list[PhoneNumber], result: _Result, lo: int, hi: int
+) -> tuple[_Chunk, list[PhoneNumber], _Result]:
+    """Images ``lo`` to ``hi - 1`` of a chunk (one that straddles a part's boundary)."""
+    return (
+        _Chunk(chunk.numbers[lo:hi], chunk.files[lo:hi], chunk.seed, chunk.start + lo),
+        numbers[lo:hi],
+        _Result(
+            result.boxes[lo:hi],
+            None if result.digests is None else result.digests[lo:hi],
+            None if result.pngs is None else result.pngs[lo:hi],
+            None if result.pixels is None else result.pixels[lo:hi],
+        ),
+    )
 
 
 def _record(name: str, number: PhoneNumber, boxes: list[list[int]]) -> str:
@@ -578,10 +770,10 @@ class _ShardSink(_Sink):
         self.names: list[str] = []
         self.tar: tarfile.TarFile | None = None
 
-    def _next_shard(self) -> tarfile.TarFile:
+    def _next_shard(self, index: int) -> tarfile.TarFile:
         if self.tar is not None:
             self.tar.close()
-        name = f"shard-{len(self.names):06d}.tar"
+        name = f"shard-{index // self.shard_size:06d}.tar"
         self.names.append(name)
         self.tar = tarfile.open(  # noqa: SIM115 - closed by close() or __exit__
             self.folder / name, "w", format=tarfile.USTAR_FORMAT
@@ -598,7 +790,8 @@ class _ShardSink(_Sink):
     def write(self, chunk: _Chunk, numbers: list[PhoneNumber], result: _Result) -> None:
         assert result.pngs is not None
         for i, (name, number) in enumerate(zip(chunk.files, numbers, strict=True)):
-            tar = self._next_shard() if (self.written + i) % self.shard_size == 0 else self.tar
+            index = chunk.start + i
+            tar = self._next_shard(index) if index % self.shard_size == 0 else self.tar
             assert tar is not None
             key = name.removesuffix(".png")
             _add_member(tar, f"{key}.png", result.pngs[i])
@@ -727,11 +920,13 @@ def _h5py() -> Any:
     return h5py
 
 
-def _sink(format: str, folder: Path, count: int, width: int, shard_size: int) -> _Sink:
+def _sink(
+    format: str, folder: Path, count: int, width: int, shard_size: int, first: int = 0
+) -> _Sink:
     kinds: dict[str, type[_Sink]] = {
         "png": _PngSink, "npz": _NpzSink, "hdf5": _Hdf5Sink, "shards": _ShardSink,
     }  # fmt: skip
-    return kinds[format](folder, count, width, shard_size)
+    return kinds[format](folder, count, width, shard_size, first)
 
 
 def _init_worker(source: SourceLike) -> None:
@@ -780,7 +975,7 @@ def _run_pool(
                 while pending:
                     future, chunk, numbers = pending.popleft()
                     sink.add(chunk, numbers, future.result())
-                    bar.update(len(numbers))
+                    bar.update(sink.written - bar.n)
                     submit(2 * workers)
         except BrokenProcessPool as exc:
             for future, _, _ in pending:

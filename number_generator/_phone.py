@@ -13,7 +13,6 @@ two numbers can be equal.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Final, NamedTuple
 
@@ -185,7 +184,7 @@ def iter_phone_numbers(
     rng: np.random.Generator | int | None = None,
     formats: tuple[PhoneFormat, ...] = JAPANESE_FORMATS,
     chunk_size: int = 100_000,
-) -> Iterator[list[PhoneNumber]]:
+) -> PhoneChunks:
     """``count`` distinct phone numbers in random order, as lists of up to ``chunk_size``.
 
     Memory stays O(``chunk_size``) whatever the count (up to everything the formats hold): the
@@ -199,34 +198,69 @@ def iter_phone_numbers(
     _check_request(count, formats)
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    return _chunks(int(count), formats, generator(rng), chunk_size)
+    return PhoneChunks(int(count), formats, generator(rng), chunk_size)
 
 
-def _chunks(
-    count: int, formats: tuple[PhoneFormat, ...], gen: np.random.Generator, chunk_size: int
-) -> Iterator[list[PhoneNumber]]:
-    remaining = np.array(_split(count, formats, gen), dtype=np.int64)
-    perms = [_Permutation(f.size, gen) for f in formats]
-    done = np.zeros(len(formats), dtype=np.int64)
-    left = count
-    while left:
-        take = min(chunk_size, left)
-        shares = gen.multivariate_hypergeometric(remaining, take)
+class PhoneChunks:
+    """The chunks of :func:`iter_phone_numbers` (an iterator of lists of numbers).
+
+    :meth:`skip` moves past the next chunk without building its numbers: the generator advances
+    exactly as if the chunk had been drawn, so the chunks after it are the same (how a dataset
+    writer renders only a part of a dataset, quickly, with the numbers still unique).
+    """
+
+    def __init__(
+        self, count: int, formats: tuple[PhoneFormat, ...], gen: np.random.Generator, size: int
+    ) -> None:
+        self._count = count
+        self._formats = formats
+        self._gen = gen
+        self._size = size
+        self._left = count
+        # Drawn on the first chunk (after whatever the caller draws from gen in between).
+        self._remaining: npt.NDArray[np.int64] | None = None
+        self._perms: list[_Permutation] = []
+        self._done = np.zeros(len(formats), dtype=np.int64)
+
+    def __iter__(self) -> PhoneChunks:
+        return self
+
+    def __next__(self) -> list[PhoneNumber]:
+        chunk = self._draw(build=True)
+        assert chunk is not None
+        return chunk
+
+    def skip(self) -> int:
+        """Move past the next chunk; return how many numbers it held (StopIteration at the end)."""
+        take = min(self._size, self._left)
+        self._draw(build=False)
+        return take
+
+    def _draw(self, *, build: bool) -> list[PhoneNumber] | None:
+        if not self._left:
+            raise StopIteration
+        gen, formats = self._gen, self._formats
+        if self._remaining is None:
+            self._remaining = np.array(_split(self._count, formats, gen), dtype=np.int64)
+            self._perms = [_Permutation(f.size, gen) for f in formats]
+        take = min(self._size, self._left)
+        shares = gen.multivariate_hypergeometric(self._remaining, take)
         chunk: list[PhoneNumber] = []
         for f, (fmt, k) in enumerate(zip(formats, shares.tolist(), strict=True)):
-            if k == 0:
+            if k == 0 or not build:
                 continue
-            indices = perms[f](np.arange(done[f], done[f] + k, dtype=np.uint64))
+            start = self._done[f]
+            indices = self._perms[f](np.arange(start, start + k, dtype=np.uint64))
             block = 10 ** (fmt.subscriber_length - 1)
             width = fmt.subscriber_length - 1
             for index in indices.tolist():
                 digits = f"{fmt.prefix}{fmt.first_digits[index // block]}{index % block:0{width}d}"
                 chunk.append(PhoneNumber(digits, fmt.formatted(digits)))
-        done += shares
-        remaining -= shares
-        left -= take
-        order = gen.permutation(len(chunk))
-        yield [chunk[i] for i in order.tolist()]
+        self._done += shares
+        self._remaining -= shares
+        self._left -= take
+        order = gen.permutation(take)
+        return [chunk[i] for i in order.tolist()] if build else None
 
 
 class _Permutation:

@@ -13,7 +13,7 @@ import hashlib
 import io
 import math
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ __all__ = [
     "build_index",
     "load_index",
     "make_thumbnail",
+    "rebind_cached_files",
 ]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png"})
@@ -257,6 +258,43 @@ def _stat_keys(paths: Sequence[Path]) -> npt.NDArray[np.int64]:
         st = p.stat()
         keys[k] = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
     return keys
+
+
+def rebind_cached_files(
+    cache_path: str | os.PathLike[str], folder: str | os.PathLike[str], unchanged: Iterable[str]
+) -> int:
+    """Tell the cache that the files named in ``unchanged`` (paths relative to ``folder``) did not
+    change, although they were not seen on this machine before.
+
+    For a cache made elsewhere (for example kept in S3 and downloaded into a fresh folder) whose
+    files the caller has checked by other means (object key and size or ETag): each named file
+    that is in the cache must exist under ``folder`` (an empty placeholder is enough) and is
+    recorded with its current size, times and inode, so that the next :func:`build_index` over
+    ``folder`` reuses its thumbnail without reading it. Every other file of the cache is marked
+    as changed (it is read again if present). Returns how many files were rebound.
+
+    Raises:
+        ValueError: the cache is not a readable photo-mosaic cache of this version.
+    """
+    cache = Path(cache_path)
+    root = Path(folder)
+    keep = set(unchanged)
+    try:
+        with h5py.File(cache, "r+") as f:
+            if f.attrs.get("version") != CACHE_VERSION:
+                raise ValueError(f"{display_name(str(cache))!r} was written by another version")
+            names = _decode_names(f["files/path"][:])
+            rows = [k for k, name in enumerate(names) if name in keep]
+            keys = np.full((len(names), len(_STAT_KEYS)), -1, dtype=np.int64)
+            if rows:
+                keys[rows] = _stat_keys([root / names[k] for k in rows])
+            for j, key in enumerate(_STAT_KEYS):
+                f[f"files/{key}"][...] = keys[:, j]
+    except (OSError, KeyError) as exc:
+        raise ValueError(
+            f"{display_name(str(cache))!r} is not a readable photo-mosaic cache: {exc}"
+        ) from exc
+    return len(rows)
 
 
 def _prepare_cache_folder(cache: Path) -> None:

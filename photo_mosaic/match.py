@@ -20,6 +20,7 @@ from photo_mosaic.limits import check_mosaic_size, check_unique_size
 __all__ = [
     "METHODS",
     "Matches",
+    "cell_costs",
     "cell_grid",
     "load_matches",
     "load_target",
@@ -139,6 +140,20 @@ def match_tiles(
         total_cost=float(np.einsum("ij,ij->", diff, diff)),
         fingerprint=index.fingerprint(),
     )
+
+
+def cell_costs(
+    index: TileIndex, target: str | os.PathLike[str] | Image.Image, matches: Matches
+) -> npt.NDArray[np.float64]:
+    """Each cell's cost, shape ``(rows, cols)``: the squared distance between the cell's
+    descriptor and its tile's (their sum is ``matches.total_cost``)."""
+    if matches.fingerprint != index.fingerprint():
+        raise ValueError("the matches were computed against another set of tiles")
+    rows, cols = matches.shape
+    descriptors, _ = _cells(load_target(target), rows, cols, index.grid)
+    diff = descriptors - index.descriptors[matches.tile_for_cell.ravel()]
+    costs: npt.NDArray[np.float64] = np.einsum("ij,ij->i", diff, diff)
+    return costs.reshape(rows, cols)
 
 
 def save_matches(matches: Matches, path: str | os.PathLike[str]) -> Path:

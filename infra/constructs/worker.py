@@ -35,8 +35,11 @@ from infra.constructs.storage import (
 )
 from infra.naming import ResourceNames
 
-#: Docker build context: the repository's ``container/`` (Dockerfile, requirements, package).
-CONTAINER_DIR = Path(__file__).resolve().parents[2] / "container"
+#: Docker build context: the repository root, filtered by its ``.dockerignore`` down to the
+#: worker package, ``number_generator``, ``photo_mosaic`` and the image's requirements.
+IMAGE_CONTEXT = Path(__file__).resolve().parents[2]
+#: The Dockerfile, relative to the build context.
+DOCKERFILE = "container/Dockerfile"
 CONTAINER_NAME = "worker"
 SETUP_CONTAINER_NAME = "dbsetup"
 SERVICE_NAME = "worker"
@@ -110,7 +113,7 @@ class Worker(Construct):
             ),
         )
         image = ecs.ContainerImage.from_asset(
-            str(CONTAINER_DIR), platform=ecr_assets.Platform.LINUX_AMD64
+            str(IMAGE_CONTEXT), file=DOCKERFILE, platform=ecr_assets.Platform.LINUX_AMD64
         )
         # Runs first, as the master user (ECS injects both secrets into this container only,
         # with the execution role): migrations, the application role and its grants.

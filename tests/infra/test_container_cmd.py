@@ -92,10 +92,24 @@ def image_venv(request: pytest.FixtureRequest) -> Path:
 
 
 @pytest.fixture(scope="module")
-def build_context(dev: Any) -> Path:
-    """The container asset of the synthesized stack: what Docker receives on deploy."""
-    (context,) = [p for p in dev.outdir.glob("asset.*") if (p / "Dockerfile").is_file()]
-    return Path(context)
+def build_context(dev: Any, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's /app: the Dockerfile's COPY instructions applied to the container asset of
+    the synthesized stack (what Docker receives on deploy, filtered by ``.dockerignore``)."""
+    (context,) = [
+        p for p in dev.outdir.glob("asset.*") if (p / "container" / "Dockerfile").is_file()
+    ]
+    (workdir,) = _dockerfile("WORKDIR")
+    assert workdir == "/app"
+    app = tmp_path_factory.mktemp("app")
+    for instruction in _dockerfile("COPY"):
+        source, dest = instruction.split()
+        src, target = Path(context) / source, app / dest
+        if src.is_dir():
+            shutil.copytree(src, target, dirs_exist_ok=True)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, target / src.name)
+    return app
 
 
 @pytest.fixture
@@ -289,3 +303,59 @@ def test_dockerfile_cmd_processes_one_run(
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:
     return bool(s3.list_objects_v2(Bucket=bucket, Prefix=key).get("KeyCount", 0))
+
+
+#: Run inside the image's environment: a unique mosaic with photo_mosaic (dask thumbnails, HDF5
+#: cache, the numba solver), a unique assignment large enough for POT's coarse problem, a digit
+#: sequence from the MNIST test set bundled in number_generator, and the job kinds' modules.
+_LIBRARIES_SCRIPT = """
+import importlib, json, sys, tempfile
+from pathlib import Path
+import numpy as np
+from PIL import Image
+import number_generator
+from photo_mosaic import assign_unique, build_index, load_index, match_tiles, render_mosaic
+importlib.import_module("batch_stats.jobs.mosaic")
+importlib.import_module("batch_stats.worker.app")
+folder = Path(tempfile.mkdtemp())
+rng = np.random.default_rng(0)
+for k in range(30):
+    Image.new("RGB", (40, 30), tuple(int(v) for v in rng.integers(0, 256, 3))).save(
+        folder / f"t{k:02d}.png")
+target = Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8))
+build_index(folder / ".", folder / "c.h5", thumb_size=8, progress=False)
+index = load_index(folder / "c.h5")
+mosaic = render_mosaic(index, match_tiles(index, target, cols=5, method="unique"))
+big = assign_unique(rng.random((1500, 3)) * 100, rng.random((1600, 3)) * 100)
+assert "ot" in sys.modules and len(set(big.tile_for_cell.tolist())) == 1500
+digits = number_generator.generate_numbers_sequence([0, 9, 0], (0, 4), 100)
+source = number_generator.load_source()
+print(json.dumps({"mosaic": mosaic.size, "digits": list(digits.shape),
+                  "mnist": source.name, "mnist_digits": len(source.labels)}))
+"""
+
+
+def test_the_image_runs_both_libraries_with_only_its_requirements(
+    image_venv: Path, build_context: Path, tmp_path: Path
+) -> None:
+    environ = {"PATH": f"{image_venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path)}
+    for instruction in _dockerfile("ENV"):
+        for pair in instruction.split():
+            name, _, value = pair.partition("=")
+            environ[name] = value.replace("/app", str(build_context))
+    result = subprocess.run(
+        ["python", "-c", _LIBRARIES_SCRIPT],
+        cwd=build_context,
+        env=environ,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["mosaic"] == [5 * 8, 4 * 8]
+    assert report["digits"] == [28, 100]
+    # The digits come from the MNIST test set inside the image's number_generator package.
+    assert report["mnist"] == "MNIST test set (packaged)"
+    assert report["mnist_digits"] == 10_000

@@ -89,21 +89,58 @@ def test_requirements_match_the_worker_pins_in_pyproject() -> None:
     core = {re.split(r"[<>=!~;\[ ]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
     assert core <= constraints.keys(), "every core dependency is pinned in constraints.txt"
     expected = {name: constraints[name] for name in core}
-    expected |= _pins(project["optional-dependencies"]["worker"])
+    extras = project["optional-dependencies"]
+    # The worker runs the jobs too: photo_mosaic needs the mosaic extra (number_generator only
+    # the core dependencies).
+    expected |= _pins(extras["worker"]) | _pins(extras["mosaic"])
     requirements = (CONTAINER / "requirements.txt").read_text(encoding="utf-8").splitlines()
     assert _pins(requirements) == expected
 
 
+def test_requirements_hold_no_test_build_plot_or_training_package() -> None:
+    requirements = _pins((CONTAINER / "requirements.txt").read_text(encoding="utf-8").splitlines())
+    heavy = {"torch", "matplotlib", "scikit-image", "opencv-python", "opencv-python-headless"}
+    tools = {"pytest", "moto", "moto[server]", "pgserver", "setuptools", "ruff", "mypy"}
+    assert not (heavy | tools | {"distributed", "albumentations"}) & requirements.keys()
+
+
 def test_dockerignore_keeps_only_what_the_image_needs() -> None:
-    patterns = (CONTAINER / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    # The build context is the repository root; its .dockerignore lets in only what is copied.
+    patterns = (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()
     assert "*" in patterns  # deny by default
-    assert {"!requirements.txt", "!batch_stats/"} <= set(patterns)
-    assert "batch_stats/local/" in patterns  # the local mode (moto, pgserver) stays out
+    allowed = {p[1:] for p in patterns if p.startswith("!")}
+    sources = {line.split()[0] for line in _instructions("COPY")}
+    assert sources <= allowed
+    assert "container/batch_stats/local/" in patterns  # the local mode (moto, pgserver) stays out
 
 
-@pytest.mark.parametrize("path", ["requirements.txt", "batch_stats/worker/__main__.py"])
+def test_the_image_holds_the_worker_and_both_libraries() -> None:
+    copies = {src: dest for src, dest in (line.split() for line in _instructions("COPY"))}
+    assert copies == {
+        "container/requirements.txt": "./",
+        "number_generator/": "./number_generator/",
+        "photo_mosaic/": "./photo_mosaic/",
+        "container/batch_stats/": "./batch_stats/",
+    }
+    (workdir,) = _instructions("WORKDIR")
+    assert workdir == "/app"
+    assert "PYTHONPATH=/app" in " ".join(_instructions("ENV"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "container/requirements.txt",
+        "container/batch_stats/worker/__main__.py",
+        "container/batch_stats/jobs/mosaic.py",
+        "photo_mosaic/__init__.py",
+        # The MNIST test set the digit jobs draw from (the package's offline source).
+        "number_generator/data/t10k-images-idx3-ubyte.gz",
+        "number_generator/data/t10k-labels-idx1-ubyte.gz",
+    ],
+)
 def test_files_the_dockerfile_copies_exist(path: str) -> None:
-    assert (CONTAINER / path).is_file()
+    assert (ROOT / path).is_file()
 
 
 def test_the_image_verifies_the_database_certificate() -> None:

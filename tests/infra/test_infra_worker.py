@@ -58,18 +58,32 @@ def test_container_environment_is_the_contract(dev: Any, container: dict[str, An
     assert "Secrets" not in container  # the worker reads the secret itself, per connection
 
 
-def test_container_image_is_built_from_the_container_folder(
+def test_container_image_is_built_from_the_repository_root(
     dev: Any, container: dict[str, Any]
 ) -> None:
     assert container["StopTimeout"] == 120
     assert container["LogConfiguration"]["LogDriver"] == "awslogs"
-    assets = [p for p in dev.outdir.glob("asset.*") if (p / "Dockerfile").is_file()]
+    assets = [p for p in dev.outdir.glob("asset.*") if (p / "container" / "Dockerfile").is_file()]
     assert len(assets) == 1
     files = {str(p.relative_to(assets[0])) for p in assets[0].rglob("*") if p.is_file()}
-    assert {"Dockerfile", "requirements.txt", "batch_stats/worker/__main__.py"} <= files
-    # .dockerignore keeps the local mode and caches out of the image's build context.
-    assert not [f for f in files if f.startswith("batch_stats/local/")]
-    assert not [f for f in files if "__pycache__" in f]
+    assert {
+        "container/Dockerfile",
+        "container/requirements.txt",
+        "container/batch_stats/worker/__main__.py",
+        "container/batch_stats/jobs/mosaic.py",
+        "number_generator/data/t10k-images-idx3-ubyte.gz",
+        "photo_mosaic/index.py",
+    } <= files
+    # The root .dockerignore keeps the context small: the three packages and the requirements,
+    # without the local mode (moto, pgserver), tests, infra, node_modules, docs or caches.
+    tops = {f.split("/")[0] for f in files}
+    assert tops == {".dockerignore", "container", "number_generator", "photo_mosaic"}
+    assert not [f for f in files if f.startswith("container/batch_stats/local/")]
+    assert not [f for f in files if "__pycache__" in f or f.startswith("number_generator/docs/")]
+    assert sum((assets[0] / f).stat().st_size for f in files) < 5_000_000
+    (assets_file,) = dev.outdir.glob("*.assets.json")
+    (image,) = json.loads(assets_file.read_text())["dockerImages"].values()
+    assert image["source"]["dockerFile"] == "container/Dockerfile"
 
 
 def test_service_idles_at_zero_tasks_in_public_subnets_without_inbound_rules(dev: Any) -> None:

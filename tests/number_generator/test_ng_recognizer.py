@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -15,11 +16,14 @@ from number_generator import DigitSource, generate_numbers_sequence, save_png
 torch = pytest.importorskip("torch")
 
 from number_generator.recognizer import (  # noqa: E402
+    CRNN,
     Config,
     Recognizer,
+    StripStream,
     decode,
     main,
     make_batch,
+    one_cycle,
     recognize_main,
     train,
 )
@@ -69,6 +73,51 @@ def test_a_saved_model_loads_and_predicts_the_same(
     assert loaded.predict(images) == before
     assert all(p.isdigit() or p == "" for p in before)
     assert len(truth) == 12
+
+
+def test_a_model_of_other_layers_is_refused_with_a_clear_error(
+    source: DigitSource, tmp_path: Path
+) -> None:
+    narrow = Config(channels=(8, 16, 24, 32))
+    path = Recognizer(CRNN(narrow), narrow).save(tmp_path / "model.pt")
+    saved = torch.load(path, weights_only=True)
+    saved["config"]["channels"] = [16, 32, 48, 64]  # config and weights no longer agree
+    torch.save(saved, path)
+    with pytest.raises(ValueError, match="another version of the recogniser"):
+        Recognizer.load(path)
+
+
+def test_the_strip_stream_gives_the_batches_the_loop_would_make(source: DigitSource) -> None:
+    config = Config()
+    gen = np.random.default_rng(5)
+    expected = [make_batch(8, config, source, gen) for _ in range(4)]
+    with StripStream(8, config, source, np.random.default_rng(5), ahead=2) as strips:
+        got = [strips.next() for _ in range(4)]
+    for (images, labels), (want_images, want_labels) in zip(got, expected, strict=True):
+        assert labels == want_labels
+        np.testing.assert_array_equal(images, want_images)
+        assert images.shape == (8, 28, config.width)
+
+
+def test_an_error_while_making_strips_reaches_the_training_loop(source: DigitSource) -> None:
+    config = Config(width=20)  # too narrow for 10 digits of MNIST
+    with (
+        pytest.raises(ValueError, match="too small"),
+        StripStream(4, config, source, np.random.default_rng(0)) as s,
+    ):
+        s.next()
+
+
+def test_the_one_cycle_schedule_rises_then_falls_to_almost_nothing() -> None:
+    rates = [one_cycle(f / 100, 3e-3) for f in range(101)]
+    top = int(np.argmax(rates))
+    assert rates[0] == pytest.approx(3e-3 / 25)
+    assert rates[top] == pytest.approx(3e-3)
+    assert top == 15
+    assert all(a < b for a, b in pairwise(rates[: top + 1]))
+    assert all(a > b for a, b in pairwise(rates[top:]))
+    assert rates[-1] == pytest.approx(3e-7)
+    assert one_cycle(2.0, 3e-3) == rates[-1]
 
 
 def test_greedy_decoding_merges_repeats_and_drops_blanks() -> None:

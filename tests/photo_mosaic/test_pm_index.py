@@ -14,6 +14,7 @@ from PIL import Image
 
 from photo_mosaic import build_index, load_index
 from photo_mosaic.colour import block_descriptors, srgb_to_lab
+from photo_mosaic.index import rebind_cached_files
 
 
 def test_duplicates_are_removed_and_reported(tile_folder: Path, cache_path: Path) -> None:
@@ -316,3 +317,44 @@ def test_an_unchanged_rerun_reuses_descriptors_and_leaves_the_cache_alone(
     third = build_index(tile_folder, cache_path, grid=2, progress=False)
     assert third.cache_written
     assert third.n_tiles == 23
+
+
+def test_a_cache_made_elsewhere_is_reused_for_the_rebound_files_only(
+    tile_folder: Path, tmp_path: Path
+) -> None:
+    """The S3 use: the cache travels to a fresh folder; the caller vouches for some files (empty
+    placeholders there), every other file of the cache is read again."""
+    cache = tmp_path / "first" / "tiles.h5"
+    first = build_index(tile_folder, cache, progress=False)
+    names = sorted(p.relative_to(tile_folder).as_posix() for p in tile_folder.rglob("*.*"))
+    elsewhere = tmp_path / "elsewhere"
+    vouched, changed = names[:-3], names[-3:]
+    for name in vouched:
+        (elsewhere / name).parent.mkdir(parents=True, exist_ok=True)
+        (elsewhere / name).touch()
+    for name in changed:
+        (elsewhere / name).parent.mkdir(parents=True, exist_ok=True)
+        (elsewhere / name).write_bytes((tile_folder / name).read_bytes())
+    moved = tmp_path / "moved" / "tiles.h5"
+    moved.parent.mkdir()
+    moved.write_bytes(cache.read_bytes())
+    assert rebind_cached_files(moved, elsewhere, vouched) == len(vouched)
+    second = build_index(elsewhere, moved, progress=False)
+    assert second.n_reused == len(vouched)
+    assert second.n_decoded == len(changed)
+    assert second.n_tiles == first.n_tiles
+    assert load_index(moved).fingerprint() == load_index(cache).fingerprint()
+    # Without the rebinding every file would be read (here: the empty placeholders fail).
+    again = tmp_path / "again" / "tiles.h5"
+    again.parent.mkdir()
+    again.write_bytes(cache.read_bytes())
+    third = build_index(elsewhere, again, progress=False)
+    assert third.n_reused == 0
+    assert {name for name, _ in third.failed} == set(vouched)
+
+
+def test_rebinding_a_file_that_is_not_a_cache_is_a_clear_error(tmp_path: Path) -> None:
+    bogus = tmp_path / "tiles.h5"
+    bogus.write_bytes(b"not hdf5")
+    with pytest.raises(ValueError, match="is not a readable photo-mosaic cache"):
+        rebind_cached_files(bogus, tmp_path, [])
