@@ -209,3 +209,20 @@ def test_demo_job_runs_a_synthetic_stats_job_through_the_local_stack(work_dir: P
     assert json.loads((out / "job.json").read_text())["kind"] == "synthetic-stats"
     assert json.loads((out / "notification.json").read_text())["job_id"] == "demo-synthetic-stats"
     assert _processes_under(work_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "shards"), [("digits", 2), ("mosaic", 1)], ids=["digits", "mosaic"]
+)
+def test_demo_job_runs_each_kind_with_its_preview(work_dir: Path, kind: str, shards: int) -> None:
+    process = _demo(work_dir, "--job", kind)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    assert f"job demo-{kind} succeeded ({shards} shard" in stdout
+    assert f"{kind}: succeeded, shards {shards} of {shards} done" in stdout
+    out = work_dir / "out"
+    previews = [p for p in out.glob("preview.*") if p.stat().st_size > 0]
+    assert len(previews) == 1
+    assert json.loads((out / "notification.json").read_text())["kind"] == kind
+    assert _processes_under(work_dir) == []
