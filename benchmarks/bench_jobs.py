@@ -6,11 +6,13 @@ Run: ``.venv/bin/python benchmarks/bench_jobs.py`` (``--count 100000`` by defaul
 * Baseline: ``generate-phone-numbers MIN MAX WIDTH COUNT OUT --format shards --shard-size S
   --seed 7 --workers N --quiet`` as a subprocess, writing to a temporary folder (its start-up,
   Python and the MNIST digits included).
-* Job: :func:`run_digits_job`: the ``digits`` kind's ``parse``, every ``run_shard`` (one after the
-  other, each rendering with the same ``N`` processes) and ``finish``, against the real
-  ``S3ObjectStore`` on moto's server (started before the clock): the same images, plus the
-  uploads, the labels file and the manifest. Only this function knows how the job runs: it is
-  the one to replace to time the full local flow (job document uploaded, Lambda, queue, worker).
+* Job: :func:`run_digits_job`, the full local flow (the local stack of ``make demo``: moto's
+  server, the embedded PostgreSQL, the webhook, started before the clock): the job document is
+  uploaded to ``jobs/<job_id>.json``, moto's S3 notification reaches the ingest queue, the batch
+  counter Lambda handler dispatches the job, and the worker validates it, records it, sends
+  one message per shard to the runs queue and takes them back one after the other (each
+  rendering with the same ``N`` processes), finishes the job (labels file, manifest) and
+  publishes its notification. The clock stops when the worker reports the job's end.
 
 Both sides write the same tar shards (the tests check the bytes). Printed: images/s of each, the
 job's overhead (wall time of the job / wall time of the CLI - 1; goal: at most 20%) and, from
@@ -21,6 +23,9 @@ best time of each is compared.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
+import json
 import os
 import subprocess
 import sys
@@ -29,11 +34,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-import boto3
-from batch_stats.jobs.base import JobContext
-from batch_stats.jobs.digits import DigitsKind
-from batch_stats.local.services import MotoEndpoint, moto_server
-from batch_stats.worker.adapters import S3ObjectStore
+from batch_stats.engine import EngineParams
+from batch_stats.jobs import digits
+from batch_stats.local.pipeline import LocalPipeline, local_pipeline
+from batch_stats.worker.metrics import EmfMetrics
 
 from number_generator._dataset import default_workers
 
@@ -55,27 +59,26 @@ def run_cli(count: int, shard_images: int, workers: int, out: Path) -> float:
 
 
 def run_digits_job(
-    params: dict[str, Any], *, workers: int, endpoint: MotoEndpoint, scratch: Path, number: int
+    params: dict[str, Any], *, workers: int, pipeline: LocalPipeline, number: int
 ) -> float:
-    """Seconds a ``digits`` job with ``params`` takes: parse, every shard in turn, finish."""
-    env = endpoint.environ()
-    s3 = boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=env["AWS_REGION"],
-                      aws_access_key_id="testing", aws_secret_access_key="testing")  # fmt: skip
-    bucket = f"bench-results-{number}"
-    s3.create_bucket(Bucket=bucket)
-    kind = DigitsKind(workers=workers)
-    store = S3ObjectStore(s3)
+    """Seconds from the upload of a ``digits`` job document to the job's end, through the local
+    flow: S3 event -> Lambda handler -> runs queue -> worker (validation, the jobs row, the
+    fan-out over shards, every shard, finish, the notification)."""
+    digits.KIND.workers = workers  # the kind instance the worker's registry hands out
+    s3 = pipeline.session.client("s3")
+    document = json.dumps({"version": 1, "kind": "digits", "params": params}).encode()
     start = time.perf_counter()
-    parsed = kind.parse(params)
-    shards = kind.shards(parsed)
-    results = []
-    for shard in range(shards):
-        folder = scratch / f"{number}-{shard}"
-        folder.mkdir()
-        ctx = JobContext(f"bench-{number}", "unused", bucket, store, folder)
-        results.append(kind.run_shard(parsed, shard=shard, shards=shards, ctx=ctx))
-    kind.finish(parsed, shard_results=results, ctx=ctx)
-    return time.perf_counter() - start
+    s3.put_object(
+        Bucket=pipeline.resources.names.raw_bucket, Key=f"jobs/bench-{number}.json", Body=document
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # Powertools' EMF lines
+        pipeline.pump_lambda()
+    (outcome,) = pipeline.run_jobs(jobs=1, timeout=3600)
+    elapsed = time.perf_counter() - start
+    if outcome.status != "succeeded":
+        raise RuntimeError(f"the benchmark's job failed: {outcome.reason}")
+    pipeline.webhook.get(timeout=30)  # its one notification
+    return elapsed
 
 
 def main() -> int:
@@ -94,21 +97,31 @@ def main() -> int:
     )
     cli_times: list[float] = []
     job_times: list[float] = []
-    with moto_server() as endpoint, tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="bench-jobs-") as tmp,
+        local_pipeline(
+            Path(tmp),
+            params=EngineParams(),
+            lambda_log_level="ERROR",
+            metrics=EmfMetrics(enabled=False),
+            runs_visibility_timeout=900,
+        ) as pipeline,
+    ):
         for repeat in range(args.repeats):
             cli_times.append(
                 run_cli(args.count, args.shard_images, args.workers, Path(tmp) / "cli")
             )
-            scratch = Path(tmp) / f"job-{repeat}"
-            scratch.mkdir()
-            job_times.append(run_digits_job(params, workers=args.workers, endpoint=endpoint,
-                                            scratch=scratch, number=repeat))  # fmt: skip
+            job_times.append(
+                run_digits_job(params, workers=args.workers, pipeline=pipeline, number=repeat)
+            )
             print(f"  repeat {repeat + 1}: CLI {cli_times[-1]:.2f} s, job {job_times[-1]:.2f} s")
     cli, job = min(cli_times), min(job_times)
     overhead = job / cli - 1
     print(f"generate-phone-numbers: {args.count / cli:,.0f} images/s "
           f"({args.count / cli / args.workers:,.0f} per worker process)")  # fmt: skip
-    print(f"digits job (run_shard + finish, moto S3): {args.count / job:,.0f} images/s")
+    print(
+        f"digits job (local flow: submit, Lambda, queue, worker): {args.count / job:,.0f} images/s"
+    )
     print(f"job overhead: {overhead:+.1%} (goal: at most {GOAL:.0%}; spread of the CLI "
           f"{min(cli_times):.2f}-{max(cli_times):.2f} s, job {min(job_times):.2f}-"
           f"{max(job_times):.2f} s)")  # fmt: skip

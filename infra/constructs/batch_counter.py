@@ -251,12 +251,16 @@ class BatchCounter(Construct):
             )
         )
         if raw_bucket is not None:
-            # Manifests are read from uploads/; bad-key uploads are copied under rejected/.
+            # Manifests are read from uploads/, job documents from jobs/ (and a second document
+            # under a dispatched job id is copied from there); bad keys are copied to rejected/.
             self.role.add_to_policy(
                 iam.PolicyStatement(
                     sid="ReadUploads",
                     actions=["s3:GetObject"],
-                    resources=[raw_bucket.arn_for_objects("uploads/*")],
+                    resources=[
+                        raw_bucket.arn_for_objects("uploads/*"),
+                        raw_bucket.arn_for_objects("jobs/*"),
+                    ],
                 )
             )
             self.role.add_to_policy(
@@ -269,6 +273,7 @@ class BatchCounter(Construct):
             policy = self.role.node.find_child("DefaultPolicy")
             for prefix, what in (
                 ("uploads/", "reads run manifests (uploads/<run_id>/_manifest.json)"),
+                ("jobs/", "reads job documents (jobs/<job_id>.json) and copies duplicates"),
                 ("rejected/", "copies uploads with a bad key under rejected/<run_id>/_bad_keys/"),
             ):
                 acknowledge(

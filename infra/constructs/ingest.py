@@ -12,7 +12,7 @@ from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs.batch_counter import DLQ_RETENTION_DAYS, SOURCE_RETENTION_DAYS
-from infra.constructs.storage import UPLOADS_PREFIX
+from infra.constructs.storage import JOBS_PREFIX, UPLOADS_PREFIX
 from infra.naming import ResourceNames
 
 #: An ingest message that failed this many Lambda attempts moves to the DLQ.
@@ -23,7 +23,8 @@ class Ingest(Construct):
     """The ingest queue the raw bucket notifies, and its dead-letter queue.
 
     S3 delivers events at least once; the Lambda's conditional writes make duplicates harmless.
-    The notification filter is ``uploads/`` so copies written to ``rejected/`` never re-trigger.
+    The notification filters are ``uploads/`` (runs) and ``jobs/`` (job documents), so copies
+    written to ``rejected/`` never re-trigger.
     """
 
     def __init__(
@@ -57,11 +58,11 @@ class Ingest(Construct):
                 queue=self.dlq, max_receive_count=INGEST_MAX_RECEIVE_COUNT
             ),
         )
-        raw_bucket.add_event_notification(
-            s3.EventType.OBJECT_CREATED,
-            QueueDestination(self.queue),
-            s3.NotificationKeyFilter(prefix=UPLOADS_PREFIX),
-        )
+        destination = QueueDestination(self.queue)
+        for prefix in (UPLOADS_PREFIX, JOBS_PREFIX):
+            raw_bucket.add_event_notification(
+                s3.EventType.OBJECT_CREATED, destination, s3.NotificationKeyFilter(prefix=prefix)
+            )
 
 
 @jsii.implements(s3.IBucketNotificationDestination)

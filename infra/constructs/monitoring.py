@@ -18,6 +18,20 @@ from infra.constructs.worker import SERVICE_NAME as WORKER_SERVICE
 from infra.naming import ResourceNames
 
 FIVE_MINUTES = Duration.minutes(5)
+#: The job kinds the worker runs (``batch_stats.jobs.registry.KINDS``; a test keeps them equal).
+JOB_KINDS = ("synthetic-stats", "digits", "mosaic")
+
+
+def job_metric(name: str, kind: str, *, statistic: str = "Sum") -> cloudwatch.Metric:
+    """A job metric of one kind (the worker's EMF, dimensions ``service`` and ``Kind``)."""
+    return cloudwatch.Metric(
+        namespace=METRICS_NAMESPACE,
+        metric_name=name,
+        dimensions_map={"service": WORKER_SERVICE, "Kind": kind},
+        statistic=statistic,
+        period=FIVE_MINUTES,
+        label=f"{name} {kind}",
+    )
 
 
 def pipeline_metric(name: str, service: str, *, statistic: str = "Sum") -> cloudwatch.Metric:
@@ -149,6 +163,22 @@ class Monitoring(Construct):
             "ECS refused the worker's scale-in protection: a scale-in may stop a run midway "
             "(check the task role's ecs:UpdateTaskProtection permission).",
         )
+        jobs_failed = cloudwatch.MathExpression(
+            expression=" + ".join(f"FILL(f{i}, 0)" for i in range(len(JOB_KINDS))),
+            using_metrics={
+                f"f{i}": job_metric("JobsFailed", kind) for i, kind in enumerate(JOB_KINDS)
+            },
+            label="Jobs failed (every kind)",
+            period=FIVE_MINUTES,
+        )
+        alarm(
+            "WorkerJobsFailed",
+            jobs_failed,
+            1,
+            "Jobs failed (bad document, bad parameters or unusable inputs): the 'failed' "
+            "notification and batch-stats job-status give the reason.",
+        )
+        job_errors = pipeline_metric("JobErrors", WORKER_SERVICE)
         oldest_run = runs_queue.metric_approximate_age_of_oldest_message(
             period=Duration.minutes(1), statistic="Maximum"
         )
@@ -275,6 +305,25 @@ class Monitoring(Construct):
             )
             for name in ("DesiredTaskCount", "RunningTaskCount")
         }
+        self.dashboard.add_widgets(
+            graph(
+                "Jobs by kind",
+                [
+                    *(job_metric("JobsSucceeded", kind) for kind in JOB_KINDS),
+                    *(job_metric("JobsFailed", kind) for kind in JOB_KINDS),
+                    pipeline_metric("JobsDispatched", LAMBDA_SERVICE),
+                    job_errors,
+                ],
+            ),
+            graph(
+                "Job duration by kind (s)",
+                [
+                    job_metric("JobDurationSeconds", kind, statistic=statistic)
+                    for statistic in ("Average", "Maximum")
+                    for kind in JOB_KINDS
+                ],
+            ),
+        )
         self.dashboard.add_widgets(
             graph("Worker tasks (scaling from zero)", list(tasks.values())),
             graph(

@@ -13,6 +13,15 @@ from infra.naming import ResourceNames
 UPLOADS_PREFIX = "uploads/"
 REJECTED_PREFIX = "rejected/"
 RESULTS_PREFIX = "results/"
+#: Jobs: documents and inputs in the raw bucket, outputs and caches in the results bucket.
+JOBS_PREFIX = "jobs/"
+INPUTS_PREFIX = "inputs/"
+DATASETS_PREFIX = "datasets/"
+MOSAICS_PREFIX = "mosaics/"
+CACHE_PREFIX = "cache/"
+#: Where jobs write in the results bucket (``jobs/`` holds the failed manifest of a job whose
+#: kind is unknown).
+JOB_OUTPUT_PREFIXES = (RESULTS_PREFIX, DATASETS_PREFIX, MOSAICS_PREFIX, CACHE_PREFIX, JOBS_PREFIX)
 
 
 class Storage(Construct):

@@ -22,7 +22,17 @@ from constructs import Construct
 
 from infra.config import StageConfig
 from infra.constructs._common import acknowledge, arn_finding, log_retention, logical_id
-from infra.constructs.storage import REJECTED_PREFIX, RESULTS_PREFIX, UPLOADS_PREFIX
+from infra.constructs.storage import (
+    CACHE_PREFIX,
+    DATASETS_PREFIX,
+    INPUTS_PREFIX,
+    JOB_OUTPUT_PREFIXES,
+    JOBS_PREFIX,
+    MOSAICS_PREFIX,
+    REJECTED_PREFIX,
+    RESULTS_PREFIX,
+    UPLOADS_PREFIX,
+)
 from infra.naming import ResourceNames
 
 #: Docker build context: the repository root, filtered by its ``.dockerignore`` down to the
@@ -237,7 +247,61 @@ class Worker(Construct):
                 resources=[rejected, results],
             )
         )
+        # Jobs: documents and inputs (tiles, targets) in the raw bucket; outputs and caches in
+        # the results bucket, listed only under those prefixes (failed manifests list what is
+        # present, mosaics list their tiles).
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadJobDocumentsAndInputs",
+                actions=["s3:GetObject"],
+                resources=[
+                    raw_bucket.arn_for_objects(f"{JOBS_PREFIX}*"),
+                    raw_bucket.arn_for_objects(f"{INPUTS_PREFIX}*"),
+                ],
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ListJobInputs",
+                actions=["s3:ListBucket"],
+                resources=[raw_bucket.bucket_arn],
+                conditions={"StringLike": {"s3:prefix": [f"{INPUTS_PREFIX}*"]}},
+            )
+        )
+        job_outputs = [
+            results_bucket.arn_for_objects(f"{prefix}*")
+            for prefix in JOB_OUTPUT_PREFIXES
+            if prefix != RESULTS_PREFIX
+        ]
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ReadJobOutputsAndCaches", actions=["s3:GetObject"], resources=job_outputs
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="WriteJobOutputs",
+                actions=["s3:PutObject", "s3:AbortMultipartUpload"],
+                resources=job_outputs,
+            )
+        )
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="ListJobOutputs",
+                actions=["s3:ListBucket"],
+                resources=[results_bucket.bucket_arn],
+                conditions={
+                    "StringLike": {"s3:prefix": [f"{prefix}*" for prefix in JOB_OUTPUT_PREFIXES]}
+                },
+            )
+        )
         runs_queue.grant_consume_messages(role)
+        # A job of several shards sends one message per shard to the runs queue.
+        role.add_to_principal_policy(
+            iam.PolicyStatement(
+                sid="SendJobShards", actions=["sqs:SendMessage"], resources=[runs_queue.queue_arn]
+            )
+        )
         # Explicit instead of topic.grant_publish, which adds kms:GenerateDataKey* (wildcard).
         role.add_to_principal_policy(
             iam.PolicyStatement(
@@ -280,12 +344,18 @@ class Worker(Construct):
             (raw_bucket, UPLOADS_PREFIX, "reads the images of the run it processes"),
             (raw_bucket, REJECTED_PREFIX, "copies rejected uploads, keyed by run and batch"),
             (results_bucket, RESULTS_PREFIX, "writes results/<run_id>/batch_stats.parquet"),
+            (raw_bucket, JOBS_PREFIX, "reads job documents jobs/<job_id>.json"),
+            (raw_bucket, INPUTS_PREFIX, "reads job inputs (tiles, targets)"),
+            (results_bucket, DATASETS_PREFIX, "writes datasets/<job_id>/"),
+            (results_bucket, MOSAICS_PREFIX, "writes mosaics/<job_id>/"),
+            (results_bucket, CACHE_PREFIX, "reads and writes shared caches (tile thumbnails)"),
+            (results_bucket, JOBS_PREFIX, "writes the failed manifest of a job of unknown kind"),
         ):
             acknowledge(
                 policy,
                 arn_finding(bucket, f"/{prefix}*"),
-                f"Object keys carry run ids unknown at deploy time; the worker {what} and the "
-                f"grant is limited to the {prefix} prefix.",
+                f"Object keys carry run or job ids unknown at deploy time; the worker {what} "
+                f"and the grant is limited to the {prefix} prefix.",
             )
 
     def _scale_on_queue(self, *, config: StageConfig, runs_queue: sqs.IQueue) -> None:

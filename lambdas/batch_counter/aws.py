@@ -17,6 +17,10 @@ pk                            sk              attributes
 ``RUN#<run_id>``              ``BADKEY#sha``  bad-key uploads whose key names this run
 ``BADKEY``                    sha256          bucket, key, reason, copied_to, first_seen,
                                               last_seen, times_seen (every bad key)
+``JOB#<job_id>``              ``JOB``         state, bucket, key, etag, size, created_at,
+                                              dispatched_at (the first document of the id)
+``JOB#<job_id>``              ``DUP#<etag>``  key, etag, size, copied_to, recorded_at (a
+                                              different document uploaded under the id)
 ============================  ==============  ==============================================
 
 Every item carries ``expires_at`` (epoch seconds, 30 days on) for an optional TTL.
@@ -32,6 +36,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from batch_counter.counter import (
+    JobClaim,
+    JobState,
     ManifestRecorded,
     ObjectCreated,
     Recorded,
@@ -466,6 +472,103 @@ class DynamoTrackingStore:
             }
             for item in items
         ]
+
+    # --- jobs -------------------------------------------------------------------------------
+
+    def _job_key(self, job_id: str) -> dict[str, dict[str, str]]:
+        return {"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}}
+
+    def claim_job(self, job_id: str, obj: ObjectCreated, *, now: datetime) -> JobClaim:
+        item = {
+            **self._job_key(job_id),
+            "state": {"S": JobState.DISPATCHING.value},
+            "bucket": {"S": obj.bucket},
+            "key": {"S": obj.key},
+            "etag": {"S": obj.etag},
+            "size": {"N": str(obj.size)},
+            "event_time": {"S": obj.event_time},
+            "created_at": _iso(now),
+            "expires_at": _expires(now),
+        }
+        try:
+            self._client.put_item(
+                TableName=self._table, Item=item, ConditionExpression="attribute_not_exists(pk)"
+            )
+            new = True
+        except self._client.exceptions.ConditionalCheckFailedException:
+            found = self._client.get_item(
+                TableName=self._table, Key=self._job_key(job_id), ConsistentRead=True
+            ).get("Item")
+            if found is None:  # expired between the two calls: claim again
+                return self.claim_job(job_id, obj, now=now)
+            item, new = found, False
+        return JobClaim(
+            job_id=job_id,
+            state=JobState(item["state"]["S"]),
+            etag=item["etag"]["S"],
+            size=int(item["size"]["N"]),
+            key=item["key"]["S"],
+            bucket=item["bucket"]["S"],
+            new=new,
+        )
+
+    def mark_job_dispatched(self, job_id: str, *, now: datetime) -> None:
+        try:
+            self._client.update_item(
+                TableName=self._table,
+                Key=self._job_key(job_id),
+                UpdateExpression="SET #state = :dispatched, dispatched_at = :now",
+                ConditionExpression="#state = :dispatching",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":dispatched": {"S": JobState.DISPATCHED.value},
+                    ":dispatching": {"S": JobState.DISPATCHING.value},
+                    ":now": _iso(now),
+                },
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return
+
+    def record_job_duplicate(
+        self, job_id: str, obj: ObjectCreated, *, copied_to: str | None, now: datetime
+    ) -> bool:
+        try:
+            self._client.put_item(
+                TableName=self._table,
+                Item={
+                    "pk": {"S": f"JOB#{job_id}"},
+                    "sk": {"S": f"DUP#{obj.etag}"},
+                    "key": {"S": obj.key},
+                    "etag": {"S": obj.etag},
+                    "size": {"N": str(obj.size)},
+                    "copied_to": {"S": copied_to or ""},
+                    "recorded_at": _iso(now),
+                    "expires_at": _expires(now),
+                },
+                ConditionExpression="attribute_not_exists(pk)",
+            )
+        except self._client.exceptions.ConditionalCheckFailedException:
+            return False
+        return True
+
+    def job_item(self, job_id: str) -> dict[str, str] | None:
+        """The job's item as text (state, key, etag, size...), for operators and tests."""
+        item = self._client.get_item(
+            TableName=self._table, Key=self._job_key(job_id), ConsistentRead=True
+        ).get("Item")
+        if item is None:
+            return None
+        return {name: next(iter(value.values())) for name, value in item.items()}
+
+    def job_duplicates(self, job_id: str) -> list[dict[str, str]]:
+        """Documents uploaded under the job id after its first (key, etag, copied_to)."""
+        items = self._client.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :dup)",
+            ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":dup": {"S": "DUP#"}},
+            ConsistentRead=True,
+        )["Items"]
+        return [{name: item[name]["S"] for name in ("key", "etag", "copied_to")} for item in items]
 
 
 class SqsRunQueue:

@@ -41,7 +41,9 @@ from batch_counter.keys import (
     InvalidKeyError,
     ManifestKey,
     UploadKey,
+    is_job_key,
     manifest_key,
+    parse_job_key,
     parse_key,
     run_id_of,
 )
@@ -49,6 +51,28 @@ from batch_counter.manifest import Manifest, ManifestError, parse_manifest
 
 RUN_MESSAGE_VERSION = 2
 DEFAULT_SHARD_IMAGES = 5000
+JOB_MESSAGE_VERSION = 1
+#: Largest job document the counter reads into a job message (the worker's limit too).
+MAX_JOB_DOCUMENT_BYTES = 64 * 1024
+
+
+class JobState(StrEnum):
+    DISPATCHING = "DISPATCHING"
+    DISPATCHED = "DISPATCHED"
+
+
+@dataclass(frozen=True)
+class JobClaim:
+    """The job item of the tracking table after a claim: the first document seen for the id."""
+
+    job_id: str
+    state: JobState
+    etag: str
+    size: int
+    key: str
+    bucket: str
+    #: True when this call created the item (the first event for the id).
+    new: bool
 
 
 class RunState(StrEnum):
@@ -203,6 +227,22 @@ class TrackingStore(Protocol):
         """The run's bad keys and late uploads, as the worker's notification lists them."""
         ...
 
+    def claim_job(self, job_id: str, obj: ObjectCreated, *, now: datetime) -> JobClaim:
+        """Create the job's item (DISPATCHING, with the document's ETag and size) if it does
+        not exist; return the item as it is now (one conditional write, one read if it
+        existed)."""
+        ...
+
+    def mark_job_dispatched(self, job_id: str, *, now: datetime) -> None:
+        """DISPATCHING -> DISPATCHED (no-op if already done)."""
+        ...
+
+    def record_job_duplicate(
+        self, job_id: str, obj: ObjectCreated, *, copied_to: str | None, now: datetime
+    ) -> bool:
+        """Keep a second document uploaded under a claimed job id; True the first time."""
+        ...
+
 
 class RunChecks(Protocol):
     """One-time checks of runs that may stay incomplete (EventBridge Scheduler in AWS)."""
@@ -244,6 +284,8 @@ class Outcome(StrEnum):
     REJECTED_KEY = "rejected_key"
     LATE = "late"
     MANIFEST = "manifest"
+    JOB = "job"
+    JOB_DUPLICATE = "job_duplicate"
 
 
 @dataclass
@@ -255,6 +297,38 @@ class RecordResult:
     dispatched_runs: list[str] = field(default_factory=list)
     failed_runs: list[tuple[str, str]] = field(default_factory=list)
     ignored_events: int = 0
+    dispatched_jobs: list[str] = field(default_factory=list)
+    duplicate_jobs: list[tuple[str, str]] = field(default_factory=list)
+
+
+def rejected_job_key(job_id: str, etag: str) -> str:
+    """Where a second document uploaded under a claimed job id is kept."""
+    digest = hashlib.sha256(etag.encode()).hexdigest()[:24]
+    return f"rejected/jobs/{job_id}/{digest}.json"
+
+
+def build_job_message(
+    *, job_id: str, obj: ObjectCreated, document: str | None, failure: str | None, now: datetime
+) -> str:
+    """The JSON body of a job message (documented in the README): the document as uploaded
+    (the worker validates it), or why it could not be read."""
+    return json.dumps(
+        {
+            "type": "job",
+            "version": JOB_MESSAGE_VERSION,
+            "job_id": job_id,
+            "bucket": obj.bucket,
+            "key": obj.key,
+            "etag": obj.etag,
+            "size": obj.size,
+            "document": document,
+            "failure": failure,
+            "dispatched_at": now.astimezone(UTC)
+            .isoformat(timespec="seconds")
+            .replace("+00:00", "Z"),
+        },
+        separators=(",", ":"),
+    )
 
 
 def rejected_key_for(key: str, run_id: str | None) -> str:
@@ -357,6 +431,13 @@ def build_incomplete_notification(
     }
 
 
+def _is_md5_etag(etag: str) -> bool:
+    """A single-part upload's ETag is the MD5 of its bytes (multipart ones end in ``-<parts>``;
+    SSE-KMS objects have other ETags, but the raw bucket uses SSE-S3)."""
+    text = etag.strip('"')
+    return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
+
+
 class MalformedEventError(ValueError):
     """The SQS record does not carry an S3 event notification."""
 
@@ -454,6 +535,9 @@ class BatchCounter:
             result.ignored_events += 1
             return result
         for obj in notifications:
+            if is_job_key(obj.key):
+                self._job(obj, now=now, result=result)
+                continue
             try:
                 parsed = parse_key(obj.key)
             except InvalidKeyError as exc:
@@ -479,6 +563,82 @@ class BatchCounter:
                 self.store.get_run(parsed.run_id), bucket=obj.bucket, now=now, result=result
             )
         return result
+
+    def _job(self, obj: ObjectCreated, *, now: datetime, result: RecordResult) -> None:
+        """Dispatch a job document exactly once per job id.
+
+        The first event for ``jobs/<job_id>.json`` claims the id (a conditional write keeping
+        the document's ETag and size); the document is read and sent in ONE job message
+        (deduplication id ``<job_id>.job``) and the item goes DISPATCHING -> DISPATCHED.
+        A redelivered event for the same document finds DISPATCHING (sends again: SQS drops
+        the copy) or DISPATCHED (nothing). A different document under a claimed id is copied
+        to ``rejected/jobs/<job_id>/`` and reported: it does not run.
+        """
+        try:
+            job_id = parse_job_key(obj.key)
+        except InvalidKeyError as exc:
+            self._reject_key(obj, exc, now=now)
+            result.rejected.append(exc)
+            result.outcomes.append((obj.key, Outcome.REJECTED_KEY))
+            return
+        claim = self.store.claim_job(job_id, obj, now=now)
+        if claim.etag != obj.etag or claim.size != obj.size:
+            to_key = rejected_job_key(job_id, obj.etag)
+            copied = self.objects.copy(
+                bucket=obj.bucket,
+                key=obj.key,
+                to_key=to_key,
+                metadata={
+                    "reason": "duplicate_job_id",
+                    "job-id": job_id,
+                    "source-key": quote(obj.key, safe="/"),
+                },
+            )
+            first = self.store.record_job_duplicate(
+                job_id,
+                obj,
+                copied_to=f"s3://{obj.bucket}/{to_key}" if copied else None,
+                now=now,
+            )
+            outcome = Outcome.JOB_DUPLICATE if first else Outcome.DUPLICATE
+            result.outcomes.append((obj.key, outcome))
+            if first:
+                result.duplicate_jobs.append((job_id, f"s3://{obj.bucket}/{to_key}"))
+            return
+        if claim.state is JobState.DISPATCHED:
+            result.outcomes.append((obj.key, Outcome.DUPLICATE))
+            return
+        document: str | None = None
+        failure: str | None = None
+        if obj.size > MAX_JOB_DOCUMENT_BYTES:
+            failure = (
+                f"the job document has {obj.size} bytes; at most {MAX_JOB_DOCUMENT_BYTES} are "
+                "allowed (a job holds parameters; its inputs go under inputs/)"
+            )
+        else:
+            data = self.objects.get(obj.bucket, obj.key)
+            if data is None:
+                failure = f"the job document s3://{obj.bucket}/{obj.key} was deleted before it "
+                failure += "was read"
+            elif _is_md5_etag(obj.etag) and hashlib.md5(data).hexdigest() != obj.etag.strip('"'):
+                failure = (
+                    f"the job document s3://{obj.bucket}/{obj.key} was replaced before it was "
+                    "read (a job id runs its first document only; the replacement is kept "
+                    f"under rejected/jobs/{job_id}/)"
+                )
+            else:
+                try:
+                    document = data.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    failure = f"invalid job document: the document is not UTF-8 text ({exc})"
+        self.queue.send_run(
+            build_job_message(job_id=job_id, obj=obj, document=document, failure=failure, now=now),
+            deduplication_id=f"{job_id}.job",
+            group_id=f"{job_id}.job",
+        )
+        self.store.mark_job_dispatched(job_id, now=now)
+        result.outcomes.append((obj.key, Outcome.JOB))
+        result.dispatched_jobs.append(job_id)
 
     def _reject_key(self, obj: ObjectCreated, exc: InvalidKeyError, *, now: datetime) -> None:
         run_id = run_id_of(obj.key)

@@ -108,6 +108,8 @@ def record_handler(record: SQSRecord) -> None:
             )
         elif outcome is Outcome.MANIFEST:
             metrics.add_metric(name="ManifestsReceived", unit=MetricUnit.Count, value=1)
+        elif outcome is Outcome.JOB_DUPLICATE:
+            metrics.add_metric(name="DuplicateJobs", unit=MetricUnit.Count, value=1)
     for rejected in result.rejected:
         metrics.add_metric(name="RejectedKeys", unit=MetricUnit.Count, value=1)
         logger.warning(
@@ -121,6 +123,15 @@ def record_handler(record: SQSRecord) -> None:
     for run_id in result.dispatched_runs:
         metrics.add_metric(name="RunsDispatched", unit=MetricUnit.Count, value=1)
         logger.info("run dispatched", run_id=run_id)
+    for job_id in result.dispatched_jobs:
+        metrics.add_metric(name="JobsDispatched", unit=MetricUnit.Count, value=1)
+        logger.info("job dispatched", job_id=job_id)
+    for job_id, kept_at in result.duplicate_jobs:
+        logger.warning(
+            "a second document under a dispatched job id: kept, reported, not run",
+            job_id=job_id,
+            kept_at=kept_at,
+        )
 
 
 class BadCheckEventError(ValueError):

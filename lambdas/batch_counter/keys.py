@@ -62,6 +62,30 @@ def run_id_of(key: str) -> str | None:
     return candidate if _ID_RE.fullmatch(candidate) else None
 
 
+JOBS_PREFIX = "jobs/"
+JOB_KEY_RULES = (
+    "expected jobs/<job_id>.json where job_id is 1-64 characters of letters, digits, '_' and "
+    "'-' starting with a letter or digit"
+)
+
+
+def is_job_key(key: str) -> bool:
+    """Whether the key is under ``jobs/`` (a job document, or a badly named one)."""
+    return key.startswith(JOBS_PREFIX)
+
+
+def parse_job_key(key: str) -> str:
+    """The job id of ``jobs/<job_id>.json``; raise InvalidKeyError (``bad_job_key``) otherwise."""
+    name = key[len(JOBS_PREFIX) :] if key.startswith(JOBS_PREFIX) else ""
+    if len(key) <= MAX_KEY_LENGTH and name.endswith(".json"):
+        job_id = name[: -len(".json")]
+        if _ID_RE.fullmatch(job_id):
+            return job_id
+    error = InvalidKeyError(key, "bad_job_key", "not a job document key")
+    error.args = (f"object key {key!r} rejected (bad_job_key): {JOB_KEY_RULES}",)
+    raise error
+
+
 def is_run_id(text: object) -> bool:
     """Whether ``text`` is an allowed run id (1-64 letters, digits, '_', '-', starting with a
     letter or digit)."""

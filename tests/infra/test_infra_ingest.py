@@ -15,18 +15,22 @@ def _queue(synth: Any, name: str) -> tuple[str, dict[str, Any]]:
     return logical_id, dict(queue["Properties"])
 
 
-def test_raw_bucket_notifies_the_ingest_queue_for_uploads_only(dev: Any) -> None:
+def test_raw_bucket_notifies_the_ingest_queue_for_uploads_and_job_documents_only(
+    dev: Any,
+) -> None:
     names = resource_names(stage="dev", account="123456789012", region="us-east-1")
     ingest_id, _ = _queue(dev, names.ingest_queue)
     (notification,) = dev.resources("Custom::S3BucketNotifications").values()
     config = notification["Properties"]["NotificationConfiguration"]
     assert set(config) == {"QueueConfigurations"}
-    (queue_config,) = config["QueueConfigurations"]
-    assert queue_config["Events"] == ["s3:ObjectCreated:*"]
-    assert queue_config["QueueArn"] == {"Fn::GetAtt": [ingest_id, "Arn"]}
-    assert queue_config["Filter"] == {
-        "Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}
-    }
+    configs = config["QueueConfigurations"]
+    assert [c["Filter"] for c in configs] == [
+        {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}}
+        for prefix in ("uploads/", "jobs/")
+    ]
+    for queue_config in configs:
+        assert queue_config["Events"] == ["s3:ObjectCreated:*"]
+        assert queue_config["QueueArn"] == {"Fn::GetAtt": [ingest_id, "Arn"]}
 
 
 def test_ingest_queue_has_a_dlq_after_five_receives(dev: Any) -> None:

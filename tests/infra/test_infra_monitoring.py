@@ -48,14 +48,22 @@ def test_custom_metrics_use_the_contract_namespace_and_dimensions(dashboard_body
         for metric in widget.get("properties", {}).get("metrics", [])
         if metric[0] == "ImagePipeline"
     ]
-    services = {(m[1], m[3]) for m in custom}
+    services = {(m[1], _dimensions(m)["service"]) for m in custom}
     assert ("ImagesRecorded", "batch-counter") in services
     assert ("RunsDispatched", "batch-counter") in services
     assert ("RunsFinished", "worker") in services
-    assert all(m[2] == "service" for m in custom)
+    # Every metric has the service dimension; job metrics also their kind.
+    assert all(set(_dimensions(m)) in ({"service"}, {"service", "Kind"}) for m in custom)
+
+
+def _dimensions(metric: list[Any]) -> dict[str, str]:
+    """The dimensions of a dashboard metric ``[namespace, name, dim, value, ..., {options}]``."""
+    pairs = [part for part in metric[2:] if isinstance(part, str)]
+    return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
 
 def _pipeline_alarms(synth: Any) -> dict[str, dict[str, Any]]:
+    """Alarms on one metric, by ``<metric>:<first dimension value>``."""
     (topic_id,) = synth.resources("AWS::SNS::Topic")
     return {
         a["Properties"]["MetricName"]
@@ -63,7 +71,56 @@ def _pipeline_alarms(synth: Any) -> dict[str, dict[str, Any]]:
         + str(a["Properties"].get("Dimensions", [{}])[0].get("Value")): a["Properties"]
         for a in synth.resources("AWS::CloudWatch::Alarm").values()
         if a["Properties"]["AlarmActions"] == [{"Ref": topic_id}]
+        and "MetricName" in a["Properties"]
     }
+
+
+def _expression_alarms(synth: Any) -> list[dict[str, Any]]:
+    """Alarms on a metric math expression."""
+    (topic_id,) = synth.resources("AWS::SNS::Topic")
+    return [
+        a["Properties"]
+        for a in synth.resources("AWS::CloudWatch::Alarm").values()
+        if a["Properties"]["AlarmActions"] == [{"Ref": topic_id}] and "Metrics" in a["Properties"]
+    ]
+
+
+def test_failed_jobs_of_every_kind_alarm(dev: Any) -> None:
+    from batch_stats.jobs.registry import KINDS
+
+    (alarm,) = _expression_alarms(dev)
+    (expression,) = [m for m in alarm["Metrics"] if "Expression" in m]
+    assert expression["ReturnData"] is True
+    watched = {
+        (
+            m["MetricStat"]["Metric"]["MetricName"],
+            frozenset((d["Name"], d["Value"]) for d in m["MetricStat"]["Metric"]["Dimensions"]),
+        )
+        for m in alarm["Metrics"]
+        if "MetricStat" in m
+    }
+    # Every kind the worker knows, by the dimensions the worker's EMF gives them.
+    assert watched == {
+        ("JobsFailed", frozenset({("service", "worker"), ("Kind", kind)})) for kind in KINDS
+    }
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        1,
+        "GreaterThanOrEqualToThreshold",
+    )
+    assert alarm["OKActions"] == alarm["AlarmActions"]
+
+
+def test_the_dashboard_shows_jobs_by_kind(dashboard_body: str) -> None:
+    from batch_stats.jobs.registry import KINDS
+
+    body = json.loads(dashboard_body)
+    (jobs,) = [w for w in body["widgets"] if w["properties"].get("title") == "Jobs by kind"]
+    shown = {
+        (m[1], _dimensions(m)["Kind"])
+        for m in jobs["properties"]["metrics"]
+        if "Kind" in _dimensions(m)
+    }
+    assert shown == {(name, kind) for name in ("JobsSucceeded", "JobsFailed") for kind in KINDS}
 
 
 def test_alarms_cover_dlqs_errors_failed_runs_and_waiting_runs(dev: Any) -> None:

@@ -158,6 +158,10 @@ def _actions(statement: dict[str, Any]) -> set[str]:
     return {action} if isinstance(action, str) else set(action)
 
 
+def _unordered(resources: list[Any]) -> list[str]:
+    return sorted(json.dumps(r, sort_keys=True) for r in resources)
+
+
 def test_task_role_is_least_privilege(dev: Any) -> None:
     statements = {s.get("Sid", ""): s for s in _task_role_statements(dev)}
     raw_id, _ = _one(dev, "AWS::S3::Bucket", {"BucketName": NAMES.raw_bucket})
@@ -184,6 +188,24 @@ def test_task_role_is_least_privilege(dev: Any) -> None:
         objects(results_id, "results/"),
     ]
     assert statements["ListUploads"]["Condition"] == {"StringLike": {"s3:prefix": ["uploads/*"]}}
+    # Jobs: documents and inputs are read from the raw bucket, inputs listed by prefix only;
+    # outputs and caches written under their prefixes of the results bucket; shard messages
+    # sent to the runs queue.
+    assert _actions(statements["ReadJobDocumentsAndInputs"]) == {"s3:GetObject"}
+    assert _unordered(statements["ReadJobDocumentsAndInputs"]["Resource"]) == _unordered(
+        [objects(raw_id, "jobs/"), objects(raw_id, "inputs/")]
+    )
+    assert statements["ListJobInputs"]["Condition"] == {"StringLike": {"s3:prefix": ["inputs/*"]}}
+    job_outputs = [objects(results_id, p) for p in ("datasets/", "mosaics/", "cache/", "jobs/")]
+    assert _actions(statements["WriteJobOutputs"]) == {"s3:PutObject", "s3:AbortMultipartUpload"}
+    assert _unordered(statements["WriteJobOutputs"]["Resource"]) == _unordered(job_outputs)
+    assert _unordered(statements["ReadJobOutputsAndCaches"]["Resource"]) == _unordered(job_outputs)
+    assert statements["ListJobOutputs"]["Condition"] == {
+        "StringLike": {"s3:prefix": ["results/*", "datasets/*", "mosaics/*", "cache/*", "jobs/*"]}
+    }
+    runs_id, _ = _one(dev, "AWS::SQS::Queue", {"QueueName": NAMES.runs_queue})
+    assert _actions(statements["SendJobShards"]) == {"sqs:SendMessage"}
+    assert statements["SendJobShards"]["Resource"] == {"Fn::GetAtt": [runs_id, "Arn"]}
     assert _actions(statements["PublishRunNotifications"]) == {"sns:Publish"}
     assert _actions(statements["EncryptForTheTopic"]) == {"kms:Decrypt", "kms:GenerateDataKey"}
 

@@ -13,7 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+if TYPE_CHECKING:
+    from batch_stats.engine import BatchStats
 
 
 class JobSpecError(ValueError):
@@ -47,6 +50,21 @@ class JobStore(Protocol):
         ...
 
 
+class RunRows(Protocol):
+    """The batch statistics table (PostgreSQL in the worker) for kinds that produce run rows."""
+
+    def save_run_stats(
+        self,
+        run_id: str,
+        *,
+        stats: Sequence[BatchStats],
+        image_counts: Mapping[str, int],
+        parquet_uri: str,
+    ) -> None:
+        """Upsert the run's row and exactly these batch rows (idempotent)."""
+        ...
+
+
 @dataclass(frozen=True)
 class JobContext:
     """Where a job runs: its id, its buckets, the store and a scratch folder for this shard."""
@@ -60,6 +78,8 @@ class JobContext:
     store: JobStore
     #: An empty local folder that the framework removes after the shard.
     scratch: Path
+    #: The batch statistics table, where the worker has one (None: a kind skips its rows).
+    rows: RunRows | None = None
 
 
 P = TypeVar("P")

@@ -213,7 +213,100 @@ def _status(args: argparse.Namespace) -> int:
     return 0 if status["found"] else 1
 
 
+def _job_id_from(path: Path, given: str | None) -> str:
+    from batch_stats.jobs.document import JOB_ID_RULES, is_job_id
+
+    job_id = given if given is not None else path.stem
+    if not is_job_id(job_id):
+        where = "--job-id" if given is not None else f"the file name {path.name!r}"
+        raise ValueError(f"job id {job_id!r} (from {where}) is not allowed ({JOB_ID_RULES})")
+    return job_id
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from batch_stats.jobs.base import JobSpecError
+    from batch_stats.jobs.document import job_key, parse_job_document
+
+    job_id = _job_id_from(args.file, args.job_id)
+    data = args.file.read_bytes()
+    try:
+        spec = parse_job_document(data, job_id=job_id)
+    except JobSpecError as exc:
+        print(
+            f"batch-stats: {args.file} is not a valid job document ({len(exc.problems)} "
+            "problems); nothing was uploaded:",
+            file=sys.stderr,
+        )
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        return 2
+    bucket = args.bucket or os.environ.get("RAW_BUCKET", "")
+    if not bucket:
+        raise ValueError("no bucket: pass --bucket or set RAW_BUCKET")
+    import boto3
+
+    key = job_key(job_id)
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=data, ContentType="application/json")
+    shards = spec.kind.shards(spec.params)
+    print(
+        f"submitted {spec.kind_name} job {job_id} ({shards} shard{'s' * (shards != 1)}) as "
+        f"s3://{bucket}/{key}; outputs under {spec.kind.output_prefix(job_id)} in the results "
+        f"bucket; follow it with: batch-stats job-status {job_id}"
+    )
+    return 0
+
+
+def _job_status(args: argparse.Namespace) -> int:
+    import boto3
+
+    from batch_stats.worker.app import build_database
+    from batch_stats.worker.config import WorkerSettings
+    from batch_stats.worker.status import format_job_status, job_status, to_json
+    from batch_stats.worker.tracking import DynamoRunTracking
+
+    session = boto3.Session()
+    table = args.table or os.environ.get("TRACKING_TABLE_NAME", "")
+    database_url = os.environ.get("DATABASE_URL") or None
+    secret_arn = os.environ.get("DB_SECRET_ARN") or None
+    if not table and not (database_url or secret_arn):
+        raise ValueError(
+            "nothing to read: set TRACKING_TABLE_NAME (or --table) and DATABASE_URL or "
+            "DB_SECRET_ARN"
+        )
+    database = None
+    if database_url or secret_arn:
+        database = build_database(
+            WorkerSettings(
+                runs_queue_url="-",
+                raw_bucket="-",
+                results_bucket="-",
+                notifications_topic_arn="-",
+                tracking_table_name=table or "-",
+                database_url=None if secret_arn else database_url,
+                db_secret_arn=secret_arn,
+            ),
+            session,
+        )
+    try:
+        status = job_status(
+            args.job_id,
+            database=database,
+            tracking=DynamoRunTracking(session.client("dynamodb"), table) if table else None,
+        )
+    finally:
+        if database is not None:
+            database.close()
+    print(to_json(status) if args.json else format_job_status(status))
+    return 0 if status["found"] else 1
+
+
 def _demo(args: argparse.Namespace) -> int:
+    if args.job is not None:
+        from batch_stats.local.job_demo import JobDemoOptions, run_job_demo
+
+        job_id = None if args.run_id == "demo-run" else args.run_id
+        run_job_demo(JobDemoOptions(kind=args.job, out_dir=args.out, job_id=job_id))
+        return 0
     from batch_stats.local.demo import DemoOptions, run_demo
 
     run_demo(
@@ -283,6 +376,32 @@ def register(commands: Any, add_command: AddCommand) -> None:
     status.add_argument(
         "--table", default=None, help="tracking table (default: TRACKING_TABLE_NAME)"
     )
+    submit = add_command(
+        commands,
+        "submit",
+        _submit,
+        "validate a job document (every problem is listed) and upload it to "
+        "jobs/<job_id>.json in the raw bucket, which starts the job",
+    )
+    submit.add_argument("file", type=Path, help="the job document (JSON)")
+    submit.add_argument(
+        "--job-id", default=None, help=f"job id (default: the file's name; {_RUN_ID_HELP})"
+    )
+    submit.add_argument(
+        "--bucket", default=None, help="raw bucket (default: the RAW_BUCKET variable)"
+    )
+    job_status = add_command(
+        commands,
+        "job-status",
+        _job_status,
+        "show a job's state: its dispatch (tracking table: TRACKING_TABLE_NAME), its status, "
+        "shards, outputs, reason and notification (jobs table: DATABASE_URL or DB_SECRET_ARN)",
+    )
+    job_status.add_argument("job_id", type=_run_id, help="the job id")
+    job_status.add_argument("--json", action="store_true", help="print JSON (for scripts)")
+    job_status.add_argument(
+        "--table", default=None, help="tracking table (default: TRACKING_TABLE_NAME)"
+    )
     demo = add_command(
         commands,
         "demo",
@@ -324,6 +443,13 @@ def register(commands: Any, add_command: AddCommand) -> None:
         metavar="S",
         help="with --missing-batches: RUN_TIMEOUT, seconds after the last upload before the "
         "run is reported incomplete (default: %(default)s; the stack's is 3600)",
+    )
+    demo.add_argument(
+        "--job",
+        choices=("synthetic-stats", "digits", "mosaic"),
+        default=None,
+        help="run a job of this kind through the same local stack instead of an uploaded run "
+        "(its demo parameters; the preview goes to --out; --run-id names the job)",
     )
     demo.add_argument(
         "--out",

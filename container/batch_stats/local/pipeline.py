@@ -26,6 +26,7 @@ from batch_stats.local.webhook import Webhook, webhook
 from batch_stats.worker.app import build_worker
 from batch_stats.worker.config import WorkerSettings, load_settings
 from batch_stats.worker.database import ResultsDatabase
+from batch_stats.worker.jobs import JobOutcome
 from batch_stats.worker.messages import ImageRef
 from batch_stats.worker.metrics import EmfMetrics
 from batch_stats.worker.runner import RunOutcome, Worker
@@ -90,6 +91,26 @@ class LocalPipeline:
             raise TimeoutError(f"the next run check is due in {wait:.0f} s (over {timeout} s)")
         time.sleep(max(wait, 0) + 0.05)
         return self.checks.fire_due()
+
+    def run_jobs(self, *, jobs: int = 1, timeout: float = 300) -> list[JobOutcome]:
+        """Let the worker take messages off the runs queue (job messages and their shards)
+        until ``jobs`` jobs have ended; return their final outcomes."""
+        ended: list[JobOutcome] = []
+
+        def keep(outcome: JobOutcome) -> None:
+            if outcome.final:
+                ended.append(outcome)
+
+        self.worker.on_job_outcome = keep
+        deadline = time.monotonic() + timeout
+        try:
+            while len(ended) < jobs:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(ended)} of {jobs} jobs ended in {timeout} s")
+                self.worker.poll_once()
+        finally:
+            self.worker.on_job_outcome = None
+        return ended
 
     def run_worker(self, *, runs: int, timeout: float = 120) -> list[RunOutcome]:
         """Let the worker take shards off the runs queue until ``runs`` runs are finished; return

@@ -142,8 +142,10 @@ def create_resources(
                 {
                     "QueueArn": ingest_arn,
                     "Events": ["s3:ObjectCreated:*"],
-                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}},
+                    "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": prefix}]}},
                 }
+                # Uploads of runs, and job documents (jobs/<job_id>.json).
+                for prefix in ("uploads/", "jobs/")
             ]
         },
     )

@@ -120,6 +120,26 @@ class SqsRunQueue:
             QueueUrl=self._url, ReceiptHandle=message.receipt_handle, VisibilityTimeout=seconds
         )
 
+    def max_receives(self) -> int | None:
+        """The queue's ``maxReceiveCount`` (receives before its DLQ takes a message); None
+        without a redrive policy."""
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=self._url, AttributeNames=["RedrivePolicy"]
+        ).get("Attributes", {})
+        if "RedrivePolicy" not in attributes:
+            return None
+        return int(json.loads(attributes["RedrivePolicy"])["maxReceiveCount"])
+
+    def send(self, body: str, *, deduplication_id: str, group_id: str) -> str:
+        """Send a message to the (FIFO) queue (a job's shard); return its message id."""
+        response = self._sqs.send_message(
+            QueueUrl=self._url,
+            MessageBody=body,
+            MessageDeduplicationId=deduplication_id,
+            MessageGroupId=group_id,
+        )
+        return str(response["MessageId"])
+
 
 class SnsNotifier:
     def __init__(self, client: Any, topic_arn: str) -> None:

@@ -24,6 +24,7 @@ from batch_stats.worker.adapters import (
 )
 from batch_stats.worker.config import ConfigError, WorkerSettings, load_settings
 from batch_stats.worker.database import ResultsDatabase
+from batch_stats.worker.jobs import JobProcessor
 from batch_stats.worker.messages import ImageRef
 from batch_stats.worker.metrics import EmfMetrics
 from batch_stats.worker.runner import RunProcessor, Worker
@@ -59,15 +60,19 @@ def build_worker(
     """A worker wired to AWS (or to whatever ``AWS_ENDPOINT_URL`` points at)."""
     session = session or boto3.Session()
     metrics = metrics or EmfMetrics()
+    objects = S3ObjectStore(
+        session.client(
+            "s3",
+            config=botocore_config(max_pool_connections=settings.download_concurrency + 4),
+        )
+    )
+    database = build_database(settings, session)
+    notifier = SnsNotifier(session.client("sns"), settings.notifications_topic_arn)
+    queue = SqsRunQueue(session.client("sqs"), settings.runs_queue_url)
     processor = RunProcessor(
-        objects=S3ObjectStore(
-            session.client(
-                "s3",
-                config=botocore_config(max_pool_connections=settings.download_concurrency + 4),
-            )
-        ),
-        database=build_database(settings, session),
-        notifier=SnsNotifier(session.client("sns"), settings.notifications_topic_arn),
+        objects=objects,
+        database=database,
+        notifier=notifier,
         tracking=DynamoRunTracking(
             session.client("dynamodb", config=botocore_config()), settings.tracking_table_name
         ),
@@ -77,9 +82,18 @@ def build_worker(
         params=params,
         on_image=on_image,
     )
+    jobs = JobProcessor(
+        store=objects,
+        database=database,
+        notifier=notifier,
+        queue=queue,
+        raw_bucket=settings.raw_bucket,
+        results_bucket=settings.results_bucket,
+    )
     return Worker(
-        queue=SqsRunQueue(session.client("sqs"), settings.runs_queue_url),
+        queue=queue,
         processor=processor,
+        jobs=jobs,
         visibility_timeout=settings.visibility_timeout_seconds,
         protection=TaskProtection(settings.ecs_agent_uri, metrics=metrics),
         wait_seconds=wait_seconds,

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
+from psycopg.types.json import Jsonb
 
 from batch_stats.engine import BatchStats
 from batch_stats.worker.messages import Rejection
@@ -67,6 +69,35 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
             part_uri text,
             done_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (run_id, shard)
+        );
+        """,
+    ),
+    (
+        3,
+        """
+        CREATE TABLE jobs (
+            job_id text PRIMARY KEY,
+            kind text,
+            params jsonb,
+            status text NOT NULL
+                CHECK (status IN ('queued', 'running', 'succeeded', 'failed')),
+            shards integer NOT NULL DEFAULT 1,
+            shards_done integer NOT NULL DEFAULT 0,
+            outputs jsonb,
+            reason text,
+            document_etag text,
+            created_at timestamptz NOT NULL DEFAULT now(),
+            started_at timestamptz,
+            finished_at timestamptz,
+            notified_status text,
+            notification_id text
+        );
+        CREATE TABLE job_shards (
+            job_id text NOT NULL REFERENCES jobs (job_id) ON DELETE CASCADE,
+            shard integer NOT NULL,
+            summary jsonb NOT NULL,
+            done_at timestamptz NOT NULL DEFAULT now(),
+            PRIMARY KEY (job_id, shard)
         );
         """,
     ),
@@ -445,3 +476,150 @@ class ResultsDatabase:
                 (run_id,),
             )
             return [dict(row) for row in cur.fetchall()]
+
+    # --- jobs -----------------------------------------------------------------------------
+
+    def create_job(
+        self,
+        job_id: str,
+        *,
+        kind: str | None,
+        params: Mapping[str, Any] | None,
+        shards: int,
+        etag: str | None,
+    ) -> None:
+        """Record a job as queued (nothing changes if it is already recorded)."""
+        with self._connect() as conn:
+            conn.execute(
+                "INSERT INTO jobs (job_id, kind, params, status, shards, document_etag) "
+                "VALUES (%s, %s, %s, 'queued', %s, %s) ON CONFLICT (job_id) DO NOTHING",
+                (job_id, kind, None if params is None else Jsonb(dict(params)), shards, etag),
+            )
+
+    def start_job(self, job_id: str) -> None:
+        """queued -> running (the first time a worker works on it)."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = 'running', started_at = coalesce(started_at, now()) "
+                "WHERE job_id = %s AND status IN ('queued', 'running')",
+                (job_id,),
+            )
+
+    def job_row(self, job_id: str) -> dict[str, Any] | None:
+        """The job's row (kind, params, status, shards, outputs, reason, timings...)."""
+        with self._connect() as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
+            cur.execute(
+                "SELECT job_id, kind, params, status, shards, shards_done, outputs, reason, "
+                "document_etag, created_at, started_at, finished_at, notified_status, "
+                "notification_id, extract(epoch FROM finished_at - created_at) AS duration_s "
+                "FROM jobs WHERE job_id = %s",
+                (job_id,),
+            )
+            row = cur.fetchone()
+        if row is None:
+            return None
+        found = dict(row)
+        if found["duration_s"] is not None:
+            found["duration_s"] = float(found["duration_s"])
+        return found
+
+    def save_job_shard(
+        self, job_id: str, *, shard: int, shards: int, summary: Mapping[str, Any]
+    ) -> int:
+        """Store a shard's summary; return the shards now done.
+
+        The job's row is locked first, so shards finishing together count one after the
+        other: exactly one of them sees the last count (a redelivered shard sees it again).
+        """
+        with self._connect() as conn, conn.transaction():
+            locked = conn.execute(
+                "SELECT 1 FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+            ).fetchone()
+            if locked is None:
+                raise LookupError(f"job {job_id!r} has no row to record its shard in")
+            conn.execute(
+                "INSERT INTO job_shards (job_id, shard, summary) VALUES (%s, %s, %s) "
+                "ON CONFLICT (job_id, shard) DO UPDATE SET summary = EXCLUDED.summary, "
+                "done_at = now()",
+                (job_id, shard, Jsonb(dict(summary))),
+            )
+            row = conn.execute(
+                "SELECT count(*) FROM job_shards WHERE job_id = %s AND shard < %s",
+                (job_id, shards),
+            ).fetchone()
+            assert row is not None
+            done = int(str(row[0]))
+            conn.execute("UPDATE jobs SET shards_done = %s WHERE job_id = %s", (done, job_id))
+        return done
+
+    def job_shard_results(self, job_id: str) -> list[dict[str, Any]]:
+        """The shards' summaries, in shard order."""
+        with self._connect() as conn:
+            rows = conn.execute(
+                "SELECT summary FROM job_shards WHERE job_id = %s ORDER BY shard", (job_id,)
+            ).fetchall()
+        return [dict(row[0]) for row in rows]  # type: ignore[call-overload]
+
+    def finish_job(
+        self,
+        job_id: str,
+        *,
+        status: str,
+        outputs: Mapping[str, Any] | None,
+        reason: str | None,
+    ) -> None:
+        """Record the job's end; a failed job stays failed."""
+        with self._connect() as conn:
+            conn.execute(
+                "UPDATE jobs SET status = %s, outputs = %s, reason = %s, "
+                "finished_at = coalesce(finished_at, now()) "
+                "WHERE job_id = %s AND (status <> 'failed' OR %s = 'failed')",
+                (
+                    status,
+                    None if outputs is None else Jsonb(dict(outputs)),
+                    reason,
+                    job_id,
+                    status,
+                ),
+            )
+
+    def notify_job_once(self, job_id: str, status: str, publish: Callable[[], str]) -> bool:
+        """Call ``publish`` unless ``status`` was announced for the job; True if it published.
+
+        Same locking as :meth:`notify_once`; the SNS message id is kept with the job.
+        """
+        with self._connect() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT notified_status FROM jobs WHERE job_id = %s FOR UPDATE", (job_id,)
+            ).fetchone()
+            if row is None:
+                raise LookupError(f"job {job_id!r} has no row to record its notification in")
+            if row[0] is not None:
+                return False
+            message_id = publish()
+            conn.execute(
+                "UPDATE jobs SET notified_status = %s, notification_id = %s WHERE job_id = %s",
+                (status, message_id, job_id),
+            )
+        return True
+
+    def save_run_stats(
+        self,
+        run_id: str,
+        *,
+        stats: Sequence[BatchStats],
+        image_counts: Mapping[str, int],
+        parquet_uri: str,
+    ) -> None:
+        """A job's batch statistics as a finished run's row and batch rows (idempotent)."""
+        self.save_run(
+            RunRecord(
+                run_id=run_id,
+                status="finished",
+                parquet_uri=parquet_uri,
+                stats=stats,
+                image_counts=dict(image_counts),
+                images_processed=sum(image_counts.values()),
+                rejections=[],
+            )
+        )

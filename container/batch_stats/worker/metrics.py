@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 NAMESPACE = "ImagePipeline"
@@ -23,6 +23,10 @@ UNITS = {
     "RunErrors": "Count",
     "TaskProtectionFailures": "Count",
     "ShardsProcessed": "Count",
+    "JobsSucceeded": "Count",
+    "JobsFailed": "Count",
+    "JobDurationSeconds": "Seconds",
+    "JobErrors": "Count",
 }
 
 
@@ -33,7 +37,15 @@ class EmfMetrics:
         self._stream = stream
         self._enabled = enabled
 
-    def emit(self, values: Mapping[str, float], **properties: str) -> None:
+    def emit(
+        self,
+        values: Mapping[str, float],
+        *,
+        dimensions: Sequence[str] = ("service",),
+        **properties: str,
+    ) -> None:
+        """One EMF document; ``dimensions`` name the properties the metrics are split by
+        (``service``, plus ``Kind`` for jobs)."""
         if not self._enabled or not values:
             return
         unknown = set(values) - set(UNITS)
@@ -45,7 +57,7 @@ class EmfMetrics:
                 "CloudWatchMetrics": [
                     {
                         "Namespace": NAMESPACE,
-                        "Dimensions": [["service"]],
+                        "Dimensions": [list(dimensions)],
                         "Metrics": [{"Name": name, "Unit": UNITS[name]} for name in values],
                     }
                 ],

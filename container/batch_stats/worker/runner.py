@@ -49,6 +49,14 @@ from batch_stats.worker.adapters import (
     TaskProtection,
 )
 from batch_stats.worker.database import ResultsDatabase, RunRecord, ShardRecord
+from batch_stats.worker.jobs import (
+    InvalidJobMessageError,
+    JobMessage,
+    JobOutcome,
+    JobProcessor,
+    JobShardMessage,
+    parse_job_message,
+)
 from batch_stats.worker.messages import (
     ImageRef,
     InvalidRunMessageError,
@@ -555,8 +563,10 @@ class Worker:
         wait_seconds: int = 20,
         retry_delay_seconds: int = RETRY_DELAY_SECONDS,
         shutdown_grace_seconds: float = 25.0,
+        jobs: JobProcessor | None = None,
     ) -> None:
         self._queue = queue
+        self._jobs = jobs
         self._processor = processor
         self._visibility = visibility_timeout
         self._protection = protection or TaskProtection(None)
@@ -569,6 +579,7 @@ class Worker:
         self.busy = False
         self._abandon = threading.Event()
         self.on_outcome: Callable[[RunOutcome], None] | None = None
+        self.on_job_outcome: Callable[[JobOutcome], None] | None = None
 
     def migrate(self) -> int:
         """Create or migrate the database schema (at start-up); return its version."""
@@ -609,8 +620,22 @@ class Worker:
             self.busy = False
         return True
 
-    def handle(self, message: ReceivedMessage) -> RunOutcome | None:
+    def handle(self, message: ReceivedMessage) -> RunOutcome | JobOutcome | None:
         started = time.monotonic()
+        try:
+            job = parse_job_message(message.body)
+        except InvalidJobMessageError as exc:
+            log.error(
+                "poison job message %s (receive %d): %s; released at once, it goes to the DLQ "
+                "after the maximum receives",
+                message.message_id,
+                message.receive_count,
+                exc,
+            )
+            self._release(message, 0)
+            return None
+        if job is not None:
+            return self._handle_job(message, job, started=started)
         try:
             run = RunMessage.from_json(message.body)
         except InvalidRunMessageError as exc:
@@ -676,6 +701,95 @@ class Worker:
         if self.on_outcome is not None:
             self.on_outcome(outcome)
         return outcome
+
+    def _handle_job(
+        self, message: ReceivedMessage, job: JobMessage | JobShardMessage, *, started: float
+    ) -> JobOutcome | None:
+        if self._jobs is None:
+            log.error("job message %s but this worker runs no jobs", message.message_id)
+            self._release(message, self.retry_delay(message.receive_count))
+            return None
+        shard = job.shard if isinstance(job, JobShardMessage) else None
+        log.info(
+            "job %s: %s", job.job_id, "starting" if shard is None else f"processing shard {shard}"
+        )
+        self._protection.set(True)
+        try:
+            with Heartbeat(self._queue, message, timeout=self._visibility):
+                outcome = self._jobs.process(job)
+            self._queue.delete(message)
+        except Exception as exc:
+            delay = self.retry_delay(message.receive_count)
+            log.exception(
+                "job %s failed (receive %d); the message is kept and retried in %d s",
+                job.job_id,
+                message.receive_count,
+                delay,
+            )
+            self._metrics.emit({"JobErrors": 1}, job_id=job.job_id)
+            last = self._max_receives()
+            if last is not None and message.receive_count >= last:
+                self._give_up(job, f"gave up after {message.receive_count} attempts: {exc!r}")
+            self._release(message, delay)
+            return None
+        finally:
+            self._protection.set(False)
+        if outcome.final and outcome.notified:
+            values: dict[str, float] = {
+                "JobsSucceeded" if outcome.status == "succeeded" else "JobsFailed": 1
+            }
+            if outcome.duration_s is not None:
+                values["JobDurationSeconds"] = round(outcome.duration_s, 3)
+            self._metrics.emit(
+                values,
+                dimensions=("service", "Kind"),
+                Kind=outcome.kind or "unknown",
+                job_id=outcome.job_id,
+            )
+        log.info(
+            "job %s: %s (shard %d of %d) in %.2f s",
+            outcome.job_id,
+            outcome.status,
+            outcome.shard + 1,
+            outcome.shards,
+            time.monotonic() - started,
+        )
+        if self.on_job_outcome is not None:
+            self.on_job_outcome(outcome)
+        return outcome
+
+    def _max_receives(self) -> int | None:
+        """The runs queue's maxReceiveCount, read once (None: unknown, or no DLQ)."""
+        if not hasattr(self, "_max_receive_count"):
+            reader = getattr(self._queue, "max_receives", None)
+            try:
+                self._max_receive_count: int | None = None if reader is None else reader()
+            except Exception:
+                log.warning("could not read the runs queue's redrive policy")
+                return None
+        return self._max_receive_count
+
+    def _give_up(self, job: JobMessage | JobShardMessage, reason: str) -> None:
+        """The job's last receive failed: its message goes to the DLQ next; end the job as
+        failed (announced) so that it does not stay ``running``."""
+        assert self._jobs is not None
+        try:
+            outcome = self._jobs.give_up(job, reason)
+        except Exception:
+            log.exception("job %s: could not record it as failed; see the runs DLQ", job.job_id)
+            return
+        log.error(
+            "job %s failed for good: %s; its message goes to the runs DLQ", job.job_id, reason
+        )
+        if outcome is not None and outcome.notified:
+            self._metrics.emit(
+                {"JobsFailed": 1},
+                dimensions=("service", "Kind"),
+                Kind=outcome.kind or "unknown",
+                job_id=outcome.job_id,
+            )
+        if outcome is not None and self.on_job_outcome is not None:
+            self.on_job_outcome(outcome)
 
     def retry_delay(self, receive_count: int) -> int:
         """Seconds before a failed run is received again: ``retry_delay_seconds`` doubled at

@@ -115,5 +115,64 @@ def format_status(status: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def job_status(
+    job_id: str,
+    *,
+    database: ResultsDatabase | None,
+    tracking: Any | None,
+) -> dict[str, Any]:
+    """A job's state: the counter's item (dispatch, duplicates) and the worker's ``jobs`` row.
+
+    ``found`` is False when neither knows the job.
+    """
+    item = tracking.job_item(job_id) if tracking is not None else None
+    duplicates = tracking.job_duplicates(job_id) if tracking is not None else []
+    row = database.job_row(job_id) if database is not None else None
+    status: dict[str, Any] = {
+        "job_id": job_id,
+        "found": item is not None or row is not None,
+        "dispatch": item,
+        "duplicates": duplicates,
+        "job": row,
+    }
+    return status
+
+
+def format_job_status(status: dict[str, Any]) -> str:
+    """The job's status as a few readable lines."""
+    job_id = status["job_id"]
+    if not status["found"]:
+        return f"job {job_id}: unknown (no document dispatched, no row in the jobs table)"
+    lines = []
+    item = status["dispatch"]
+    if item is not None:
+        lines.append(
+            f"job {job_id}: document {item.get('key')} ({item.get('size')} bytes, ETag "
+            f"{item.get('etag')}) {item.get('state', '').lower()} at "
+            f"{item.get('dispatched_at') or item.get('created_at')}"
+        )
+    row = status["job"]
+    if row is None:
+        lines.append("  worker: not started yet (the job message waits on the runs queue)")
+    else:
+        lines.append(
+            f"  {row['kind'] or 'unknown kind'}: {row['status']}, shards {row['shards_done']} "
+            f"of {row['shards']} done; created {row['created_at']}, started "
+            f"{row['started_at']}, finished {row['finished_at']}"
+        )
+        if row["reason"]:
+            lines.append(f"  reason: {row['reason']}")
+        for name, value in sorted((row["outputs"] or {}).items()):
+            if name != "statistics":
+                lines.append(f"  {name}: {value}")
+        lines.append(f"  notified: {row['notified_status']} (SNS message {row['notification_id']})")
+    for duplicate in status["duplicates"]:
+        lines.append(
+            f"  second document {duplicate['key']} (ETag {duplicate['etag']}) not run; kept at "
+            f"{duplicate['copied_to']}"
+        )
+    return "\n".join(lines)
+
+
 def to_json(status: dict[str, Any]) -> str:
     return json.dumps(status, indent=2, default=str)

@@ -132,3 +132,26 @@ class DynamoRunTracking:
             for item in self._query(run_id, "begins_with(sk, :p)", {":p": {"S": "LATE#"}})
         ]
         return Reported(bad_keys=bad, late_uploads=late)
+
+    def job_item(self, job_id: str) -> dict[str, str] | None:
+        """The batch counter's item of a job (state, key, etag, size, created_at...)."""
+        item = self._client.get_item(
+            TableName=self._table,
+            Key={"pk": {"S": f"JOB#{job_id}"}, "sk": {"S": "JOB"}},
+            ConsistentRead=True,
+        ).get("Item")
+        if item is None:
+            return None
+        return {str(name): str(next(iter(value.values()))) for name, value in item.items()}
+
+    def job_duplicates(self, job_id: str) -> list[dict[str, str]]:
+        """Documents uploaded under the job id after its first: key, etag and where kept."""
+        items = self._client.query(
+            TableName=self._table,
+            KeyConditionExpression="pk = :pk AND begins_with(sk, :dup)",
+            ExpressionAttributeValues={":pk": {"S": f"JOB#{job_id}"}, ":dup": {"S": "DUP#"}},
+            ConsistentRead=True,
+        )["Items"]
+        return [
+            {name: str(item[name]["S"]) for name in ("key", "etag", "copied_to")} for item in items
+        ]

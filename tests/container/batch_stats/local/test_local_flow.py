@@ -188,3 +188,41 @@ def test_demo_reports_a_run_that_stays_incomplete(work_dir: Path) -> None:
     assert (notification["expected_batches"], notification["unseen_batches"]) == (3, 1)
     assert notification["missing_batches"] == []
     assert _processes_under(work_dir) == []
+
+
+@pytest.mark.slow
+def test_demo_job_runs_a_synthetic_stats_job_through_the_local_stack(work_dir: Path) -> None:
+    process = _demo(work_dir, "--job", "synthetic-stats")
+    stdout, stderr = process.communicate(timeout=180)
+    assert process.returncode == 0, stderr
+    for section in (
+        "submitted s3://imgpipe-local-raw-123456789012-us-east-1/jobs/demo-synthetic-stats.json",
+        "job demo-synthetic-stats succeeded (2 shards)",
+        "== Job status (batch-stats job-status)",
+        "synthetic-stats: succeeded, shards 2 of 2 done",
+        "== Notification received by the webhook",
+        '"status": "succeeded"',
+    ):
+        assert section in stdout
+    out = work_dir / "out"
+    assert (out / "preview.png").read_bytes().startswith(b"\x89PNG")
+    assert json.loads((out / "job.json").read_text())["kind"] == "synthetic-stats"
+    assert json.loads((out / "notification.json").read_text())["job_id"] == "demo-synthetic-stats"
+    assert _processes_under(work_dir) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("kind", "shards"), [("digits", 2), ("mosaic", 1)], ids=["digits", "mosaic"]
+)
+def test_demo_job_runs_each_kind_with_its_preview(work_dir: Path, kind: str, shards: int) -> None:
+    process = _demo(work_dir, "--job", kind)
+    stdout, stderr = process.communicate(timeout=600)
+    assert process.returncode == 0, stderr
+    assert f"job demo-{kind} succeeded ({shards} shard" in stdout
+    assert f"{kind}: succeeded, shards {shards} of {shards} done" in stdout
+    out = work_dir / "out"
+    previews = [p for p in out.glob("preview.*") if p.stat().st_size > 0]
+    assert len(previews) == 1
+    assert json.loads((out / "notification.json").read_text())["kind"] == kind
+    assert _processes_under(work_dir) == []

@@ -228,3 +228,49 @@ def dispatch_run(
         return uploads
 
     return dispatch
+
+
+JobDocument = dict[str, Any] | bytes
+
+
+@pytest.fixture
+def submit_job(session: boto3.Session, resources: LocalResources) -> Callable[..., int]:
+    """Upload a job document to ``jobs/<job_id>.json`` and let the real batch counter route the
+    S3 events (every event on the ingest queue); return how many events it handled."""
+
+    def submit(job_id: str, document: JobDocument, *, key: str | None = None) -> int:
+        body = document if isinstance(document, bytes) else json.dumps(document).encode()
+        session.client("s3").put_object(
+            Bucket=resources.names.raw_bucket, Key=key or f"jobs/{job_id}.json", Body=body
+        )
+        counter = make_counter(session, resources, images_per_batch=3, batches=2)
+        return count_uploads(session, resources, counter)
+
+    return submit
+
+
+@pytest.fixture
+def run_jobs() -> Callable[..., list[Any]]:
+    """Let a worker take messages until ``jobs`` jobs have ended; return their final outcomes."""
+
+    def run(worker: Worker, *, jobs: int = 1, timeout: float = 60) -> list[Any]:
+        import time
+
+        ended: list[Any] = []
+
+        def keep(outcome: Any) -> None:
+            if outcome.final:
+                ended.append(outcome)
+
+        worker.on_job_outcome = keep
+        deadline = time.monotonic() + timeout
+        try:
+            while len(ended) < jobs:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{len(ended)} of {jobs} jobs ended in {timeout} s")
+                worker.poll_once()
+        finally:
+            worker.on_job_outcome = None
+        return ended
+
+    return run
