@@ -39,6 +39,9 @@ class StageConfig:
     #: ECS Fargate worker task size and the most tasks running at once.
     worker_cpu: int = 1024
     worker_memory_mib: int = 4096
+    #: The task's scratch disk (Fargate ephemeral storage, 21-200 GiB; 20 GiB when not set). A
+    #: mosaic job keeps its downloaded tiles there: about 15 GB for 100,000 tiles of 150 KB.
+    worker_ephemeral_storage_gib: int = 50
     worker_max_tasks: int = 2
     worker_download_concurrency: int = 16
     #: Longest a run may take; the runs queue's visibility timeout (and the worker's extension
@@ -100,6 +103,15 @@ class StageConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be an integer >= 1, got {value!r}")
+        if (
+            isinstance(self.worker_ephemeral_storage_gib, bool)
+            or not isinstance(self.worker_ephemeral_storage_gib, int)
+            or not 21 <= self.worker_ephemeral_storage_gib <= 200
+        ):
+            problems.append(
+                "worker_ephemeral_storage_gib must be an integer from 21 to 200 (Fargate's "
+                f"ephemeral storage range), got {self.worker_ephemeral_storage_gib!r}"
+            )
         if self.db_allocated_storage_gib < 20:
             problems.append(
                 f"db_allocated_storage_gib must be >= 20 (RDS gp3 minimum), "

@@ -107,6 +107,7 @@ class Worker(Construct):
             "TaskDefinition",
             cpu=config.worker_cpu,
             memory_limit_mib=config.worker_memory_mib,
+            ephemeral_storage_gib=config.worker_ephemeral_storage_gib,
             runtime_platform=ecs.RuntimePlatform(
                 cpu_architecture=ecs.CpuArchitecture.X86_64,
                 operating_system_family=ecs.OperatingSystemFamily.LINUX,

@@ -58,6 +58,14 @@ def test_bad_context_is_rejected_clearly(context: dict[str, object], message: st
         stage_config(context)
 
 
+@pytest.mark.parametrize("size", [20, 201, True, "50"])
+def test_ephemeral_storage_outside_fargates_range_is_refused(size: object) -> None:
+    with pytest.raises(
+        ValueError, match=r"worker_ephemeral_storage_gib must be an integer from 21"
+    ):
+        StageConfig(stage="dev", worker_ephemeral_storage_gib=size)  # type: ignore[arg-type]
+
+
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ValueError, match=r"images_per_batch.*; batches_per_run"):
         StageConfig(stage="dev", images_per_batch=0, batches_per_run=-1)

@@ -103,6 +103,13 @@ def test_service_idles_at_zero_tasks_in_public_subnets_without_inbound_rules(dev
     assert ingress_to_worker == []
 
 
+def test_task_scratch_disk_holds_a_large_mosaic_jobs_tiles(dev: Any) -> None:
+    # A mosaic job keeps its downloaded tiles on the task's disk (100,000 tiles of 150 KB:
+    # 15 GB); Fargate's default is 20 GiB including the image.
+    _, task = _one(dev, "AWS::ECS::TaskDefinition")
+    assert task["EphemeralStorage"] == {"SizeInGiB": 50}
+
+
 def test_prod_runs_workers_in_private_subnets_behind_one_nat(prod: Any) -> None:
     _, service = _one(prod, "AWS::ECS::Service")
     assert service["NetworkConfiguration"]["AwsvpcConfiguration"]["AssignPublicIp"] == "DISABLED"
