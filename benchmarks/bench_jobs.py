@@ -84,7 +84,13 @@ def run_digits_job(
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="images (default 100,000)")
-    parser.add_argument("--shard-images", type=int, default=20_000, help="default 20,000")
+    parser.add_argument(
+        "--shard-images",
+        type=int,
+        default=digits.DEFAULT_SHARD_IMAGES,
+        help=f"images per job shard (one task each; default the kind's, "
+        f"{digits.DEFAULT_SHARD_IMAGES:,})",
+    )
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()

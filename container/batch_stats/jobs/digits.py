@@ -52,7 +52,10 @@ KIND_NAME: Final = "digits"
 MAX_COUNT: Final = 100_000_000
 MIN_SHARD_IMAGES: Final = 10
 MAX_SHARD_IMAGES: Final = 200_000
-DEFAULT_SHARD_IMAGES: Final = 20_000
+#: A shard is one task's work: 100,000 images take about half a minute of a vCPU, against the
+#: minute or two a Fargate task takes to start, and their tar (about 185 MB at width 300) fits
+#: in the task's memory. Wider images get fewer, so that a shard stays within MAX_SHARD_PIXELS.
+DEFAULT_SHARD_IMAGES: Final = 100_000
 MAX_SHARDS: Final = 10_000
 MAX_SEQUENCE_DIGITS: Final = 16
 MAX_SPACING: Final = 100
@@ -153,7 +156,8 @@ class DigitsKind:
         ``spacing_max``, each 0-100 px. ``image_width``: 28-4,096 px, wide enough for the
         longest sequence. ``seed``: 0 to 2**63-1 (default 0). ``format``: ``shards`` (the
         default and only one). ``augment``: ``light``, ``medium``, ``heavy`` or null.
-        ``shard_images``: 10-200,000 images per shard (default 20,000), at most 10,000 shards.
+        ``shard_images``: 10-200,000 images per shard (default 100,000, fewer for images wider
+        than 383 px so that a shard fits the pixel limit), at most 10,000 shards.
         A shard holds at most 2**30 pixels (images x 28 x width) and the dataset at most 10**12.
         """
         if not isinstance(params, Mapping):
@@ -218,7 +222,7 @@ class DigitsKind:
                 params, "shard_images", MIN_SHARD_IMAGES, MAX_SHARD_IMAGES, problems
             )
         count_value = values.get("count")
-        shard_images = values.get("shard_images", DEFAULT_SHARD_IMAGES)
+        shard_images = values.get("shard_images", _default_shard_images(values.get("image_width")))
         if count_value is not None and shard_images is not None:
             shards = -(-count_value // shard_images)
             if shards > MAX_SHARDS:
@@ -351,7 +355,7 @@ class DigitsKind:
             "manifest_version": MANIFEST_VERSION,
             "job_id": ctx.job_id,
             "kind": KIND_NAME,
-            "status": "complete",
+            "status": "succeeded",
             "reason": None,
             "params": dataclasses.asdict(params),
             "counts": {"images": rows, "shards": params.shard_count},
@@ -409,6 +413,15 @@ class DigitsKind:
                 if len(images) == PREVIEW_SAMPLES:
                     break
         return save_preview(path, images, digits, boxes, columns=2, scale=2)
+
+
+def _default_shard_images(width: object) -> int:
+    """DEFAULT_SHARD_IMAGES, or as many as MAX_SHARD_PIXELS allows at ``width`` if fewer."""
+    if isinstance(width, int) and not isinstance(width, bool) and width > 0:
+        return max(
+            MIN_SHARD_IMAGES, min(DEFAULT_SHARD_IMAGES, MAX_SHARD_PIXELS // (_HEIGHT * width))
+        )
+    return DEFAULT_SHARD_IMAGES
 
 
 def _entry(key: str, data: bytes) -> dict[str, Any]:

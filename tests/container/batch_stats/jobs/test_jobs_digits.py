@@ -223,7 +223,11 @@ def test_a_width_too_small_for_the_numbers_is_refused() -> None:
 def test_defaults_and_shards() -> None:
     params = KIND.parse({k: v for k, v in PHONE.items() if k not in ("seed", "shard_images")})
     assert (params.seed, params.format, params.shard_images, params.augment) == (
-        0, "shards", 20_000, None)  # fmt: skip
+        0, "shards", 100_000, None)  # fmt: skip
+    # Wider images get smaller default shards, within the shard pixel limit (2**30).
+    base = {k: v for k, v in PHONE.items() if k != "shard_images"}
+    wide = KIND.parse({**base, "image_width": 1_000, "count": 200_000})
+    assert wide.shard_images == 2**30 // (28 * 1_000) == 38_347
     assert KIND.shards(KIND.parse({**PHONE, "count": 45_001, "shard_images": 15_000})) == 4
     assert KIND.shards(KIND.parse(PHONE)) == 3
 
@@ -244,7 +248,7 @@ def test_a_three_shard_job(
     # The manifest is written last, and lists every object with its size and SHA-256.
     assert recording.written[-1] == prefix + "manifest.json"
     manifest = json.loads(recording.get(bucket, prefix + "manifest.json"))
-    assert manifest["status"] == "complete"
+    assert manifest["status"] == "succeeded"
     assert manifest["counts"] == {"images": 90, "shards": 3}
     assert manifest["params"]["seed"] == 11
     assert manifest["reason"] is None

@@ -85,7 +85,7 @@ def test_a_sharded_digits_job_writes_unique_phone_numbers_across_its_shards(
     )
     assert [row["digits"] for row in labels] == numbers
     manifest = json.loads(get_bytes(session, results, "datasets/digits-1/manifest.json"))
-    assert manifest["status"] == "complete"  # the digits kind's word for a finished dataset
+    assert manifest["status"] == "succeeded"
     assert manifest["counts"]["images"] == 30
     row = job_row(settings, "digits-1")
     assert (row["status"], row["kind"], row["shards_done"]) == ("succeeded", "digits", 3)
