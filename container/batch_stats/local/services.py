@@ -182,8 +182,8 @@ def _partition_queries() -> None:
         hash_key: Any,
         range_comparison: str | None,
         range_objs: list[Any],
-        limit: int | None,
-        exclusive_start_key: dict[str, Any] | None,
+        limit: Any,
+        exclusive_start_key: Any,
         scan_index_forward: bool,
         projection_expressions: list[list[str]] | None,
         index_name: str | None = None,
@@ -202,7 +202,7 @@ def _partition_queries() -> None:
             and all(item.range_key.type == "S" for item in partition.values())
         )
         if not simple:
-            return original(  # type: ignore[no-any-return]
+            return original(
                 self,
                 hash_key,
                 range_comparison,

@@ -16,6 +16,7 @@ from botocore.config import Config
 
 from batch_stats.engine import EngineParams
 from batch_stats.worker.adapters import (
+    ObjectStore,
     S3ObjectStore,
     SnsNotifier,
     SqsRunQueue,
@@ -55,12 +56,15 @@ def build_worker(
     retry_delay_seconds: int = 30,
     metrics: EmfMetrics | None = None,
     on_image: Callable[[ImageRef], object] | None = None,
+    objects: ObjectStore | None = None,
 ) -> Worker:
-    """A worker wired to AWS (or to whatever ``AWS_ENDPOINT_URL`` points at)."""
+    """A worker wired to AWS (or to whatever ``AWS_ENDPOINT_URL`` points at); ``objects``
+    replaces S3 as the object store (benchmarks read the uploads from local files)."""
     session = session or boto3.Session()
     metrics = metrics or EmfMetrics()
     processor = RunProcessor(
-        objects=S3ObjectStore(
+        objects=objects
+        or S3ObjectStore(
             session.client(
                 "s3",
                 config=botocore_config(max_pool_connections=settings.download_concurrency + 4),
