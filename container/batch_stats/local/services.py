@@ -5,6 +5,9 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
@@ -254,14 +257,23 @@ def _partition_queries() -> None:
     table_class.query = query  # type: ignore[method-assign]
 
 
-def _threaded_moto_server(host: str, port: int) -> Any:
+def serve_moto(host: str, port: int) -> None:
+    """The moto server process: moto's WSGI app with the changes above, one thread a request.
+
+    Prints the bound port on a line of its own, then serves until its standard input closes
+    (the parent stopped or died).
+    """
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
         create_backend_app,
     )
-    from moto.server import ThreadedMotoServer
     from werkzeug.serving import make_server
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _item_level_transactions()
+    _linear_sqs_queues()
+    _partition_queries()
 
     class Dispatcher(DomainDispatcherApplication):
         """moto's dispatcher, remembering which backend serves a host.
@@ -282,34 +294,57 @@ def _threaded_moto_server(host: str, port: int) -> Any:
                 self._hosts[host] = super().get_backend_for_host(host)
             return self._hosts[host]
 
-    class Server(ThreadedMotoServer):
-        """moto's ThreadedMotoServer, with DynamoDB requests serialized."""
+    app = _SerializedDynamoDB(Dispatcher(create_backend_app))
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    print(server.server_address[1], flush=True)
+    # Nothing else goes to the pipe the parent read the port from (it no longer reads it), and
+    # Ctrl-C is the parent's to handle: it closes the pipe to stop this process.
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-        def _server_entry(self) -> None:
-            app = _SerializedDynamoDB(Dispatcher(create_backend_app))
-            self._server = make_server(
-                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
-            )
-            self._server_ready_event.set()
-            self._server.serve_forever()
+    def serve() -> None:
+        server.serve_forever()
 
-    return Server(ip_address=host, port=port, verbose=False)
+    threading.Thread(target=serve, name="moto-server", daemon=True).start()
+    sys.stdin.read()  # returns when the parent closes the pipe or exits
+    os._exit(0)
 
 
 @contextmanager
 def moto_server(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[MotoEndpoint]:
-    """Run moto in server mode in a background thread (``port=0``: a free port)."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    _item_level_transactions()
-    _linear_sqs_queues()
-    _partition_queries()
-    server = _threaded_moto_server(host, port)
-    server.start()
+    """Run moto in server mode in a child process (``port=0``: a free port); stop it on exit.
+
+    A process of its own, not a thread: moto's work per request then runs beside the clients
+    (the Lambda handler, the worker, the tests) instead of taking turns with them for one
+    interpreter lock.
+    """
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from batch_stats.local.services import serve_moto; serve_moto({host!r}, {int(port)})",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        bound_host, bound_port = server.get_host_and_port()
-        yield MotoEndpoint(url=f"http://{bound_host}:{bound_port}")
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.isdigit():
+            raise RuntimeError(f"the moto server process did not start (it said {line!r})")
+        yield MotoEndpoint(url=f"http://{host}:{line}")
     finally:
-        server.stop()
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @contextmanager
