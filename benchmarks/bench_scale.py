@@ -4,10 +4,10 @@ same run of the benchmark.
 Run: ``.venv/bin/python benchmarks/bench_scale.py`` (or ``make bench``); ``--images N`` for a
 smaller trial, ``--repeats R`` (default 2, interleaved, best of each counted).
 
-* Each configuration gets a fresh run of the same shape (100 batches of 100 images, 8 shards of
-  1,250 images) recorded by the real batch counter (``prerecord`` + ``handle_record`` on S3
-  event bodies, as the Lambda gets them) in the tracking table, which dispatches its shards on
-  the FIFO runs queue.
+* Each configuration gets a fresh run of the same shape (100 batches of 100 images, 10 shards
+  of 1,000 images) recorded by the real batch counter (``prerecord`` + ``handle_record`` on S3
+  event bodies, as the Lambda gets them; not timed) in the tracking table, which dispatches its
+  shards on the FIFO runs queue.
 * The workers are separate processes running the container's worker code (``build_worker``:
   the runs queue, the tracking table's Query, the engine, Parquet parts, PostgreSQL, SNS), each
   with one processing thread (``DOWNLOAD_CONCURRENCY=1``), like a one-vCPU Fargate task. They
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import multiprocessing
 import os
 import sys
@@ -41,7 +42,7 @@ from pathlib import Path
 
 import boto3
 from batch_counter.aws import DynamoTrackingStore, S3Objects, SqsRunQueue
-from batch_counter.counter import BatchCounter
+from batch_counter.counter import RECORD_GROUP_LIMIT, BatchCounter
 from batch_stats.engine import EngineParams, run_seed, synthetic_image
 from batch_stats.local.resources import create_resources
 from batch_stats.local.services import embedded_postgres, moto_server, patched_environ
@@ -51,7 +52,7 @@ from batch_stats.worker.config import load_settings
 from batch_stats.worker.database import ResultsDatabase
 from PIL import Image
 
-BATCHES, DISTINCT, SHARDS, GOAL = 100, 100, 8, 1.8
+BATCHES, DISTINCT, SHARDS, GOAL = 100, 100, 10, 1.8
 
 
 class FolderStore:
@@ -81,8 +82,12 @@ class FolderStore:
 def worker_process(
     environ: dict[str, str], root: str, per_batch: int, ready: Event, stop: Event
 ) -> None:
-    """One worker, as the container runs it, with its objects in local files."""
+    """One worker, as the container runs it, with its objects in local files (its log with
+    times and process ids when ``BENCH_LOG_LEVEL=INFO``)."""
     os.environ.update(environ)
+    logging.basicConfig(
+        level=os.environ["LOG_LEVEL"], format="%(asctime)s %(process)d %(name)s %(message)s"
+    )
     tune_allocator()
     worker = build_worker(
         load_settings(os.environ),
@@ -123,11 +128,12 @@ def write_run(raw: Path, sources: list[Path], run_id: str, per_batch: int) -> li
 
 
 def record_run(counter: BatchCounter, bucket: str, keys: list[str], size: int) -> None:
-    """Record the run's uploads through the counter, ten S3 events per Lambda batch, as the
-    event source mapping delivers them; the last batch closes the run and dispatches it."""
+    """Record the run's uploads through the counter, as Lambda batches of S3 events (of the
+    largest size one transaction takes, to keep the set-up short; it is not timed); the last
+    batch closes the run and dispatches it."""
     now = datetime.now(UTC)
-    for start in range(0, len(keys), 10):
-        batch = keys[start : start + 10]
+    for start in range(0, len(keys), RECORD_GROUP_LIMIT):
+        batch = keys[start : start + RECORD_GROUP_LIMIT]
         records = [(f"m{start + i}", s3_event(bucket, k, size)) for i, k in enumerate(batch)]
         prerecorded = counter.prerecord(records, now=now)
         for message_id, body in records:
@@ -171,13 +177,13 @@ def main() -> int:
             objects=S3Objects(client=session.client("s3")),
             images_per_batch=per_batch,
             batches_per_run=BATCHES,
-            shard_images=total // SHARDS,
+            shard_images=per_batch * (BATCHES // SHARDS),
         )
         environ = {
             **resources.worker_environ(database_url=database_url),
             **endpoint.environ(),
             "DOWNLOAD_CONCURRENCY": "1",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
         seconds: dict[int, list[float]] = {1: [], 2: []}
         for repeat in range(args.repeats):
