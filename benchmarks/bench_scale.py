@@ -14,7 +14,7 @@ smaller trial, ``--repeats R`` (default 2, interleaved, best of each counted).
   are started and ready before the run is dispatched; the time is from the dispatch until the
   run's row in PostgreSQL says ``finished`` (the last shard merged the parts, wrote the run's
   Parquet file and sent the one notification).
-* Tracking table, runs queue and topic are moto's (a server in this process), PostgreSQL is
+* Tracking table, runs queue and topic are moto's (its server process), PostgreSQL is
   real (pgserver). The objects are read from local files (an ObjectStore over a folder, as in
   ``bench_worker.py``), not from moto's S3: moto's CPU per request would otherwise compete with
   the workers for the same two cores. The 10,000 object files are hard links to 100 distinct
@@ -145,6 +145,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=10_000, help="images per run (x 100)")
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     per_batch = args.images // BATCHES
     total = per_batch * BATCHES
     params = EngineParams(images_per_batch=per_batch, batches=BATCHES)
@@ -237,9 +238,9 @@ def main() -> int:
         f"{total} PNGs of {params.image_height}x{params.image_width} ({DISTINCT} distinct files, "
         f"{size / 1024:.0f} KiB each, hard-linked), {SHARDS} shards; objects read from local "
         "files (moto's S3 would compete for the cores); tracking table, runs queue and topic "
-        "in moto (server in this process), PostgreSQL real (pgserver); each worker one process "
-        f"with one processing thread; best of {args.repeats}; load average "
-        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs"
+        "in moto (a server process), PostgreSQL real (pgserver); each worker one process "
+        f"with one processing thread; best of {args.repeats}; load average {load_before:.1f} "
+        f"before, {os.getloadavg()[0]:.1f} after, on {os.cpu_count()} CPUs"
     )
     print(f"  {'workers':>8s} {'wall s':>8s} {'img/s':>8s} {'runs (s)':s}")
     for workers, times in seconds.items():
