@@ -237,7 +237,8 @@ class BatchCounter(Construct):
             "Schedule names carry run ids unknown at deploy time; the counter may only create "
             "schedules in its own group (not update or delete them: they delete themselves).",
         )
-        # Explicit instead of topic.grant_publish, which adds kms:GenerateDataKey* (wildcard).
+        # The 'incomplete' and 'late' notifications of the runs' checks. Explicit instead of
+        # topic.grant_publish, which adds kms:GenerateDataKey* (wildcard).
         self.role.add_to_policy(
             iam.PolicyStatement(
                 sid="PublishIncompleteRuns", actions=["sns:Publish"], resources=[topic.topic_arn]

@@ -135,8 +135,9 @@ class Monitoring(Construct):
             "LateUploads",
             pipeline_metric("LateUploads", LAMBDA_SERVICE),
             1,
-            "Uploads arrived for runs already closed: they are kept, not processed, and listed "
-            "in the run's record (batch-stats status).",
+            "Uploads arrived for runs already closed: they are kept, not processed, listed "
+            "in the run's record (batch-stats status) and, once no other has come for the "
+            "incomplete-run timeout, named in one 'late' notification per group.",
         )
         alarm(
             "RunsIncomplete",

@@ -9,7 +9,9 @@ pk                            sk              attributes
                                               check_scheduled, incomplete_at, manifest_sha,
                                               expected_images, expected_batches, bucket,
                                               plan (JSON), failure, extras (JSON),
-                                              dispatching_at, dispatched_at
+                                              dispatching_at, dispatched_at, late_count,
+                                              last_late_at, late_check_scheduled,
+                                              late_reported, late_reported_at
 ``RUN#<run_id>``              ``BATCH#b``     image_count
 ``RUN#<run_id>``              ``OBJ#b/n``     key, bucket, size, etag, event_time, recorded_at
 ``RUN#<run_id>``              ``LATE#<key>``  key, reason, recorded_at (uploads the run no
@@ -83,6 +85,7 @@ def _snapshot(run_id: str, item: Mapping[str, Any]) -> RunSnapshot:
 
     plan = tuple(Shard(*entry) for entry in json.loads(text("plan") or "[]"))
     last_upload = text("last_upload_at")
+    last_late = text("last_late_at")
     return RunSnapshot(
         run_id=run_id,
         state=RunState(text("state") or RunState.OPEN.value),
@@ -94,6 +97,11 @@ def _snapshot(run_id: str, item: Mapping[str, Any]) -> RunSnapshot:
         bucket=text("bucket"),
         last_upload_at=None if last_upload is None else datetime.fromisoformat(last_upload),
         check_scheduled="check_scheduled" in item,
+        late_count=number("late_count") or 0,
+        late_reported=number("late_reported") or 0,
+        last_late_at=None if last_late is None else datetime.fromisoformat(last_late),
+        late_check_scheduled="late_check_scheduled" in item,
+        late_reported_at=text("late_reported_at"),
     )
 
 
@@ -124,57 +132,63 @@ class DynamoTrackingStore:
     def _run_key(self, run_id: str) -> dict[str, dict[str, str]]:
         return {"pk": _run_pk(run_id), "sk": {"S": "RUN"}}
 
+    def _object_put(
+        self, upload: UploadKey, obj: ObjectCreated, *, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Item": {
+                "pk": _run_pk(upload.run_id),
+                "sk": {"S": f"OBJ#{upload.batch_id}/{upload.name}"},
+                "key": {"S": upload.key},
+                "bucket": {"S": obj.bucket},
+                "size": {"N": str(obj.size)},
+                "etag": {"S": obj.etag},
+                "event_time": {"S": obj.event_time},
+                "recorded_at": _iso(now),
+                "expires_at": _expires(now),
+            },
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+
+    def _batch_update(
+        self, run_id: str, batch_id: str, count: int, *, now: datetime
+    ) -> dict[str, Any]:
+        return {
+            "TableName": self._table,
+            "Key": {"pk": _run_pk(run_id), "sk": {"S": f"BATCH#{batch_id}"}},
+            "UpdateExpression": "ADD image_count :n SET expires_at = :exp",
+            "ExpressionAttributeValues": {":n": {"N": str(count)}, ":exp": _expires(now)},
+        }
+
+    def _run_update(self, run_id: str, count: int, *, now: datetime) -> dict[str, Any]:
+        """Add ``count`` uploads to the run, on condition that it is OPEN (or new)."""
+        return {
+            "TableName": self._table,
+            "Key": self._run_key(run_id),
+            "UpdateExpression": (
+                "ADD image_count :n "
+                "SET #state = if_not_exists(#state, :open), "
+                "created_at = if_not_exists(created_at, :now), "
+                "last_upload_at = :now, expires_at = :exp"
+            ),
+            "ConditionExpression": "attribute_not_exists(#state) OR #state = :open",
+            "ExpressionAttributeNames": {"#state": "state"},
+            "ExpressionAttributeValues": {
+                ":n": {"N": str(count)},
+                ":open": {"S": RunState.OPEN.value},
+                ":now": _iso(now),
+                ":exp": _expires(now),
+            },
+        }
+
     def record_object(self, upload: UploadKey, obj: ObjectCreated, *, now: datetime) -> Recorded:
-        pk = _run_pk(upload.run_id)
-        one = {"N": "1"}
         try:
             self._client.transact_write_items(
                 TransactItems=[
-                    {
-                        "Put": {
-                            "TableName": self._table,
-                            "Item": {
-                                "pk": pk,
-                                "sk": {"S": f"OBJ#{upload.batch_id}/{upload.name}"},
-                                "key": {"S": upload.key},
-                                "bucket": {"S": obj.bucket},
-                                "size": {"N": str(obj.size)},
-                                "etag": {"S": obj.etag},
-                                "event_time": {"S": obj.event_time},
-                                "recorded_at": _iso(now),
-                                "expires_at": _expires(now),
-                            },
-                            "ConditionExpression": "attribute_not_exists(pk)",
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": {"pk": pk, "sk": {"S": f"BATCH#{upload.batch_id}"}},
-                            "UpdateExpression": "ADD image_count :one SET expires_at = :exp",
-                            "ExpressionAttributeValues": {":one": one, ":exp": _expires(now)},
-                        }
-                    },
-                    {
-                        "Update": {
-                            "TableName": self._table,
-                            "Key": {"pk": pk, "sk": {"S": "RUN"}},
-                            "UpdateExpression": (
-                                "ADD image_count :one "
-                                "SET #state = if_not_exists(#state, :open), "
-                                "created_at = if_not_exists(created_at, :now), "
-                                "last_upload_at = :now, expires_at = :exp"
-                            ),
-                            "ConditionExpression": "attribute_not_exists(#state) OR #state = :open",
-                            "ExpressionAttributeNames": {"#state": "state"},
-                            "ExpressionAttributeValues": {
-                                ":one": one,
-                                ":open": {"S": RunState.OPEN.value},
-                                ":now": _iso(now),
-                                ":exp": _expires(now),
-                            },
-                        }
-                    },
+                    {"Put": self._object_put(upload, obj, now=now)},
+                    {"Update": self._batch_update(upload.run_id, upload.batch_id, 1, now=now)},
+                    {"Update": self._run_update(upload.run_id, 1, now=now)},
                 ]
             )
         except self._client.exceptions.TransactionCanceledException as exc:
@@ -185,6 +199,25 @@ class DynamoTrackingStore:
                 return Recorded.LATE  # new object, but the run no longer takes uploads
             return Recorded.DUPLICATE
         return Recorded.NEW
+
+    def record_objects(
+        self, run_id: str, uploads: Sequence[tuple[UploadKey, ObjectCreated]], *, now: datetime
+    ) -> bool:
+        per_batch: dict[str, int] = {}
+        actions: list[dict[str, Any]] = []
+        for upload, obj in uploads:
+            per_batch[upload.batch_id] = per_batch.get(upload.batch_id, 0) + 1
+            actions.append({"Put": self._object_put(upload, obj, now=now)})
+        for batch_id, count in per_batch.items():
+            actions.append({"Update": self._batch_update(run_id, batch_id, count, now=now)})
+        actions.append({"Update": self._run_update(run_id, len(uploads), now=now)})
+        try:
+            self._client.transact_write_items(TransactItems=actions)
+        except self._client.exceptions.TransactionCanceledException as exc:
+            if not _is_conditional_failure(exc):
+                raise
+            return False
+        return True
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
         item = self._client.get_item(
@@ -314,22 +347,93 @@ class DynamoTrackingStore:
             return  # already DISPATCHED by another record
 
     def record_late(self, run_id: str, *, key: str, reason: str, now: datetime) -> bool:
+        late = {
+            "TableName": self._table,
+            "Item": {
+                "pk": _run_pk(run_id),
+                "sk": {"S": f"LATE#{key}"},
+                "key": {"S": key},
+                "reason": {"S": reason},
+                "recorded_at": _iso(now),
+                "expires_at": _expires(now),
+            },
+            "ConditionExpression": "attribute_not_exists(pk)",
+        }
+        count = {
+            "TableName": self._table,
+            "Key": self._run_key(run_id),
+            "UpdateExpression": "ADD late_count :one SET last_late_at = :now",
+            "ConditionExpression": "attribute_exists(pk)",
+            "ExpressionAttributeValues": {":one": {"N": "1"}, ":now": _iso(now)},
+        }
         try:
-            self._client.put_item(
+            self._client.transact_write_items(TransactItems=[{"Put": late}, {"Update": count}])
+        except self._client.exceptions.TransactionCanceledException as exc:
+            if not _is_conditional_failure(exc):
+                raise
+            codes = _cancellation_codes(exc)
+            if codes and codes[0] == "ConditionalCheckFailed":
+                return False  # kept already
+            # No run item to count it on: keep the upload alone.
+            try:
+                self._client.put_item(**late)
+            except self._client.exceptions.ConditionalCheckFailedException:
+                return False
+        return True
+
+    def late_uploads(self, run_id: str) -> list[dict[str, str]]:
+        return [
+            {
+                "key": item["key"]["S"],
+                "reason": item["reason"]["S"],
+                "recorded_at": item["recorded_at"]["S"],
+            }
+            for item in self._query_prefix(run_id, "LATE#")
+        ]
+
+    def mark_late_check_scheduled(self, run_id: str) -> None:
+        self._client.update_item(
+            TableName=self._table,
+            Key=self._run_key(run_id),
+            UpdateExpression="SET late_check_scheduled = :yes",
+            ConditionExpression="attribute_exists(pk)",
+            ExpressionAttributeValues={":yes": {"BOOL": True}},
+        )
+
+    def claim_late_report(
+        self, run_id: str, *, late_count: int, last_late_at: datetime, reported_at: str
+    ) -> bool:
+        try:
+            self._client.update_item(
                 TableName=self._table,
-                Item={
-                    "pk": _run_pk(run_id),
-                    "sk": {"S": f"LATE#{key}"},
-                    "key": {"S": key},
-                    "reason": {"S": reason},
-                    "recorded_at": _iso(now),
-                    "expires_at": _expires(now),
+                Key=self._run_key(run_id),
+                UpdateExpression=(
+                    "SET late_reported = :count, late_reported_at = :at REMOVE late_check_scheduled"
+                ),
+                ConditionExpression="late_count = :count AND last_late_at = :last",
+                ExpressionAttributeValues={
+                    ":count": {"N": str(late_count)},
+                    ":last": _iso(last_late_at),
+                    ":at": {"S": reported_at},
                 },
-                ConditionExpression="attribute_not_exists(pk)",
             )
         except self._client.exceptions.ConditionalCheckFailedException:
             return False
         return True
+
+    def release_late_report(self, run_id: str, *, late_reported: int, reported_at: str) -> None:
+        self._client.update_item(
+            TableName=self._table,
+            Key=self._run_key(run_id),
+            UpdateExpression=(
+                "SET late_reported = :count, late_reported_at = :at, late_check_scheduled = :yes"
+            ),
+            ExpressionAttributeValues={
+                ":count": {"N": str(late_reported)},
+                ":at": {"S": reported_at},
+                ":yes": {"BOOL": True},
+            },
+        )
 
     def mark_check_scheduled(self, run_id: str) -> None:
         self._client.update_item(

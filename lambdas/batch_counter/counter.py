@@ -140,6 +140,11 @@ class RunSnapshot:
     bucket: str | None = None
     last_upload_at: datetime | None = None
     check_scheduled: bool = False
+    late_count: int = 0
+    late_reported: int = 0
+    last_late_at: datetime | None = None
+    late_check_scheduled: bool = False
+    late_reported_at: str | None = None
 
 
 class Recorded(StrEnum):
@@ -160,6 +165,13 @@ class TrackingStore(Protocol):
 
     def record_object(self, upload: UploadKey, obj: ObjectCreated, *, now: datetime) -> Recorded:
         """Record the object once in an OPEN run (one call)."""
+        ...
+
+    def record_objects(
+        self, run_id: str, uploads: Sequence[tuple[UploadKey, ObjectCreated]], *, now: datetime
+    ) -> bool:
+        """Record new objects of one OPEN run together (one call, all or nothing); False, with
+        nothing changed, if one of them is already recorded or the run no longer takes uploads."""
         ...
 
     def get_run(self, run_id: str) -> RunSnapshot | None:
@@ -195,7 +207,27 @@ class TrackingStore(Protocol):
         ...
 
     def record_late(self, run_id: str, *, key: str, reason: str, now: datetime) -> bool:
-        """Keep an upload the run no longer takes; True the first time."""
+        """Keep an upload the run no longer takes and count it on the run (``late_count``,
+        ``last_late_at``); True the first time."""
+        ...
+
+    def late_uploads(self, run_id: str) -> list[dict[str, str]]:
+        """The run's late uploads: key, reason, recorded_at (ISO 8601), in key order."""
+        ...
+
+    def mark_late_check_scheduled(self, run_id: str) -> None:
+        """Remember that a check for the run's unreported late uploads exists."""
+        ...
+
+    def claim_late_report(
+        self, run_id: str, *, late_count: int, last_late_at: datetime, reported_at: str
+    ) -> bool:
+        """Mark ``late_count`` late uploads reported, up to those recorded at ``reported_at``
+        (and the late check done), if the run still has exactly that many; True if claimed."""
+        ...
+
+    def release_late_report(self, run_id: str, *, late_reported: int, reported_at: str) -> None:
+        """Undo a claim whose report could not be sent (the retried check reports them)."""
         ...
 
     def record_bad_key(
@@ -344,6 +376,7 @@ class Checked(StrEnum):
     CLOSED = "closed"
     RESCHEDULED = "rescheduled"
     INCOMPLETE = "incomplete"
+    LATE = "late"
 
 
 #: The event a run's check invokes the function with.
@@ -438,6 +471,51 @@ def _is_md5_etag(etag: str) -> bool:
     return len(text) == 32 and all(c in "0123456789abcdef" for c in text)
 
 
+def build_late_notification(
+    *,
+    run: RunSnapshot,
+    late_uploads: Sequence[dict[str, str]],
+    late_total: int,
+    run_timeout: timedelta,
+    bad_keys: Sequence[dict[str, str]] = (),
+) -> dict[str, object]:
+    """The ``late`` notification: the incomplete notification's shape, for uploads that came
+    after the run was closed (``late_uploads``: this group, since the previous report)."""
+    limit = NOTIFICATION_LIST_LIMIT
+    minutes = run_timeout.total_seconds() / 60
+    count = len(late_uploads)
+    return {
+        "run_id": run.run_id,
+        "status": "late",
+        "notification_id": f"{run.run_id}:late:{late_total}",
+        "parquet_uri": None,
+        "batch_count": 0,
+        "statistics": [],
+        "images_processed": 0,
+        "shards": len(run.plan),
+        "rejected_count": 0,
+        "rejected": [],
+        "bad_keys": list(bad_keys[:limit]),
+        "bad_key_count": len(bad_keys),
+        "late_uploads": list(late_uploads[:limit]),
+        "late_upload_count": count,
+        "late_upload_total": late_total,
+        "extra_batches": {},
+        "error": (
+            f"{count} upload{'s' if count != 1 else ''} arrived after run {run.run_id} was "
+            f"closed ({run.state.value.lower()}); kept under uploads/, not processed; no "
+            f"further late upload for {minutes:g} minutes"
+        ),
+        "run_state": run.state.value,
+        "received_images": run.image_count,
+        "last_late_at": (
+            None
+            if run.last_late_at is None
+            else run.last_late_at.astimezone(UTC).isoformat(timespec="seconds")
+        ),
+    }
+
+
 class MalformedEventError(ValueError):
     """The SQS record does not carry an S3 event notification."""
 
@@ -505,6 +583,24 @@ def build_run_message(
     return json.dumps(message, separators=(",", ":"))
 
 
+#: Most uploads recorded in one transaction (DynamoDB takes 100 actions: one put per upload,
+#: one update per batch and one of the run).
+RECORD_GROUP_LIMIT = 48
+
+
+@dataclass
+class Prerecorded:
+    """Uploads of a batch of SQS records recorded together, before each record is handled.
+
+    ``recorded`` holds ``(message id, object key)`` of the uploads recorded as new;
+    ``advance_with`` names, per run, the one record that reads the run and closes it if due
+    (the others skip that read: the run item already counts every upload of the batch).
+    """
+
+    recorded: set[tuple[str, str]] = field(default_factory=set)
+    advance_with: dict[str, str] = field(default_factory=dict)
+
+
 @dataclass(frozen=True)
 class _Verdict:
     plan: list[Shard]
@@ -526,9 +622,56 @@ class BatchCounter:
     notifier: Notifier | None = None
     run_timeout: timedelta = timedelta(hours=1)
 
-    def handle_record(self, body: str, *, message_id: str, now: datetime) -> RecordResult:
+    def prerecord(self, records: Sequence[tuple[str, str]], *, now: datetime) -> Prerecorded:
+        """Record the new uploads of a batch of SQS records ``(message id, body)`` with one
+        transaction per run (up to :data:`RECORD_GROUP_LIMIT` uploads each) instead of one each.
+
+        Only well-formed upload keys are taken, each key once. A group that the table refuses
+        (a duplicate among them, a run no longer open) or that fails changes nothing: its
+        records then go through :meth:`handle_record` alone, which decides and reports. Pass the
+        result to :meth:`handle_record` for every record of the batch.
+        """
+        groups: dict[str, list[tuple[str, UploadKey, ObjectCreated]]] = {}
+        seen: set[str] = set()
+        for message_id, body in records:
+            try:
+                notifications = parse_s3_notifications(body) or []
+            except MalformedEventError:
+                continue
+            for obj in notifications:
+                try:
+                    parsed = parse_key(obj.key)
+                except InvalidKeyError:
+                    continue
+                if isinstance(parsed, UploadKey) and obj.key not in seen:
+                    seen.add(obj.key)
+                    groups.setdefault(parsed.run_id, []).append((message_id, parsed, obj))
+        done = Prerecorded()
+        for run_id, uploads in groups.items():
+            if len(uploads) < 2:
+                continue
+            for start in range(0, len(uploads), RECORD_GROUP_LIMIT):
+                chunk = uploads[start : start + RECORD_GROUP_LIMIT]
+                try:
+                    recorded = self.store.record_objects(
+                        run_id, [(upload, obj) for _, upload, obj in chunk], now=now
+                    )
+                except Exception:  # each record then records itself, retried and reported
+                    recorded = False
+                if recorded:
+                    done.recorded.update((message_id, obj.key) for message_id, _, obj in chunk)
+                    done.advance_with[run_id] = chunk[-1][0]
+        return done
+
+    def handle_record(
+        self,
+        body: str,
+        *,
+        message_id: str,
+        now: datetime,
+        prerecorded: Prerecorded | None = None,
+    ) -> RecordResult:
         """Process one SQS record. Raises only for failures worth a retry of the record."""
-        del message_id  # every step is idempotent by object key and run id
         result = RecordResult()
         notifications = parse_s3_notifications(body)
         if notifications is None:
@@ -547,6 +690,13 @@ class BatchCounter:
                 continue
             if isinstance(parsed, ManifestKey):
                 self._manifest(parsed, obj, now=now, result=result)
+                continue
+            if prerecorded is not None and (message_id, obj.key) in prerecorded.recorded:
+                result.outcomes.append((obj.key, Outcome.RECORDED))
+                if prerecorded.advance_with.get(parsed.run_id) == message_id:
+                    self._advance(
+                        self.store.get_run(parsed.run_id), bucket=obj.bucket, now=now, result=result
+                    )
                 continue
             recorded = self.store.record_object(parsed, obj, now=now)
             outcome = {
@@ -714,13 +864,18 @@ class BatchCounter:
     ) -> None:
         if run is None:
             return
+        if run.state is not RunState.OPEN:
+            self._ensure_late_check(run, now=now)
         if run.state is RunState.OPEN:
+            with_manifest = run.manifest_sha is not None and run.expected_images is not None
             expected = (
                 run.expected_images
-                if run.manifest_sha is not None and run.expected_images is not None
+                if with_manifest and run.expected_images is not None
                 else self.images_per_batch * self.batches_per_run
             )
-            if run.image_count < expected:
+            # Without a manifest only exactly the stack's total can be its shape: a run past it
+            # (a larger run whose manifest comes last) costs no Query per upload.
+            if run.image_count < expected or (not with_manifest and run.image_count != expected):
                 self._ensure_check(run, now=now)
                 return
             verdict = self._verify(run, bucket=bucket)
@@ -806,13 +961,72 @@ class BatchCounter:
         self.checks.schedule_check(run.run_id, at=now + self.run_timeout)
         self.store.mark_check_scheduled(run.run_id)
 
+    def _ensure_late_check(self, run: RunSnapshot, *, now: datetime) -> None:
+        """Give a closed run's unreported late uploads one check (the first record that sees
+        them without one): it reports them ``run_timeout`` after the last of the group."""
+        if self.checks is None or run.late_check_scheduled or run.late_count <= run.late_reported:
+            return
+        self.checks.schedule_check(run.run_id, at=(run.last_late_at or now) + self.run_timeout)
+        self.store.mark_late_check_scheduled(run.run_id)
+
+    def _check_late(self, run: RunSnapshot, *, now: datetime, _attempt: int = 0) -> Checked:
+        """A closed run's check: report its late uploads once per group, when no other has come
+        for ``run_timeout``; check again later while they still come."""
+        if run.late_count <= run.late_reported:
+            return Checked.CLOSED
+        last = run.last_late_at or now
+        due = last + self.run_timeout
+        if due > now:
+            if self.checks is None:
+                raise RuntimeError("check_run needs a RunChecks to check the run again")
+            self.checks.schedule_check(run.run_id, at=due)
+            return Checked.RESCHEDULED
+        if self.notifier is None:
+            raise RuntimeError("check_run needs a Notifier to report late uploads")
+        since = run.late_reported_at or ""
+        group = [e for e in self.store.late_uploads(run.run_id) if e["recorded_at"] > since]
+        claimed = self.store.claim_late_report(
+            run.run_id,
+            late_count=run.late_count,
+            last_late_at=last,
+            reported_at=max((e["recorded_at"] for e in group), default=since),
+        )
+        if not claimed:
+            # A late upload came in since the read, or another check reported: read again.
+            if _attempt >= 3:
+                raise RuntimeError(f"run {run.run_id}: the late-upload claim kept failing; retry")
+            again = self.store.get_run(run.run_id)
+            if again is None:
+                return Checked.GONE
+            return self._check_late(again, now=now, _attempt=_attempt + 1)
+        try:
+            bad_keys, _ = self.store.reported(run.run_id)
+            body = build_late_notification(
+                run=run,
+                late_uploads=group,
+                late_total=run.late_count,
+                run_timeout=self.run_timeout,
+                bad_keys=bad_keys,
+            )
+            self.notifier.publish(
+                subject=f"imgpipe run {run.run_id}: late uploads",
+                message=json.dumps(body, separators=(",", ":")),
+            )
+        except Exception:
+            self.store.release_late_report(
+                run.run_id, late_reported=run.late_reported, reported_at=since
+            )
+            raise
+        return Checked.LATE
+
     def check_run(self, run_id: str, *, now: datetime, _attempt: int = 0) -> Checked:
-        """A run's check: report it incomplete once, check it again later, or do nothing."""
+        """A run's check: report it incomplete once, report its late uploads once per group,
+        check it again later, or do nothing."""
         run = self.store.get_run(run_id)
         if run is None:
             return Checked.GONE
         if run.state is not RunState.OPEN:
-            return Checked.CLOSED
+            return self._check_late(run, now=now)
         last = run.last_upload_at or now
         due = last + self.run_timeout
         if due > now:

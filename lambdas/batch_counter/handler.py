@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 import boto3
@@ -38,6 +38,7 @@ from batch_counter.counter import (
     Checked,
     MalformedEventError,
     Outcome,
+    Prerecorded,
 )
 from batch_counter.keys import is_run_id
 
@@ -79,11 +80,14 @@ def _counter() -> BatchCounter:
     )
 
 
-def record_handler(record: SQSRecord) -> None:
+def record_handler(record: SQSRecord, prerecorded: Prerecorded | None = None) -> None:
     """Handle one SQS record; an exception marks only this record as failed (retried)."""
     try:
         result = _counter().handle_record(
-            record.body, message_id=record.message_id, now=datetime.now(UTC)
+            record.body,
+            message_id=record.message_id,
+            now=datetime.now(UTC),
+            prerecorded=prerecorded,
         )
     except MalformedEventError as exc:
         # Not an S3 notification: retrying cannot help, so keep it visible in logs and metrics
@@ -150,6 +154,9 @@ def check_handler(event: dict[str, Any]) -> dict[str, Any]:
     if checked is Checked.INCOMPLETE:
         metrics.add_metric(name="RunsIncomplete", unit=MetricUnit.Count, value=1)
         logger.warning("run reported incomplete", run_id=run_id)
+    elif checked is Checked.LATE:
+        metrics.add_metric(name="LateUploadsReported", unit=MetricUnit.Count, value=1)
+        logger.warning("late uploads reported", run_id=run_id)
     else:
         logger.info("run checked", run_id=run_id, checked=checked.value)
     return {"run_id": run_id, "checked": checked.value}
@@ -164,8 +171,19 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         _function_arn.append(context.invoked_function_arn)
     if event.get("imgpipe") == CHECK_EVENT_MARKER:
         return check_handler(event)
+    # The batch's new uploads are recorded with one transaction per run first; each record is
+    # then handled alone (partial batch failures), the run read once per run and batch.
+    records = [
+        (str(r.get("messageId", "")), str(r.get("body", "")))
+        for r in event.get("Records") or []
+        if isinstance(r, dict)
+    ]
+    prerecorded = _counter().prerecord(records, now=datetime.now(UTC))
     return dict(
         process_partial_response(
-            event=event, record_handler=record_handler, processor=processor, context=context
+            event=event,
+            record_handler=partial(record_handler, prerecorded=prerecorded),
+            processor=processor,
+            context=context,
         )
     )

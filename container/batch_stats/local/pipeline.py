@@ -9,6 +9,7 @@ container's code, configured from the same environment variables.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
@@ -78,6 +79,31 @@ class LocalPipeline:
                 return seen
             time.sleep(0.2)  # failed records come back after the visibility timeout
         raise TimeoutError(f"the ingest queue was not drained within {timeout} s")
+
+    @contextmanager
+    def lambda_running(self, *, drain_timeout: float = 300) -> Iterator[None]:
+        """Run the event source in the background while the block uploads, as the Lambda's SQS
+        event source mapping does in AWS (so the ingest queue stays short), then drain it."""
+        stop = threading.Event()
+        errors: list[BaseException] = []
+
+        def poll() -> None:
+            try:
+                while not stop.is_set():
+                    self.ingest.poll_once(wait_seconds=1)
+            except BaseException as exc:  # reported by the caller's thread
+                errors.append(exc)
+
+        thread = threading.Thread(target=poll, name="lambda-event-source", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+        if errors:
+            raise errors[0]
+        self.pump_lambda(timeout=drain_timeout)
 
     def await_checks(self, *, timeout: float = 120) -> list[dict[str, object]]:
         """Wait until the earliest pending run check is due and fire the due ones (as

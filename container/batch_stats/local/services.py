@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
+import signal
+import subprocess
+import sys
 import threading
 import warnings
 from collections.abc import Iterator, Mapping
@@ -72,8 +76,6 @@ def _item_level_transactions() -> None:
     transaction names, and restores exactly those on failure; DynamoDB requests are serialised
     by ``_SerializedDynamoDB``, so nothing else changes the table meanwhile.
     """
-    import copy
-
     from moto.dynamodb import models
 
     backend_class = models.DynamoDBBackend
@@ -120,41 +122,229 @@ def _item_level_transactions() -> None:
     backend_class.transact_write_items = transact_write_items  # type: ignore[method-assign]
 
 
-def _threaded_moto_server(host: str, port: int) -> Any:
+def _linear_sqs_queues() -> None:
+    """Make moto's SQS cost O(1) per message received and one pass per count, as SQS does.
+
+    moto answers every ``SendMessage`` by computing all the queue's attributes (three passes
+    over every message, each reading the clock per message) and checks each message it
+    receives against the retention period by computing them all again (nine passes): with n
+    messages waiting, receiving them costs O(n^2). The replacements read the retention period
+    directly and count the messages in one pass with one reading of the clock; what they
+    answer is unchanged.
+    """
+    from moto.core.utils import unix_time, unix_time_millis
+    from moto.sqs import models
+
+    queue_class = models.Queue
+    if getattr(queue_class, "_linear", False):
+        return
+
+    def messages(self: Any) -> list[Any]:
+        now = unix_time_millis()
+        return [m for m in self._messages if now > m.visible_at and not now < m.delayed_until]
+
+    def delayed(self: Any) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if now < m.delayed_until)
+
+    def not_visible(self: Any) -> int:
+        now = unix_time_millis()
+        return sum(1 for m in self._messages if not now > m.visible_at)
+
+    def valid(self: Any, queue_name: str, message: Any) -> bool:
+        retention = int(self.get_queue(queue_name).message_retention_period)
+        return bool(retention + message.sent_timestamp / 1000 > unix_time())
+
+    queue_class.messages = property(messages)  # type: ignore[assignment,method-assign]
+    queue_class.approximate_number_of_messages_delayed = property(delayed)  # type: ignore[assignment,method-assign]
+    queue_class.approximate_number_of_messages_not_visible = property(not_visible)  # type: ignore[assignment,method-assign]
+    models.SQSBackend.is_message_valid_based_on_retention_period = valid  # type: ignore[method-assign]
+    queue_class._linear = True  # type: ignore[attr-defined]
+
+
+def _partition_queries() -> None:
+    """Make moto's Query of a table read one partition, in O(partition), as DynamoDB does.
+
+    moto answers every Query page by going through every item of the table: it sorts them all
+    with its typed comparisons, measures each one's size before testing the key condition, and
+    walks past the previous pages item by item. A run's partition of 20,000 objects then costs
+    seconds per page, and the worker pages through it once per shard. The replacement serves
+    Queries on the table's own keys (string sort keys, no index, no legacy ``KeyConditions``
+    filters) from the partition alone, with the same order, page limits (1 MB, ``Limit``),
+    ``LastEvaluatedKey``, filter and projection; any other Query goes to moto's own code.
+    """
+    from moto.dynamodb.models import table as tables
+
+    table_class = tables.Table
+    original = table_class.query
+    if getattr(original, "_partition", False):
+        return
+
+    def query(
+        self: Any,
+        hash_key: Any,
+        range_comparison: str | None,
+        range_objs: list[Any],
+        limit: Any,
+        exclusive_start_key: Any,
+        scan_index_forward: bool,
+        projection_expressions: list[list[str]] | None,
+        index_name: str | None = None,
+        consistent_read: bool = False,
+        filter_expression: Any = None,
+        hash_key_conditions: Any = None,
+        range_key_conditions: Any = None,
+        **filter_kwargs: Any,
+    ) -> tuple[list[Any], int, dict[str, Any] | None]:
+        partition = self.items.get(hash_key) if self.range_key_attr else None
+        simple = (
+            index_name is None
+            and not filter_kwargs
+            and isinstance(partition, dict)
+            and (range_key_conditions is None or len(range_key_conditions) <= 1)
+            and all(item.range_key.type == "S" for item in partition.values())
+        )
+        if not simple:
+            return original(
+                self,
+                hash_key,
+                range_comparison,
+                range_objs,
+                limit,
+                exclusive_start_key,
+                scan_index_forward,
+                projection_expressions,
+                index_name,
+                consistent_read,
+                filter_expression,
+                hash_key_conditions=hash_key_conditions,
+                range_key_conditions=range_key_conditions,
+                **filter_kwargs,
+            )
+        assert isinstance(partition, dict)
+        ordered = sorted(
+            partition.values(),
+            key=lambda item: item.range_key.value,
+            reverse=not scan_index_forward,
+        )
+        if range_comparison:
+            ordered = [i for i in ordered if i.range_key.compare(range_comparison, range_objs)]
+        if exclusive_start_key is not None:
+            start = exclusive_start_key[self.range_key_attr]["S"]
+            ordered = [
+                i
+                for i in ordered
+                if (i.range_key.value > start if scan_index_forward else i.range_key.value < start)
+            ]
+        results: list[Any] = []
+        size = 0
+        last: dict[str, Any] | None = None
+        for item in ordered:
+            if len(results) == limit or size + item.size() > tables.RESULT_SIZE_LIMIT:
+                last = self._get_last_evaluated_key(results[-1], None)
+                break
+            results.append(item)
+            size += item.size()
+        scanned = len(results)
+        results = copy.deepcopy(results)
+        if filter_expression is not None:
+            results = [item for item in results if filter_expression.expr(item)]
+        if projection_expressions:
+            results = [item.project(projection_expressions) for item in results]
+        return results, scanned, last
+
+    query._partition = True  # type: ignore[attr-defined]
+    table_class.query = query  # type: ignore[method-assign]
+
+
+def serve_moto(host: str, port: int) -> None:
+    """The moto server process: moto's WSGI app with the changes above, one thread a request.
+
+    Prints the bound port on a line of its own, then serves until its standard input closes
+    (the parent stopped or died).
+    """
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
         create_backend_app,
     )
-    from moto.server import ThreadedMotoServer
     from werkzeug.serving import make_server
 
-    class Server(ThreadedMotoServer):
-        """moto's ThreadedMotoServer, with DynamoDB requests serialized."""
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    _item_level_transactions()
+    _linear_sqs_queues()
+    _partition_queries()
 
-        def _server_entry(self) -> None:
-            app = _SerializedDynamoDB(DomainDispatcherApplication(create_backend_app))
-            self._server = make_server(
-                self._ip_address, self._port, app, True, request_handler=MotoRequestHandler
-            )
-            self._server_ready_event.set()
-            self._server.serve_forever()
+    class Dispatcher(DomainDispatcherApplication):
+        """moto's dispatcher, remembering which backend serves a host.
 
-    return Server(ip_address=host, port=port, verbose=False)
+        moto looks the backend up on every request, under a lock, by listing its own package
+        folder (a directory read and about 180 ``stat`` calls) and matching every service's URL
+        patterns: a few milliseconds per request, during which other requests wait.
+        """
+
+        def __init__(self, create_app: Any) -> None:
+            super().__init__(create_app)
+            self._hosts: dict[str, Any] = {}
+
+        def get_backend_for_host(self, host: str | None) -> Any:
+            if host is None:
+                return None
+            if host not in self._hosts:
+                self._hosts[host] = super().get_backend_for_host(host)
+            return self._hosts[host]
+
+    app = _SerializedDynamoDB(Dispatcher(create_backend_app))
+    server = make_server(host, port, app, threaded=True, request_handler=MotoRequestHandler)
+    print(server.server_address[1], flush=True)
+    # Nothing else goes to the pipe the parent read the port from (it no longer reads it), and
+    # Ctrl-C is the parent's to handle: it closes the pipe to stop this process.
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def serve() -> None:
+        server.serve_forever()
+
+    threading.Thread(target=serve, name="moto-server", daemon=True).start()
+    sys.stdin.read()  # returns when the parent closes the pipe or exits
+    os._exit(0)
 
 
 @contextmanager
 def moto_server(*, host: str = "127.0.0.1", port: int = 0) -> Iterator[MotoEndpoint]:
-    """Run moto in server mode in a background thread (``port=0``: a free port)."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    _item_level_transactions()
-    server = _threaded_moto_server(host, port)
-    server.start()
+    """Run moto in server mode in a child process (``port=0``: a free port); stop it on exit.
+
+    A process of its own, not a thread: moto's work per request then runs beside the clients
+    (the Lambda handler, the worker, the tests) instead of taking turns with them for one
+    interpreter lock.
+    """
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"from batch_stats.local.services import serve_moto; serve_moto({host!r}, {int(port)})",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
-        bound_host, bound_port = server.get_host_and_port()
-        yield MotoEndpoint(url=f"http://{bound_host}:{bound_port}")
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.isdigit():
+            raise RuntimeError(f"the moto server process did not start (it said {line!r})")
+        yield MotoEndpoint(url=f"http://{host}:{line}")
     finally:
-        server.stop()
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
 
 
 @contextmanager

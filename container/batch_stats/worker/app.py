@@ -16,6 +16,7 @@ from botocore.config import Config
 
 from batch_stats.engine import EngineParams
 from batch_stats.worker.adapters import (
+    ObjectStore,
     S3ObjectStore,
     SnsNotifier,
     SqsRunQueue,
@@ -56,11 +57,13 @@ def build_worker(
     retry_delay_seconds: int = 30,
     metrics: EmfMetrics | None = None,
     on_image: Callable[[ImageRef], object] | None = None,
+    objects: ObjectStore | None = None,
 ) -> Worker:
-    """A worker wired to AWS (or to whatever ``AWS_ENDPOINT_URL`` points at)."""
+    """A worker wired to AWS (or to whatever ``AWS_ENDPOINT_URL`` points at); ``objects``
+    replaces S3 as the object store (benchmarks read the uploads from local files)."""
     session = session or boto3.Session()
     metrics = metrics or EmfMetrics()
-    objects = S3ObjectStore(
+    s3 = S3ObjectStore(
         session.client(
             "s3",
             config=botocore_config(max_pool_connections=settings.download_concurrency + 4),
@@ -70,7 +73,7 @@ def build_worker(
     notifier = SnsNotifier(session.client("sns"), settings.notifications_topic_arn)
     queue = SqsRunQueue(session.client("sqs"), settings.runs_queue_url)
     processor = RunProcessor(
-        objects=objects,
+        objects=objects or s3,
         database=database,
         notifier=notifier,
         tracking=DynamoRunTracking(
@@ -83,7 +86,7 @@ def build_worker(
         on_image=on_image,
     )
     jobs = JobProcessor(
-        store=objects,
+        store=s3,
         database=database,
         notifier=notifier,
         queue=queue,

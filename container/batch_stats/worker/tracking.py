@@ -88,12 +88,15 @@ class DynamoRunTracking:
             shards=len(json.loads(text("plan") or "[]")),
         )
 
-    def _query(self, run_id: str, condition: str, values: dict[str, Any]) -> Iterator[Any]:
+    def _query(
+        self, run_id: str, condition: str, values: dict[str, Any], **options: Any
+    ) -> Iterator[Any]:
         pages = self._client.get_paginator("query").paginate(
             TableName=self._table,
             KeyConditionExpression=f"pk = :pk AND {condition}",
             ExpressionAttributeValues={":pk": {"S": f"RUN#{run_id}"}, **values},
             ConsistentRead=True,
+            **options,
         )
         for page in pages:
             yield from page["Items"]
@@ -107,6 +110,9 @@ class DynamoRunTracking:
                 ":low": {"S": f"OBJ#{first_batch}/"},
                 ":high": {"S": f"OBJ#{last_batch}/{_AFTER_NAMES}"},
             },
+            # Only what the worker reads: a third of each item's bytes on the wire.
+            ProjectionExpression="sk, #key",
+            ExpressionAttributeNames={"#key": "key"},
         )
         for item in items:
             batch_id, _, name = item["sk"]["S"][len("OBJ#") :].partition("/")

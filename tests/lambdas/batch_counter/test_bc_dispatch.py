@@ -265,3 +265,88 @@ def test_a_record_is_retried_by_the_event_source_until_dispatched(
             counter.handle_record(event["Body"], message_id=event["MessageId"], now=now)
     messages = drain(session.client("sqs"), resources.runs_queue_url)
     assert sorted(json.loads(m["Body"])["shard"] for m in messages) == [0, 1]
+
+
+def test_a_batch_of_records_costs_one_transaction_and_one_read_per_run(
+    session: boto3.Session, resources: LocalResources, drain: Any
+) -> None:
+    counter, log = make_counter(session, resources)
+    events = upload_events(session, resources, "run-batch", drain)
+    records = [(e["MessageId"], e["Body"]) for e in events]
+    now = datetime.now(UTC)
+    with log.window() as seen:
+        prerecorded = counter.prerecord(records, now=now)
+    assert seen == ["dynamodb.TransactWriteItems"]
+    per_record: list[list[str]] = []
+    outcomes: list[str] = []
+    for message_id, body in records:
+        with log.window() as seen:
+            result = counter.handle_record(
+                body, message_id=message_id, now=now, prerecorded=prerecorded
+            )
+        per_record.append(seen)
+        outcomes.extend(o.value for _, o in result.outcomes)
+    assert outcomes == ["recorded"] * 6
+    # Only the batch's last record of the run reads it, and closes it.
+    assert per_record[:-1] == [[]] * 5
+    assert per_record[-1] == [
+        "dynamodb.GetItem",
+        "dynamodb.Query",
+        "dynamodb.UpdateItem",
+        "sqs.SendMessage",
+        "sqs.SendMessage",
+        "dynamodb.UpdateItem",
+    ]
+    run = counter.store.get_run("run-batch")
+    assert run is not None
+    assert (run.state, run.image_count) == (RunState.DISPATCHED, 6)
+    assert counter.store.batch_counts("run-batch") == {"batch_001": 3, "batch_002": 3}
+    assert len(drain(session.client("sqs"), resources.runs_queue_url)) == 2
+
+
+def test_a_batch_with_duplicates_or_late_uploads_falls_back_to_one_record_at_a_time(
+    session: boto3.Session, resources: LocalResources, drain: Any
+) -> None:
+    counter, _ = make_counter(session, resources)
+    events = upload_events(session, resources, "run-mixed", drain)
+    now = datetime.now(UTC)
+    # One upload recorded alone first; then the whole run arrives in one batch, with the
+    # same event twice: the group is refused, and each record decides alone.
+    counter.handle_record(events[0]["Body"], message_id=events[0]["MessageId"], now=now)
+    records = [(e["MessageId"], e["Body"]) for e in events] + [("again", events[3]["Body"])]
+    prerecorded = counter.prerecord(records, now=now)
+    assert prerecorded.recorded == set()
+    outcomes = [
+        o.value
+        for message_id, body in records
+        for _, o in counter.handle_record(
+            body, message_id=message_id, now=now, prerecorded=prerecorded
+        ).outcomes
+    ]
+    assert outcomes == ["duplicate"] + ["recorded"] * 5 + ["duplicate"]
+    run = counter.store.get_run("run-mixed")
+    assert run is not None
+    assert (run.state, run.image_count) == (RunState.DISPATCHED, 6)
+    assert counter.store.batch_counts("run-mixed") == {"batch_001": 3, "batch_002": 3}
+    # Uploads to the closed run, in one batch: refused as a group, each kept as late.
+    s3 = session.client("s3")
+    for name in ("x.png", "y.png"):
+        s3.put_object(
+            Bucket=resources.names.raw_bucket, Key=f"uploads/run-mixed/batch_003/{name}", Body=PNG
+        )
+    late = [
+        (e["MessageId"], e["Body"])
+        for e in drain(session.client("sqs"), resources.ingest_queue_url)
+        if "Records" in e["Body"]
+    ]
+    prerecorded = counter.prerecord(late, now=now)
+    assert prerecorded.recorded == set()
+    outcomes = [
+        o.value
+        for message_id, body in late
+        for _, o in counter.handle_record(
+            body, message_id=message_id, now=now, prerecorded=prerecorded
+        ).outcomes
+    ]
+    assert outcomes == ["late", "late"]
+    assert counter.store.batch_counts("run-mixed") == {"batch_001": 3, "batch_002": 3}

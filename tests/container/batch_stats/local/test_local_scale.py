@@ -1,9 +1,11 @@
-"""A run of crop-size images through the whole local flow, fanned out in shards.
+"""20,000 crop-size images in one run through the whole local flow, fanned out in shards.
 
-The flow moves about 7 images a second through moto's server on the shared 2-core machine
-(upload, S3 notification, queue, Lambda, worker): 20,000 images would take about 50 minutes, so
-the run here has 1,000 images in 4 shards (2.4 minutes). The messages are references, so their
-size does not depend on the run's (``test_bc_flow.py`` checks the message body).
+The path is the real one: uploads to moto's S3, its notifications on the ingest queue, the
+Lambda handler polled from that queue while the uploads go on (as the event source mapping does),
+the counter's DynamoDB transactions, the FIFO runs queue, the worker paging the run's objects
+with Query and downloading them, the embedded PostgreSQL and the webhook. The manifest comes
+last, so the run passes the stack's default size long before it closes. The messages are
+references, so their size does not depend on the run's (``test_bc_flow.py`` checks the body).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from batch_counter.aws import DynamoTrackingStore
 from batch_stats.engine import (
     EngineParams,
     decode_image,
@@ -25,12 +28,16 @@ from batch_stats.engine import (
     summarize_batch,
 )
 from batch_stats.local.pipeline import local_pipeline
+from batch_stats.worker.status import run_status
+from batch_stats.worker.tracking import DynamoRunTracking
 from batch_stats.worker.upload import encode_png, manifest_document
 
 #: The crop size: every image is its own crop; the squares still land anywhere in it.
 CROP = EngineParams(image_height=200, image_width=200)
-BATCHES, PER_BATCH, SHARD_IMAGES = 20, 50, 250
+BATCHES, PER_BATCH, SHARDS = 400, 50, 4
 TOTAL = BATCHES * PER_BATCH
+SHARD_IMAGES = TOTAL // SHARDS
+RUN = "big"
 
 
 def variants() -> list[bytes]:
@@ -47,7 +54,8 @@ def variants() -> list[bytes]:
 
 
 @pytest.mark.slow
-def test_a_thousand_crop_size_images_in_four_shards() -> None:
+@pytest.mark.timeout(3600)
+def test_twenty_thousand_crop_size_images_in_one_run() -> None:
     bodies = variants()
     keys = [
         (f"batch_{b:03d}", f"img_{i:05d}.png", (b * PER_BATCH + i) % len(bodies))
@@ -60,7 +68,7 @@ def test_a_thousand_crop_size_images_in_four_shards() -> None:
             Path(work_dir),
             params=CROP,
             stage="scale",
-            runs_visibility_timeout=60,
+            runs_visibility_timeout=300,
             shard_images=SHARD_IMAGES,
         ) as p,
     ):
@@ -69,36 +77,63 @@ def test_a_thousand_crop_size_images_in_four_shards() -> None:
 
         def put(item: tuple[str, str, int]) -> None:
             batch_id, name, variant = item
-            s3.put_object(Bucket=raw, Key=f"uploads/big/{batch_id}/{name}", Body=bodies[variant])
+            s3.put_object(Bucket=raw, Key=f"uploads/{RUN}/{batch_id}/{name}", Body=bodies[variant])
 
-        # Uploads and the Lambda take turns by thousands, as in AWS where both run at once
-        # (moto's queue operations slow down with the number of messages waiting).
-        with ThreadPoolExecutor(8) as pool:
-            for start in range(0, len(keys), 250):
-                list(pool.map(put, keys[start : start + 250]))
-                p.pump_lambda(timeout=900)
+        with p.lambda_running(drain_timeout=1800), ThreadPoolExecutor(4) as pool:
+            list(pool.map(put, keys))
         manifest = {b: [] for b, _, _ in keys}  # type: dict[str, list[tuple[str, str | None]]]
         for batch_id, name, _ in keys:
             manifest[batch_id].append((name, None))
         s3.put_object(
             Bucket=raw,
-            Key="uploads/big/_manifest.json",
-            Body=manifest_document("big", manifest, names=False),
+            Key=f"uploads/{RUN}/_manifest.json",
+            Body=manifest_document(RUN, manifest, names=False),
         )
-        p.pump_lambda(timeout=900)
-        (final,) = p.run_worker(runs=1, timeout=900)
-        assert (final.status, final.images_processed, final.shards) == ("finished", TOTAL, 4)
-        note = p.webhook.get(timeout=30)["Message"]
-        assert (note["images_processed"], note["shards"], note["batch_count"]) == (TOTAL, 4, 20)
+        p.pump_lambda(timeout=300)
+
+        # Every object recorded exactly once, and nothing else.
+        store = DynamoTrackingStore(
+            client=p.session.client("dynamodb"), table_name=p.resources.names.tracking_table
+        )
+        recorded = store.run_objects(RUN)
+        assert sum(len(found) for found in recorded.values()) == TOTAL
+        assert {k for found in recorded.values() for k in found} == {
+            f"uploads/{RUN}/{b}/{n}" for b, n, _ in keys
+        }
+        batch_ids = [f"batch_{b:03d}" for b in range(1, BATCHES + 1)]
+        assert store.batch_counts(RUN) == dict.fromkeys(batch_ids, PER_BATCH)
+        run = store.get_run(RUN)
+        assert run is not None
+        assert (run.image_count, len(run.plan)) == (TOTAL, SHARDS)
+        # No record failed for good:
+        dlq = p.session.client("sqs").get_queue_attributes(
+            QueueUrl=p.resources.ingest_dlq_url, AttributeNames=["ApproximateNumberOfMessages"]
+        )["Attributes"]
+        assert dlq["ApproximateNumberOfMessages"] == "0"
+
+        (final,) = p.run_worker(runs=1, timeout=1800)
+        assert (final.status, final.images_processed, final.shards) == ("finished", TOTAL, SHARDS)
+        note = p.webhook.get(timeout=60)["Message"]
+        assert (note["status"], note["images_processed"], note["shards"]) == (
+            "finished",
+            TOTAL,
+            SHARDS,
+        )
+        assert (note["batch_count"], note["rejected_count"], note["late_upload_count"]) == (
+            BATCHES,
+            0,
+            0,
+        )
         assert p.webhook.pending() == []
 
-        # An independent computation of two batches from the bytes that were uploaded.
+        # The Parquet file: one row per batch, sorted, each counting its 50 images; two batches
+        # computed independently from the bytes that were uploaded.
         uri = note["parquet_uri"].removeprefix(f"s3://{p.resources.names.results_bucket}/")
         body = s3.get_object(Bucket=p.resources.names.results_bucket, Key=uri)["Body"].read()
         stats, _ = read_batch_stats(io.BytesIO(body))
-        assert len(stats) == BATCHES
-        seed = run_seed("big")
-        for batch_id in ("batch_001", f"batch_{BATCHES:03d}"):
+        assert [s.batch_id for s in stats] == batch_ids
+        seed = run_seed(RUN)
+        for batch_id in (batch_ids[0], batch_ids[BATCHES // 2], batch_ids[-1]):
             counts = [
                 process_image(
                     decode_image(bodies[v], name=n, params=CROP),
@@ -108,7 +143,25 @@ def test_a_thousand_crop_size_images_in_four_shards() -> None:
                 for b, n, v in keys
                 if b == batch_id
             ]
-            expected = summarize_batch(batch_id, counts)
-            assert next(s for s in stats if s.batch_id == batch_id) == expected
-        rows = p.database.batch_rows("big")
-        assert sum(int(str(r["image_count"])) for r in rows) == TOTAL
+            assert next(s for s in stats if s.batch_id == batch_id) == summarize_batch(
+                batch_id, counts
+            )
+
+        # PostgreSQL: a row per batch with its 50 images, the run finished, all shards done.
+        rows = p.database.batch_rows(RUN)
+        assert [(r["batch_id"], r["image_count"]) for r in rows] == [
+            (b, PER_BATCH) for b in batch_ids
+        ]
+        status = run_status(
+            RUN,
+            tracking=DynamoRunTracking(
+                client=p.session.client("dynamodb"),
+                table_name=p.resources.names.tracking_table,
+            ),
+            objects=None,
+            raw_bucket=None,
+            database=p.database,
+        )
+        assert status["state"] == "DISPATCHED"
+        assert status["results"]["shards_done"] == status["results"]["shards"] == SHARDS
+        assert status["results"]["images_processed"] == TOTAL
