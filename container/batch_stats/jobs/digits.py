@@ -53,7 +53,7 @@ MAX_COUNT: Final = 100_000_000
 MIN_SHARD_IMAGES: Final = 10
 MAX_SHARD_IMAGES: Final = 200_000
 #: A shard is one task's work: 100,000 images take about half a minute of a vCPU, against the
-#: minute or two a Fargate task takes to start, and their tar (about 185 MB at width 300) fits
+#: minute or two a Fargate task takes to start, and their tar (about 375 MB at width 300) fits
 #: in the task's memory. Wider images get fewer, so that a shard stays within MAX_SHARD_PIXELS.
 DEFAULT_SHARD_IMAGES: Final = 100_000
 MAX_SHARDS: Final = 10_000
