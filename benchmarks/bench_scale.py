@@ -35,7 +35,6 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from multiprocessing.synchronize import Event
 from pathlib import Path
@@ -46,37 +45,13 @@ from batch_counter.counter import RECORD_GROUP_LIMIT, BatchCounter
 from batch_stats.engine import EngineParams, run_seed, synthetic_image
 from batch_stats.local.resources import create_resources
 from batch_stats.local.services import embedded_postgres, moto_server, patched_environ
-from batch_stats.worker.adapters import ObjectMissingError
 from batch_stats.worker.app import build_worker, tune_allocator
 from batch_stats.worker.config import load_settings
 from batch_stats.worker.database import ResultsDatabase
+from bench_worker import FolderStore  # the same folder-backed object store
 from PIL import Image
 
 BATCHES, DISTINCT, SHARDS, GOAL = 100, 100, 10, 1.8
-
-
-class FolderStore:
-    """ObjectStore over a local folder: ``<root>/<bucket>/<key>``."""
-
-    def __init__(self, root: Path) -> None:
-        self._root = root
-
-    def get(self, bucket: str, key: str) -> bytes:
-        try:
-            return (self._root / bucket / key).read_bytes()
-        except FileNotFoundError:
-            raise ObjectMissingError(key) from None
-
-    def put(
-        self, bucket: str, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str]
-    ) -> None:
-        del content_type, metadata
-        path = self._root / bucket / key
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(data)
-
-    def copy(self, *, bucket: str, key: str, to_key: str, metadata: Mapping[str, str]) -> None:
-        self.put(bucket, to_key, self.get(bucket, key), content_type="", metadata=metadata)
 
 
 def worker_process(
