@@ -32,7 +32,7 @@ import tempfile
 import zipfile
 from abc import ABC, abstractmethod
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -154,6 +154,7 @@ def write_phone_dataset(
     shard_size: int = DEFAULT_SHARD_SIZE,
     augment: AugmentLike = None,
     part: tuple[int, int] | None = None,
+    on_shard: Callable[[Path], object] | None = None,
 ) -> Path:
     """Write ``count`` images of unique phone numbers, ``labels.csv``, ``boxes.jsonl`` and
     ``manifest.json`` into ``output_dir``.
@@ -173,7 +174,13 @@ def write_phone_dataset(
     dataset holds for them, so that several processes or machines can each write a part. Formats
     ``shards``, ``npz`` and ``hdf5`` only; with ``shards`` the part must start on a shard
     boundary and end on one (or at ``count``), so that its tar files are the whole dataset's.
-    ``labels.csv`` and ``boxes.jsonl`` then hold the part's rows. Returns the path of
+    ``labels.csv`` and ``boxes.jsonl`` then hold the part's rows.
+
+    ``on_shard`` (format ``shards`` only) is called in this process with the path of each tar
+    shard as soon as it is complete, while the next ones render: to upload or index it without
+    waiting for the whole dataset. The file is in the hidden staging folder until the dataset is
+    complete (then it moves into ``output_dir``): read it, or open it, during the call. An
+    exception raised by ``on_shard`` stops the run like any other error. Returns the path of
     ``labels.csv``.
     """
     return write_phone_splits(
@@ -182,6 +189,7 @@ def write_phone_dataset(
         source_arg=source, align=align, overflow=overflow, formats=formats, workers=workers,
         chunk_size=chunk_size, compress_level=compress_level, progress=progress,
         overwrite=overwrite, format=format, shard_size=shard_size, augment=augment, part=part,
+        on_shard=on_shard,
     ) / LABELS_FILE  # fmt: skip
 
 
@@ -205,6 +213,7 @@ def write_sequence_dataset(
     shard_size: int = DEFAULT_SHARD_SIZE,
     augment: AugmentLike = None,
     part: tuple[int, int] | None = None,
+    on_shard: Callable[[Path], object] | None = None,
 ) -> Path:
     """Like :func:`write_phone_dataset`, with ``count`` random digit sequences of ``length``
     digits (each digit uniform over 0-9, drawn independently: sequences may repeat) instead of
@@ -219,7 +228,7 @@ def write_sequence_dataset(
         source_arg=source, align=align, overflow=overflow, workers=workers,
         chunk_size=chunk_size, compress_level=compress_level, progress=progress,
         overwrite=overwrite, format=format, shard_size=shard_size, augment=augment, part=part,
-        _sequence_length=length,
+        on_shard=on_shard, _sequence_length=length,
     ) / LABELS_FILE  # fmt: skip
 
 
@@ -244,6 +253,7 @@ def write_phone_splits(
     shard_size: int = DEFAULT_SHARD_SIZE,
     augment: AugmentLike = None,
     part: tuple[int, int] | None = None,
+    on_shard: Callable[[Path], object] | None = None,
     _sequence_length: int | None = None,
 ) -> Path:
     """Write one dataset per split (``counts``: split name -> images) into ``output_dir/<name>``,
@@ -252,7 +262,7 @@ def write_phone_splits(
     ``sources`` maps each split to its digits; by default :func:`split_sources` (MNIST training
     digits for ``train``, test digits of disjoint writers for ``validation`` and ``test``). The
     split named ``""`` is written into ``output_dir`` itself; ``part`` (one split only) is
-    described in :func:`write_phone_dataset`. Returns ``output_dir``.
+    described in :func:`write_phone_dataset`, and so is ``on_shard``. Returns ``output_dir``.
     """
     lo, hi = _spacing(spacing_range)
     width = _width(image_width)
@@ -271,6 +281,11 @@ def write_phone_splits(
         raise ValueError(f"format must be one of {', '.join(DATASET_FORMATS)}; got {format!r}")
     if format == "hdf5":
         _h5py()  # a clear error now rather than after rendering
+    if on_shard is not None and (format != "shards" or not callable(on_shard)):
+        raise ValueError(
+            "on_shard applies to format 'shards' only and must be callable with a Path; got "
+            f"{on_shard!r} with format {format!r}"
+        )
     if not counts:
         raise ValueError("counts is empty: give at least one split and its number of images")
     for name, n in counts.items():
@@ -320,6 +335,8 @@ def write_phone_splits(
             job = _Job(str(folder), (lo, hi), width, align, overflow, compress_level, format, aug)
             size = last - first if part is not None else n
             sink = _sink(format, folder, size, width, shard_size, first)
+            if isinstance(sink, _ShardSink):
+                sink.on_shard = on_shard
             chunks = _chunks(numbers, n, chunk_size, max(6, len(str(n - 1))), seeds, first)
             if part is not None:
                 chunks = _within(chunks, first, last)
@@ -764,15 +781,23 @@ class _PngSink(_Sink):
 
 class _ShardSink(_Sink):
     """Tar files of ``shard_size`` samples: ``<key>.png`` and ``<key>.json`` each (the layout
-    WebDataset and torchdata stream)."""
+    WebDataset and torchdata stream). ``on_shard`` hears of each tar once it is closed."""
+
+    on_shard: Callable[[Path], object] | None = None
 
     def open(self) -> None:
         self.names: list[str] = []
         self.tar: tarfile.TarFile | None = None
 
-    def _next_shard(self, index: int) -> tarfile.TarFile:
+    def _finish_shard(self) -> None:
         if self.tar is not None:
             self.tar.close()
+            self.tar = None
+            if self.on_shard is not None:
+                self.on_shard(self.folder / self.names[-1])
+
+    def _next_shard(self, index: int) -> tarfile.TarFile:
+        self._finish_shard()
         name = f"shard-{index // self.shard_size:06d}.tar"
         self.names.append(name)
         self.tar = tarfile.open(  # noqa: SIM115 - closed by close() or __exit__
@@ -781,8 +806,7 @@ class _ShardSink(_Sink):
         return self.tar
 
     def close(self) -> None:
-        if self.tar is not None:
-            self.tar.close()
+        self._finish_shard()
 
     def files(self) -> list[str]:
         return [*super().files(), *self.names]

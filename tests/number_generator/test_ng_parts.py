@@ -77,3 +77,44 @@ def test_skipping_chunks_leaves_the_later_chunks_unchanged() -> None:
     assert list(chunks) == drawn[2:]
     with pytest.raises(StopIteration):
         chunks.skip()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_on_shard_hears_of_each_tar_once_complete(tmp_path: Path, workers: int) -> None:
+    heard: list[tuple[str, bytes, bool]] = []
+
+    def on_shard(path: Path) -> None:
+        # The tar is whole when heard of (tarfile reads it to the end), while later ones are not
+        # written yet and the dataset is not published.
+        with tarfile.open(path) as tar:
+            assert len(tar.getnames()) == 2 * 100 or path.name == "shard-000002.tar"
+        later = path.with_name(f"shard-{int(path.stem[-6:]) + 1:06d}.tar")
+        heard.append((path.name, path.read_bytes(), later.exists()))
+        assert path.parent.name.startswith(".")  # the hidden staging folder, not published
+
+    write_phone_dataset(tmp_path / "out", 250, (2, 4), 260, workers=workers, on_shard=on_shard,
+                        **OPTIONS)  # fmt: skip
+    assert [name for name, _, _ in heard] == [f"shard-{k:06d}.tar" for k in range(3)]
+    for name, data, later_existed in heard:
+        assert data == (tmp_path / "out" / name).read_bytes()
+        assert not later_existed
+    heard.clear()
+    write_phone_dataset(tmp_path / "part", 250, (2, 4), 260, workers=workers, part=(100, 250),
+                        on_shard=on_shard, **OPTIONS)  # fmt: skip
+    assert [name for name, _, _ in heard] == ["shard-000001.tar", "shard-000002.tar"]
+
+
+def test_an_error_in_on_shard_stops_the_run_and_leaves_nothing(tmp_path: Path) -> None:
+    def on_shard(path: Path) -> None:
+        raise OSError(f"the upload of {path.name} failed")
+
+    with pytest.raises(OSError, match=r"the upload of shard-000000\.tar failed"):
+        write_phone_dataset(tmp_path / "out", 250, (2, 4), 260, workers=2, on_shard=on_shard,
+                            **OPTIONS)  # fmt: skip
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_on_shard_needs_the_shards_format(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="on_shard applies to format 'shards' only"):
+        write_phone_dataset(tmp_path / "x", 10, (2, 4), 260, format="npz", on_shard=print)
+    assert not (tmp_path / "x").exists()
