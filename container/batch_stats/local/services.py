@@ -18,6 +18,10 @@ from typing import Any
 
 LOCAL_ACCOUNT = "123456789012"
 LOCAL_REGION = "us-east-1"
+#: Objects up to this size stay in the moto server's memory (``MOTO_S3_DEFAULT_KEY_BUFFER_SIZE``,
+#: unless set). moto's default writes every object over 5 MB to a temporary file on this
+#: machine's disk, which S3 does not: a 386 MB upload took 7.0 s that way and 2.2 s in memory.
+S3_IN_MEMORY_OBJECT_BYTES = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -271,6 +275,7 @@ def serve_moto(host: str, port: int) -> None:
     from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    os.environ.setdefault("MOTO_S3_DEFAULT_KEY_BUFFER_SIZE", str(S3_IN_MEMORY_OBJECT_BYTES))
     _item_level_transactions()
     _linear_sqs_queues()
     _partition_queries()
