@@ -1,7 +1,8 @@
 """A ``digits`` job against the ``generate-phone-numbers`` CLI alone, measured in the same run.
 
-Run: ``.venv/bin/python benchmarks/bench_jobs.py`` (``--count 100000`` by default; add
-``--workers N`` to choose the processes on both sides, default every CPU available).
+Run: ``.venv/bin/python benchmarks/bench_jobs.py`` (``--count 100000`` by default, in tar shards
+of the kind's default 10,000 images and parts of 100,000; add ``--workers N`` to choose the
+processes on both sides, default every CPU available).
 
 * Baseline: ``generate-phone-numbers MIN MAX WIDTH COUNT OUT --format shards --shard-size S
   --seed 7 --workers N --quiet`` as a subprocess, writing to a temporary folder (its start-up,
@@ -10,9 +11,10 @@ Run: ``.venv/bin/python benchmarks/bench_jobs.py`` (``--count 100000`` by defaul
   server, the embedded PostgreSQL, the webhook, started before the clock): the job document is
   uploaded to ``jobs/<job_id>.json``, moto's S3 notification reaches the ingest queue, the batch
   counter Lambda handler dispatches the job, and the worker validates it, records it, sends
-  one message per shard to the runs queue and takes them back one after the other (each
-  rendering with the same ``N`` processes), finishes the job (labels file, manifest) and
-  publishes its notification. The clock stops when the worker reports the job's end.
+  one message per part to the runs queue and takes them back one after the other (each
+  rendering with the same ``N`` processes and uploading each tar while the next renders),
+  finishes the job (labels file, manifest) and publishes its notification. The clock stops when
+  the worker reports the job's end.
 
 Both sides write the same tar shards (the tests check the bytes). Printed: images/s of each, the
 job's overhead (wall time of the job / wall time of the CLI - 1; goal: at most 20%) and, from
@@ -88,18 +90,26 @@ def main() -> int:
         "--shard-images",
         type=int,
         default=digits.DEFAULT_SHARD_IMAGES,
-        help=f"images per job shard (one task each; default the kind's, "
+        help=f"images per tar shard, on both sides (default the kind's, "
         f"{digits.DEFAULT_SHARD_IMAGES:,})",
+    )
+    parser.add_argument(
+        "--part-images",
+        type=int,
+        default=digits.DEFAULT_PART_IMAGES,
+        help=f"images per part of the job (one task each; default the kind's, "
+        f"{digits.DEFAULT_PART_IMAGES:,})",
     )
     parser.add_argument("--workers", type=int, default=default_workers())
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args()
     params = {"mode": "phone", "count": args.count, "shard_images": args.shard_images,
-              "spacing_min": SPACING[0], "spacing_max": SPACING[1], "image_width": WIDTH,
-              "seed": SEED}  # fmt: skip
+              "part_images": args.part_images, "spacing_min": SPACING[0],
+              "spacing_max": SPACING[1], "image_width": WIDTH, "seed": SEED}  # fmt: skip
     print(
-        f"digits job benchmark: {args.count:,} phone numbers, width {WIDTH}, shards of "
-        f"{args.shard_images:,}, {args.workers} worker processes, load {os.getloadavg()}"
+        f"digits job benchmark: {args.count:,} phone numbers, width {WIDTH}, tar shards of "
+        f"{args.shard_images:,}, parts of {args.part_images:,}, {args.workers} worker "
+        f"processes, load {os.getloadavg()}"
     )
     cli_times: list[float] = []
     job_times: list[float] = []

@@ -1,20 +1,22 @@
 """The ``digits`` job: a ``number_generator`` dataset written to ``datasets/<job_id>/``.
 
-A job of ``count`` images splits into shards of ``shard_images`` images. Shard ``k`` writes
-images ``k * shard_images`` onwards with the library's own dataset writer
-(:func:`number_generator.write_phone_dataset` / :func:`~number_generator.write_sequence_dataset`
-with ``part=``): every shard draws the whole dataset's numbers (cheap) and renders only its own
-slice, so phone numbers are unique across shards and the shards hold exactly the bytes one
-process writing the whole dataset with the same seed would write
-(``generate-phone-numbers ... --format shards --shard-size <shard_images> --seed <seed>``).
+The dataset is a series of tar shards of ``shard_images`` samples. The work splits into parts of
+``part_images`` images (a whole number of shards), one task each: these parts are the worker's
+shards of a ``digits`` job. Part ``k`` writes images ``k * part_images`` onwards with the
+library's own dataset writer (:func:`number_generator.write_phone_dataset` /
+:func:`~number_generator.write_sequence_dataset` with ``part=``): every part draws the whole
+dataset's numbers (cheap) and renders only its own slice, so phone numbers are unique across
+parts and the tars hold exactly the bytes one process writing the whole dataset with the same
+seed would write (``generate-phone-numbers ... --format shards --shard-size <shard_images> --seed
+<seed>``). Each tar is uploaded as soon as the library has closed it (its ``on_shard`` hook),
+while the part's next tars render.
 
 Objects under ``datasets/<job_id>/``:
 
-- ``shard-000000.tar`` ...: one tar per shard, each sample a ``<index>_<digits>.png`` (8-bit
-  grayscale, black ink on white, 28 px high) and a ``<index>_<digits>.json`` (file, digits,
-  formatted, each digit's ink box ``[x0, y0, x1, y1]``): the layout WebDataset and torchdata
-  stream;
-- ``labels/shard-000000.csv``, ``boxes/shard-000000.jsonl``: each shard's rows;
+- ``shard-000000.tar`` ...: each sample a ``<index>_<digits>.png`` (8-bit grayscale, black ink on
+  white, 28 px high) and a ``<index>_<digits>.json`` (file, digits, formatted, each digit's ink
+  box ``[x0, y0, x1, y1]``): the layout WebDataset and torchdata stream;
+- ``labels/part-000000.csv``, ``boxes/part-000000.jsonl``: each part's rows;
 - ``labels.csv`` (``file,digits,formatted``, the whole dataset, written by :meth:`finish`);
 - ``manifest.json``, written last: status, counts, parameters, the format and every object's
   size and SHA-256.
@@ -32,10 +34,11 @@ import io
 import json
 import tarfile
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, BinaryIO, Final, Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -52,19 +55,29 @@ KIND_NAME: Final = "digits"
 MAX_COUNT: Final = 100_000_000
 MIN_SHARD_IMAGES: Final = 10
 MAX_SHARD_IMAGES: Final = 200_000
-#: A shard is one task's work: 100,000 images take about half a minute of a vCPU, against the
-#: minute or two a Fargate task takes to start, and their tar (about 375 MB at width 300) fits
-#: in the task's memory. Wider images get fewer, so that a shard stays within MAX_SHARD_PIXELS.
-DEFAULT_SHARD_IMAGES: Final = 100_000
-MAX_SHARDS: Final = 10_000
+#: Samples per tar: the library's and the CLI's default (about 37 MB at width 300, within
+#: WebDataset's advice of tens to hundreds of MB per shard). Wider images get fewer, so that a
+#: shard stays within MAX_SHARD_PIXELS.
+DEFAULT_SHARD_IMAGES: Final = 10_000
+#: Images of one part, one task's work: 100,000 take about half a minute of a vCPU, against the
+#: minute or two a Fargate task takes to start. Wider images get fewer (whole shards), so that a
+#: part stays within MAX_PART_PIXELS.
+DEFAULT_PART_IMAGES: Final = 100_000
+MAX_PART_IMAGES: Final = 10_000_000
+MAX_PARTS: Final = 10_000
+#: Tar shards of one dataset (the manifest lists each one).
+MAX_SHARDS: Final = 100_000
 MAX_SEQUENCE_DIGITS: Final = 16
 MAX_SPACING: Final = 100
 MIN_WIDTH: Final = 28
 MAX_WIDTH: Final = 4_096
 MAX_SEED: Final = 2**63 - 1
 #: Pixels of one shard (images x 28 x width): its tar (about half as many bytes at width 300)
-#: is written to the task's disk and held in memory while it is uploaded.
+#: is held in memory while it is uploaded.
 MAX_SHARD_PIXELS: Final = 2**30
+#: Pixels of one part: its tars (about 4 GB at width 300) stay on the task's disk until the
+#: part is complete (the task has at least 21 GiB of ephemeral storage).
+MAX_PART_PIXELS: Final = 2**33
 #: Pixels of the whole dataset (about 1 TB of raw pixels, some 450 GB of tar at width 300).
 MAX_TOTAL_PIXELS: Final = 10**12
 _HEIGHT: Final = 28
@@ -80,14 +93,14 @@ LABELS: Final = "labels.csv"
 PREVIEW_SAMPLES: Final = 12
 
 _REQUIRED: Final = ("mode", "count", "spacing_min", "spacing_max", "image_width")
-_OPTIONAL: Final = ("digits", "seed", "format", "augment", "shard_images")
+_OPTIONAL: Final = ("digits", "seed", "format", "augment", "shard_images", "part_images")
 
 FORMAT_DESCRIPTION: Final = (
     "tar shards (ustar) of shard_images samples each, read in order by WebDataset or torchdata: "
     "every sample is <index>_<digits>.png (8-bit grayscale PNG, black ink on white, 28 px high, "
     "image_width wide) and <index>_<digits>.json ({file, digits, formatted, boxes}: each digit's "
     "ink box [x0, y0, x1, y1], x1 and y1 exclusive); labels.csv (file,digits,formatted) lists "
-    "every sample in order; labels/ and boxes/ hold each shard's rows"
+    "every sample in order; labels/ and boxes/ hold each part's rows (part_images samples)"
 )
 
 
@@ -105,15 +118,22 @@ class DigitsParams:
     format: Literal["shards"] = "shards"
     augment: str | None = None
     shard_images: int = DEFAULT_SHARD_IMAGES
+    part_images: int = DEFAULT_PART_IMAGES
 
     @property
     def shard_count(self) -> int:
+        """Tar shards of the dataset."""
         return -(-self.count // self.shard_images)
 
-    def part(self, shard: int) -> tuple[int, int]:
-        """The images ``[start, stop)`` of shard ``shard``."""
-        start = shard * self.shard_images
-        return start, min(start + self.shard_images, self.count)
+    @property
+    def part_count(self) -> int:
+        """Parts of the work (one task each)."""
+        return -(-self.count // self.part_images)
+
+    def part(self, part: int) -> tuple[int, int]:
+        """The images ``[start, stop)`` of part ``part``."""
+        start = part * self.part_images
+        return start, min(start + self.part_images, self.count)
 
 
 def _is_int(value: object) -> bool:
@@ -156,9 +176,12 @@ class DigitsKind:
         ``spacing_max``, each 0-100 px. ``image_width``: 28-4,096 px, wide enough for the
         longest sequence. ``seed``: 0 to 2**63-1 (default 0). ``format``: ``shards`` (the
         default and only one). ``augment``: ``light``, ``medium``, ``heavy`` or null.
-        ``shard_images``: 10-200,000 images per shard (default 100,000, fewer for images wider
-        than 383 px so that a shard fits the pixel limit), at most 10,000 shards.
-        A shard holds at most 2**30 pixels (images x 28 x width) and the dataset at most 10**12.
+        ``shard_images``: 10-200,000 images per tar shard (default 10,000, fewer for images
+        wider than 3,834 px so that a shard fits its pixel limit), at most 100,000 shards.
+        ``part_images``: 10-10,000,000 images per part, one task each, a multiple of
+        ``shard_images`` (default the largest multiple up to 100,000 within the part's pixel
+        limit), at most 10,000 parts. A shard holds at most 2**30 pixels (images x 28 x width),
+        a part at most 2**33 and the dataset at most 10**12.
         """
         if not isinstance(params, Mapping):
             raise JobSpecError([f"params must be a JSON object, got {type(params).__name__}"])
@@ -217,30 +240,46 @@ class DigitsKind:
             problems.append(
                 f"augment must be one of {', '.join(AUGMENT_PRESETS)} or null, got {augment!r}"
             )
-        if "shard_images" in params:
-            values["shard_images"] = _integer(
-                params, "shard_images", MIN_SHARD_IMAGES, MAX_SHARD_IMAGES, problems
-            )
+        for name, hi in (("shard_images", MAX_SHARD_IMAGES), ("part_images", MAX_PART_IMAGES)):
+            if name in params:
+                values[name] = _integer(params, name, MIN_SHARD_IMAGES, hi, problems)
         count_value = values.get("count")
-        shard_images = values.get("shard_images", _default_shard_images(values.get("image_width")))
-        if count_value is not None and shard_images is not None:
-            shards = -(-count_value // shard_images)
-            if shards > MAX_SHARDS:
-                problems.append(
-                    f"count {count_value:,} in shards of {shard_images:,} images makes "
-                    f"{shards:,} shards; at most {MAX_SHARDS:,} are allowed (raise shard_images)"
-                )
         width = values.get("image_width")
-        if count_value is not None and shard_images is not None and width is not None:
-            largest = min(shard_images, count_value)
-            per_shard = largest * _HEIGHT * width
-            if per_shard > MAX_SHARD_PIXELS:
-                most = MAX_SHARD_PIXELS // (_HEIGHT * width)
-                problems.append(
-                    f"a shard of {largest:,} images of 28 x {width} px holds "
-                    f"{per_shard:,} pixels; at most {MAX_SHARD_PIXELS:,} are allowed (at this "
-                    f"width, shard_images at most {most:,})"
-                )
+        shard_images = values.get("shard_images", _default_shard_images(width))
+        part_images = values.get("part_images", _default_part_images(shard_images, width))
+        if shard_images is not None and part_images is not None and part_images % shard_images:
+            problems.append(
+                f"part_images ({part_images:,}) must be a multiple of shard_images "
+                f"({shard_images:,}): a part is a whole number of tar shards"
+            )
+        if count_value is not None:
+            for what, size, most, hint in (
+                ("shards", shard_images, MAX_SHARDS, "shard_images"),
+                ("parts", part_images, MAX_PARTS, "part_images"),
+            ):
+                if size is None:
+                    continue
+                made = -(-count_value // size)
+                if made > most:
+                    problems.append(
+                        f"count {count_value:,} in {what} of {size:,} images makes {made:,} "
+                        f"{what}; at most {most:,} are allowed (raise {hint})"
+                    )
+        if count_value is not None and width is not None:
+            for what, size, most in (
+                ("shard", shard_images, MAX_SHARD_PIXELS),
+                ("part", part_images, MAX_PART_PIXELS),
+            ):
+                if size is None:
+                    continue
+                largest = min(size, count_value)
+                pixels = largest * _HEIGHT * width
+                if pixels > most:
+                    problems.append(
+                        f"a {what} of {largest:,} images of 28 x {width} px holds {pixels:,} "
+                        f"pixels; at most {most:,} are allowed (at this width, {what}_images at "
+                        f"most {most // (_HEIGHT * width):,})"
+                    )
             total = count_value * _HEIGHT * width
             if total > MAX_TOTAL_PIXELS:
                 problems.append(
@@ -249,6 +288,8 @@ class DigitsKind:
                 )
         if problems:
             raise JobSpecError(problems)
+        assert shard_images is not None
+        assert part_images is not None
         parsed = DigitsParams(
             mode="phone" if mode == "phone" else "sequence",
             count=params["count"],
@@ -259,6 +300,7 @@ class DigitsKind:
             seed=params.get("seed", 0),
             augment=augment,
             shard_images=shard_images,
+            part_images=part_images,
         )
         fit = _fit_problem(parsed)
         if fit is not None:
@@ -269,35 +311,42 @@ class DigitsKind:
         return f"datasets/{job_id}/"
 
     def shards(self, params: DigitsParams) -> int:
-        return params.shard_count
+        """The worker's shards of a digits job are its parts (one task each)."""
+        return params.part_count
 
     def run_shard(
         self, params: DigitsParams, *, shard: int, shards: int, ctx: JobContext
     ) -> dict[str, Any]:
-        """Render shard ``shard``'s images into ``ctx.scratch`` and upload its tar, labels and
-        boxes; return their keys, sizes and SHA-256 (the same bytes every time)."""
-        if shards != params.shard_count or not 0 <= shard < shards:
+        """Render part ``shard``'s images into ``ctx.scratch``, uploading each tar as soon as it
+        is complete, then the part's labels and boxes; return their keys, sizes and SHA-256
+        (the same bytes every time)."""
+        if shards != params.part_count or not 0 <= shard < shards:
             raise ValueError(
-                f"shard {shard} of {shards}: this job has {params.shard_count} shards "
-                f"(0 to {params.shard_count - 1})"
+                f"part {shard} of {shards}: this job has {params.part_count} parts "
+                f"(0 to {params.part_count - 1})"
             )
         start, stop = params.part(shard)
-        folder = ctx.scratch / f"shard-{shard:06d}"
-        _write_part(params, folder, (start, stop), self.workers)
+        folder = ctx.scratch / f"part-{shard:06d}"
         prefix = self.output_prefix(ctx.job_id)
-        uploads = (
-            (f"shard-{shard:06d}.tar", f"shard-{shard:06d}.tar", "application/x-tar"),
-            ("labels.csv", f"labels/shard-{shard:06d}.csv", "text/csv"),
-            ("boxes.jsonl", f"boxes/shard-{shard:06d}.jsonl", "application/x-ndjson"),
-        )
-        objects = []
-        for local, key, content_type in uploads:
+        metadata = {"job-id": ctx.job_id, "part": str(shard)}
+        with _TarUploader(ctx, prefix, metadata) as uploader:
+            _write_part(params, folder, (start, stop), self.workers, uploader)
+            objects = uploader.results()
+        for local, key, content_type in (
+            ("labels.csv", f"labels/part-{shard:06d}.csv", "text/csv"),
+            ("boxes.jsonl", f"boxes/part-{shard:06d}.jsonl", "application/x-ndjson"),
+        ):
             data = (folder / local).read_bytes()
-            ctx.store.put(
-                ctx.output_bucket, prefix + key, data, content_type=content_type,
-                metadata={"job-id": ctx.job_id, "shard": str(shard)},
-            )  # fmt: skip
+            ctx.store.put(ctx.output_bucket, prefix + key, data, content_type=content_type,
+                          metadata=metadata)  # fmt: skip
             objects.append(_entry(prefix + key, data))
+        first, last = start // params.shard_images, -(-stop // params.shard_images)
+        expected = [f"{prefix}shard-{k:06d}.tar" for k in range(first, last)]
+        if [o["key"] for o in objects[: len(expected)]] != expected:
+            raise RuntimeError(
+                f"part {shard} of job {ctx.job_id} wrote {[o['key'] for o in objects]}, "
+                f"expected the tars {expected[0]} to {expected[-1]}"
+            )
         return {"shard": shard, "start": start, "stop": stop, "objects": objects}
 
     def finish(
@@ -307,14 +356,14 @@ class DigitsKind:
         shard_results: Sequence[Mapping[str, Any]],
         ctx: JobContext,
     ) -> dict[str, Any]:
-        """Check every shard is there, write ``labels.csv`` for the whole dataset, then
+        """Check every part is there, write ``labels.csv`` for the whole dataset, then
         ``manifest.json`` (last); return the dataset's URIs and counts."""
         prefix = self.output_prefix(ctx.job_id)
-        expected = [params.part(k) for k in range(params.shard_count)]
+        expected = [params.part(k) for k in range(params.part_count)]
         found = [(int(r["start"]), int(r["stop"])) for r in shard_results]
         if found != expected:
             raise RuntimeError(
-                f"digits job {ctx.job_id}: the shard results cover {found}, expected {expected}"
+                f"digits job {ctx.job_id}: the part results cover {found}, expected {expected}"
             )
         objects = [dict(o) for r in shard_results for o in r["objects"]]
         stored = dict(ctx.store.list_keys(ctx.output_bucket, prefix))
@@ -358,7 +407,7 @@ class DigitsKind:
             "status": "succeeded",
             "reason": None,
             "params": dataclasses.asdict(params),
-            "counts": {"images": rows, "shards": params.shard_count},
+            "counts": {"images": rows, "shards": params.shard_count, "parts": params.part_count},
             "objects": sorted(objects, key=lambda o: str(o["key"])),
             "format": {"name": params.format, "description": FORMAT_DESCRIPTION},
             "digit_source": _source_name(),
@@ -374,15 +423,17 @@ class DigitsKind:
             "shard_urls": shard_urls,
             "images": rows,
             "shards": params.shard_count,
+            "parts": params.part_count,
             "bytes": sum(int(o["size"]) for o in objects) + len(body),
         }
 
     def demo_params(self, *, store: JobStore, input_bucket: str, scratch: Path) -> dict[str, Any]:
-        """200 phone numbers in 2 shards (no inputs to upload)."""
+        """200 phone numbers in 4 tar shards and 2 parts (no inputs to upload)."""
         return {
             "mode": "phone",
             "count": 200,
-            "shard_images": 100,
+            "shard_images": 50,
+            "part_images": 100,
             "spacing_min": 2,
             "spacing_max": 6,
             "image_width": 300,
@@ -415,13 +466,67 @@ class DigitsKind:
         return save_preview(path, images, digits, boxes, columns=2, scale=2)
 
 
-def _default_shard_images(width: object) -> int:
+def _default_shard_images(width: int | None) -> int:
     """DEFAULT_SHARD_IMAGES, or as many as MAX_SHARD_PIXELS allows at ``width`` if fewer."""
-    if isinstance(width, int) and not isinstance(width, bool) and width > 0:
-        return max(
-            MIN_SHARD_IMAGES, min(DEFAULT_SHARD_IMAGES, MAX_SHARD_PIXELS // (_HEIGHT * width))
-        )
-    return DEFAULT_SHARD_IMAGES
+    if width is None:
+        return DEFAULT_SHARD_IMAGES
+    return max(MIN_SHARD_IMAGES, min(DEFAULT_SHARD_IMAGES, MAX_SHARD_PIXELS // (_HEIGHT * width)))
+
+
+def _default_part_images(shard_images: int | None, width: int | None) -> int | None:
+    """The largest multiple of ``shard_images`` up to DEFAULT_PART_IMAGES (and within
+    MAX_PART_PIXELS at ``width``), at least one shard; None if ``shard_images`` is invalid."""
+    if shard_images is None:
+        return None
+    most = DEFAULT_PART_IMAGES
+    if width is not None:
+        most = min(most, MAX_PART_PIXELS // (_HEIGHT * width))
+    return max(1, most // shard_images) * shard_images
+
+
+class _TarUploader:
+    """The ``on_shard`` hook of a part: uploads each finished tar on a thread of its own while
+    the next ones render; at most MAX_WAITING tars wait for it (then rendering waits)."""
+
+    MAX_WAITING: Final = 4
+
+    def __init__(self, ctx: JobContext, prefix: str, metadata: Mapping[str, str]) -> None:
+        self._ctx = ctx
+        self._prefix = prefix
+        self._metadata = dict(metadata)
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tar-upload")
+        self._futures: list[Future[dict[str, Any]]] = []
+
+    def __enter__(self) -> _TarUploader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for future in self._futures:
+            future.cancel()
+        self._pool.shutdown(wait=True)
+
+    def __call__(self, path: Path) -> None:
+        for future in self._futures:
+            if future.done():
+                future.result()  # an upload that failed stops the part now
+        # Opened now: the handle outlives the staging folder's move once the part is complete.
+        handle = path.open("rb")
+        self._futures.append(self._pool.submit(self._upload, handle, path.name))
+        waiting = [f for f in self._futures if not f.done()]
+        if len(waiting) > self.MAX_WAITING:
+            wait(waiting[: len(waiting) - self.MAX_WAITING])
+
+    def _upload(self, handle: BinaryIO, name: str) -> dict[str, Any]:
+        with handle:
+            data = handle.read()
+        key = self._prefix + name
+        self._ctx.store.put(self._ctx.output_bucket, key, data, content_type="application/x-tar",
+                            metadata=self._metadata)  # fmt: skip
+        return _entry(key, data)
+
+    def results(self) -> list[dict[str, Any]]:
+        """Every tar's key, size and SHA-256, in order, once all are uploaded."""
+        return [future.result() for future in self._futures]
 
 
 def _entry(key: str, data: bytes) -> dict[str, Any]:
@@ -429,9 +534,14 @@ def _entry(key: str, data: bytes) -> dict[str, Any]:
 
 
 def _write_part(
-    params: DigitsParams, folder: Path, part: tuple[int, int], workers: int | None
+    params: DigitsParams,
+    folder: Path,
+    part: tuple[int, int],
+    workers: int | None,
+    on_shard: Callable[[Path], object],
 ) -> None:
     options: dict[str, Any] = {
+        "on_shard": on_shard,
         "rng": params.seed,
         "workers": workers,
         "format": params.format,

@@ -27,11 +27,13 @@ from number_generator import clear_source_cache
 from number_generator.cli import phone_main
 
 _ids = itertools.count()
-#: 90 phone numbers in 3 shards: wide enough that no draw is redrawn for the widest numbers.
+#: 90 phone numbers in 6 tar shards and 3 parts: wide enough that no draw is redrawn for the
+#: widest numbers.
 PHONE: dict[str, Any] = {
     "mode": "phone",
     "count": 90,
-    "shard_images": 30,
+    "shard_images": 15,
+    "part_images": 30,
     "spacing_min": 2,
     "spacing_max": 5,
     "image_width": 300,
@@ -93,11 +95,14 @@ def new_context(s3: Any, tmp_path: Path) -> Callable[..., JobContext]:
 
 
 class RecordingStore:
-    """The real S3 store, remembering the order of the keys written."""
+    """The real S3 store, remembering the order of the keys written and, with each, what
+    ``probe`` (if set) said at the time."""
 
     def __init__(self, inner: S3ObjectStore) -> None:
         self.inner = inner
         self.written: list[str] = []
+        self.probe: Callable[[], object] | None = None
+        self.probed: list[object] = []
 
     def get(self, bucket: str, key: str) -> bytes:
         return self.inner.get(bucket, key)
@@ -106,6 +111,8 @@ class RecordingStore:
         self, bucket: str, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str]
     ) -> None:
         self.written.append(key)
+        if self.probe is not None:
+            self.probed.append(self.probe())
         self.inner.put(bucket, key, data, content_type=content_type, metadata=metadata)
 
     def list_keys(self, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
@@ -156,8 +163,8 @@ def test_every_problem_is_named_at_once() -> None:
     with pytest.raises(JobSpecError) as caught:
         KIND.parse({
             "mode": "phone", "count": "many", "spacing_min": 9, "spacing_max": 3,
-            "image_width": 100_000, "shard_images": 5, "colour": "red", "format": "npz",
-            "augment": "extreme", "seed": -1,
+            "image_width": 100_000, "shard_images": 5, "part_images": 10**8, "colour": "red",
+            "format": "npz", "augment": "extreme", "seed": -1,
         })  # fmt: skip
     problems = caught.value.problems
     text = " | ".join(problems)
@@ -166,10 +173,11 @@ def test_every_problem_is_named_at_once() -> None:
     assert "spacing_min (9) must not exceed spacing_max (3)" in text
     assert "image_width must be from 28 to 4,096, got 100,000" in text
     assert "shard_images must be from 10 to 200,000, got 5" in text
+    assert "part_images must be from 10 to 10,000,000, got 100,000,000" in text
     assert "format must be one of shards, got 'npz'" in text
     assert "augment must be one of light, medium, heavy or null, got 'extreme'" in text
     assert "seed must be from 0 to" in text
-    assert len(problems) == 8
+    assert len(problems) == 9
 
 
 def test_missing_and_wrong_types() -> None:
@@ -188,19 +196,30 @@ def test_counts_beyond_the_phone_number_space_and_absurd_sizes_are_refused() -> 
     text = " | ".join(caught.value.problems)
     assert "the formats hold 574,900,000 distinct numbers" in text
     assert "count must be from 1 to 100,000,000, got 600,000,000" in text
-    with pytest.raises(JobSpecError, match=r"makes 10,000,000 shards; at most 10,000"):
-        KIND.parse({**PHONE, "count": 100_000_000, "shard_images": 10})
-
-
-def test_shards_and_datasets_too_large_in_pixels_are_refused() -> None:
     with pytest.raises(JobSpecError) as caught:
-        KIND.parse({**PHONE, "count": 50_000_000, "shard_images": 200_000, "image_width": 4_000})
+        KIND.parse({**PHONE, "count": 100_000_000, "shard_images": 10, "part_images": 1_000})
+    text = " | ".join(caught.value.problems)
+    assert "in shards of 10 images makes 10,000,000 shards; at most 100,000" in text
+    assert "in parts of 1,000 images makes 100,000 parts; at most 10,000" in text
+    with pytest.raises(JobSpecError, match=r"part_images \(25,000\) must be a multiple of "
+                       r"shard_images \(10,000\)"):  # fmt: skip
+        KIND.parse({**PHONE, "count": 100_000, "shard_images": 10_000, "part_images": 25_000})
+
+
+def test_shards_parts_and_datasets_too_large_in_pixels_are_refused() -> None:
+    with pytest.raises(JobSpecError) as caught:
+        KIND.parse({**PHONE, "count": 50_000_000, "shard_images": 200_000,
+                    "part_images": 400_000, "image_width": 4_000})  # fmt: skip
     text = " | ".join(caught.value.problems)
     assert "a shard of 200,000 images of 28 x 4000 px holds 22,400,000,000 pixels" in text
     assert "(at this width, shard_images at most 9,586)" in text
+    assert "a part of 400,000 images of 28 x 4000 px holds 44,800,000,000 pixels" in text
+    assert "(at this width, part_images at most 76,695)" in text
     assert "50,000,000 images of 28 x 4000 px hold 5,600,000,000,000 pixels" in text
-    assert len(caught.value.problems) == 2
-    assert KIND.parse({**PHONE, "count": 200_000, "shard_images": 100_000}).shard_images == 100_000
+    assert len(caught.value.problems) == 3
+    params = KIND.parse({**PHONE, "count": 200_000, "shard_images": 100_000,
+                         "part_images": 200_000})  # fmt: skip
+    assert (params.shard_images, params.part_images) == (100_000, 200_000)
 
 
 def test_sequence_mode_needs_its_length_and_phone_mode_refuses_one() -> None:
@@ -220,22 +239,30 @@ def test_a_width_too_small_for_the_numbers_is_refused() -> None:
         KIND.parse({**PHONE, "image_width": 60})
 
 
-def test_defaults_and_shards() -> None:
-    params = KIND.parse({k: v for k, v in PHONE.items() if k not in ("seed", "shard_images")})
-    assert (params.seed, params.format, params.shard_images, params.augment) == (
-        0, "shards", 100_000, None)  # fmt: skip
-    # Wider images get smaller default shards, within the shard pixel limit (2**30).
-    base = {k: v for k, v in PHONE.items() if k != "shard_images"}
-    wide = KIND.parse({**base, "image_width": 1_000, "count": 200_000})
-    assert wide.shard_images == 2**30 // (28 * 1_000) == 38_347
-    assert KIND.shards(KIND.parse({**PHONE, "count": 45_001, "shard_images": 15_000})) == 4
-    assert KIND.shards(KIND.parse(PHONE)) == 3
+def test_defaults_shards_and_parts() -> None:
+    base = {k: v for k, v in PHONE.items() if k not in ("shard_images", "part_images")}
+    params = KIND.parse({k: v for k, v in base.items() if k != "seed"})
+    assert (params.seed, params.format, params.augment) == (0, "shards", None)
+    # The CLI's default tar size, and parts of 100,000 images (one task each).
+    assert (params.shard_images, params.part_images) == (10_000, 100_000)
+    # Wider images get smaller default shards and parts, within the pixel limits (2**30 and
+    # 2**33), parts a whole number of shards.
+    wide = KIND.parse({**base, "image_width": 4_000, "count": 200_000})
+    assert wide.shard_images == 2**30 // (28 * 4_000) == 9_586
+    assert wide.part_images == 8 * 9_586 == 76_688  # 2**33 // (28 * 4_000) is 76,695
+    assert KIND.parse({**base, "shard_images": 30_000}).part_images == 90_000
+    # A part of shard_images when only shard_images is given and it exceeds 100,000.
+    assert KIND.parse({**base, "shard_images": 150_000}).part_images == 150_000
+    params = KIND.parse({**base, "count": 45_001, "shard_images": 15_000})
+    assert (params.shard_count, KIND.shards(params)) == (4, 1)
+    params = KIND.parse(PHONE)
+    assert (params.shard_count, KIND.shards(params)) == (6, 3)
 
 
 # -- a job run shard by shard ----------------------------------------------------------------
 
 
-def test_a_three_shard_job(
+def test_a_three_part_job(
     recording: RecordingStore, tmp_path: Path, new_context: Callable[..., JobContext]
 ) -> None:
     kind = DigitsKind(workers=1)
@@ -249,7 +276,7 @@ def test_a_three_shard_job(
     assert recording.written[-1] == prefix + "manifest.json"
     manifest = json.loads(recording.get(bucket, prefix + "manifest.json"))
     assert manifest["status"] == "succeeded"
-    assert manifest["counts"] == {"images": 90, "shards": 3}
+    assert manifest["counts"] == {"images": 90, "shards": 6, "parts": 3}
     assert manifest["params"]["seed"] == 11
     assert manifest["reason"] is None
     assert manifest["digit_source"] == "MNIST test set (packaged)"
@@ -262,9 +289,13 @@ def test_a_three_shard_job(
         assert entry["size"] == len(data)
         assert entry["sha256"] == hashlib.sha256(data).hexdigest()
 
-    # Three tar shards that tarfile reads: PNG + JSON pairs whose labels match labels.csv.
+    # Six tar shards that tarfile reads: PNG + JSON pairs whose labels match labels.csv.
     shard_keys = sorted(k for k in stored if k.endswith(".tar"))
-    assert shard_keys == [f"{prefix}shard-{k:06d}.tar" for k in range(3)]
+    assert shard_keys == [f"{prefix}shard-{k:06d}.tar" for k in range(6)]
+    assert sorted(k for k in stored if "/labels/" in k or "/boxes/" in k) == [
+        *(f"{prefix}boxes/part-{k:06d}.jsonl" for k in range(3)),
+        *(f"{prefix}labels/part-{k:06d}.csv" for k in range(3)),
+    ]
     samples = [s for key in shard_keys for s in _samples(recording.get(bucket, key))]
     labels = _labels(recording.get(bucket, prefix + "labels.csv"))
     assert labels[0] == ["file", "digits", "formatted"]
@@ -281,13 +312,12 @@ def test_a_three_shard_job(
         for x0, y0, x1, y1 in record["boxes"]:
             assert (pixels[y0:y1, x0:x1] < 255).any()  # each digit's box holds ink
     numbers = [row[1] for row in labels[1:]]
-    assert len(set(numbers)) == 90  # unique across the three shards
+    assert len(set(numbers)) == 90  # unique across the three parts
     assert [r["start"] for r in results] == [0, 30, 60]
 
-    assert outputs["images"] == 90
-    assert outputs["shards"] == 3
+    assert (outputs["images"], outputs["shards"], outputs["parts"]) == (90, 6, 3)
     assert outputs["manifest_uri"] == f"s3://{bucket}/{prefix}manifest.json"
-    assert outputs["shard_urls"] == f"s3://{bucket}/{prefix}shard-{{000000..000002}}.tar"
+    assert outputs["shard_urls"] == f"s3://{bucket}/{prefix}shard-{{000000..000005}}.tar"
 
     preview = kind.write_preview(
         outputs, store=recording, output_bucket=bucket, path=tmp_path / "preview.png"
@@ -297,14 +327,14 @@ def test_a_three_shard_job(
         assert sheet.size[1] > 6 * 28
 
 
-def test_shards_equal_one_process_writing_the_whole_dataset(
+def test_parts_equal_one_process_writing_the_whole_dataset(
     store: S3ObjectStore, tmp_path: Path, new_context: Callable[..., JobContext]
 ) -> None:
     kind = DigitsKind(workers=1)
     sharded = new_context(store)
     _run(kind, kind.parse(PHONE), sharded)
     single = new_context(store)
-    _run(kind, kind.parse({**PHONE, "shard_images": 90}), single)
+    _run(kind, kind.parse({**PHONE, "part_images": 90}), single)
 
     def samples(ctx: JobContext) -> list[tuple[str, bytes, dict[str, Any]]]:
         keys = sorted(
@@ -318,27 +348,77 @@ def test_shards_equal_one_process_writing_the_whole_dataset(
     # ... and the generate-phone-numbers CLI writes the very same tar files.
     out = tmp_path / "cli"
     argv = ["2", "5", "300", "90", str(out), "--seed", "11", "--format", "shards",
-            "--shard-size", "30", "--workers", "1", "--quiet"]  # fmt: skip
+            "--shard-size", "15", "--workers", "1", "--quiet"]  # fmt: skip
     assert phone_main(argv) == 0
-    for k in range(3):
+    for k in range(6):
         key = f"datasets/{sharded.job_id}/shard-{k:06d}.tar"
         assert store.get(sharded.output_bucket, key) == (out / f"shard-{k:06d}.tar").read_bytes()
     labels = store.get(sharded.output_bucket, f"datasets/{sharded.job_id}/labels.csv")
     assert labels.decode() == (out / "labels.csv").read_text().replace("\n", "\r\n")
 
 
-def test_a_shard_run_twice_writes_the_same_bytes(
+def test_a_part_run_twice_writes_the_same_bytes(
     store: S3ObjectStore, new_context: Callable[..., JobContext]
 ) -> None:
     kind = DigitsKind(workers=2)
     params = kind.parse(PHONE)
     ctx = new_context(store)
     first = kind.run_shard(params, shard=1, shards=3, ctx=ctx)
-    key = f"datasets/{ctx.job_id}/shard-000001.tar"
-    before = store.get(ctx.output_bucket, key)
+    keys = [o["key"] for o in first["objects"]]
+    assert keys == [f"datasets/{ctx.job_id}/{name}" for name in (
+        "shard-000002.tar", "shard-000003.tar", "labels/part-000001.csv",
+        "boxes/part-000001.jsonl")]  # fmt: skip
+    before = [store.get(ctx.output_bucket, key) for key in keys]
     again = new_context(store, like=ctx)
     assert kind.run_shard(params, shard=1, shards=3, ctx=again) == first
-    assert store.get(ctx.output_bucket, key) == before
+    assert [store.get(ctx.output_bucket, key) for key in keys] == before
+
+
+def test_tars_are_uploaded_while_the_part_still_renders(
+    recording: RecordingStore, new_context: Callable[..., JobContext]
+) -> None:
+    kind = DigitsKind(workers=1)
+    params = kind.parse({**PHONE, "count": 300, "shard_images": 100, "part_images": 300})
+    ctx = new_context(recording)
+    # Whether the part is complete when each object's upload starts: its folder appears only
+    # once the library has written all of it (200 more images after the first tar).
+    recording.probe = (ctx.scratch / "part-000000").exists
+    kind.run_shard(params, shard=0, shards=1, ctx=ctx)
+    probes = dict(zip(recording.written, recording.probed, strict=True))
+    prefix = f"datasets/{ctx.job_id}/"
+    assert probes[prefix + "shard-000000.tar"] is False
+    assert probes[prefix + "labels/part-000000.csv"] is True
+
+
+class FailingStore(RecordingStore):
+    """The real store, whose upload of ``fail_key`` fails as S3 can."""
+
+    def __init__(self, inner: S3ObjectStore, fail_key: str) -> None:
+        super().__init__(inner)
+        self.fail_key = fail_key
+
+    def put(
+        self, bucket: str, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str]
+    ) -> None:
+        if key == self.fail_key:
+            raise ConnectionError(f"the upload of {key} was reset")
+        super().put(bucket, key, data, content_type=content_type, metadata=metadata)
+
+
+def test_a_failed_tar_upload_fails_the_part(
+    store: S3ObjectStore, new_context: Callable[..., JobContext]
+) -> None:
+    kind = DigitsKind(workers=1)
+    params = kind.parse({**PHONE, "count": 60, "part_images": 60})
+    probe = new_context(store)
+    failing = FailingStore(store, f"datasets/{probe.job_id}/shard-000001.tar")
+    ctx = dataclasses.replace(probe, store=failing)
+    with pytest.raises(ConnectionError, match=r"shard-000001\.tar was reset"):
+        kind.run_shard(params, shard=0, shards=1, ctx=ctx)
+    # The part fails (the library stops at the next tar if the failure is known by then): its
+    # labels and boxes are not uploaded, so finish cannot take the part for done.
+    assert failing.written[0] == f"datasets/{ctx.job_id}/shard-000000.tar"
+    assert not [k for k in failing.written if "/labels/" in k or "/boxes/" in k]
 
 
 def test_finish_refuses_missing_shards(
@@ -357,12 +437,12 @@ def test_finish_refuses_missing_shards(
 def test_a_sequence_job(store: S3ObjectStore, new_context: Callable[..., JobContext]) -> None:
     kind = DigitsKind(workers=1)
     params = kind.parse({
-        "mode": "sequence", "digits": 6, "count": 25, "shard_images": 10, "spacing_min": 0,
-        "spacing_max": 4, "image_width": 200, "seed": 3, "augment": "light",
+        "mode": "sequence", "digits": 6, "count": 25, "shard_images": 10, "part_images": 20,
+        "spacing_min": 0, "spacing_max": 4, "image_width": 200, "seed": 3, "augment": "light",
     })  # fmt: skip
     ctx = new_context(store)
     _, outputs = _run(kind, params, ctx)
-    assert (outputs["images"], outputs["shards"]) == (25, 3)
+    assert (outputs["images"], outputs["shards"], outputs["parts"]) == (25, 3, 2)
     labels = _labels(store.get(ctx.output_bucket, f"datasets/{ctx.job_id}/labels.csv"))[1:]
     assert len(labels) == 25
     assert all(len(digits) == 6 and digits.isdigit() for _, digits, _ in labels)
@@ -381,7 +461,7 @@ def test_finish_refuses_a_shard_whose_objects_changed(
     store: S3ObjectStore, new_context: Callable[..., JobContext]
 ) -> None:
     kind = DigitsKind(workers=1)
-    params = kind.parse({**PHONE, "count": 40, "shard_images": 20})
+    params = kind.parse({**PHONE, "count": 40, "shard_images": 20, "part_images": 20})
     ctx = new_context(store)
     results = [kind.run_shard(params, shard=k, shards=2, ctx=ctx) for k in range(2)]
     key = f"datasets/{ctx.job_id}/shard-000001.tar"

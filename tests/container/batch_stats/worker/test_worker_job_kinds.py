@@ -23,8 +23,9 @@ from photo_mosaic.demo import make_demo_data
 
 DIGITS = {
     "mode": "phone",
-    "count": 30,
+    "count": 60,
     "shard_images": 10,
+    "part_images": 20,
     "spacing_min": 2,
     "spacing_max": 4,
     "image_width": 300,
@@ -66,8 +67,8 @@ def test_a_sharded_digits_job_writes_unique_phone_numbers_across_its_shards(
     results = resources.names.results_bucket
     keys = keys_under(session, results, "datasets/digits-1/")
     tars = [k for k in keys if k.endswith(".tar")]
-    assert len(tars) == 3
-    # Every shard's samples, read back from its tar: 30 numbers, none repeated across shards.
+    assert len(tars) == 6  # two tar shards per part, one part per worker shard
+    # Every tar's samples, read back: 60 numbers, none repeated across parts.
     numbers = []
     for key in tars:
         with tarfile.open(fileobj=io.BytesIO(get_bytes(session, results, key))) as tar:
@@ -76,8 +77,8 @@ def test_a_sharded_digits_job_writes_unique_phone_numbers_across_its_shards(
                     extracted = tar.extractfile(member)
                     assert extracted is not None
                     numbers.append(json.loads(extracted.read())["digits"])
-    assert len(numbers) == 30
-    assert len(set(numbers)) == 30
+    assert len(numbers) == 60
+    assert len(set(numbers)) == 60
     labels = list(
         csv.DictReader(
             io.StringIO(get_bytes(session, results, "datasets/digits-1/labels.csv").decode())
@@ -86,12 +87,12 @@ def test_a_sharded_digits_job_writes_unique_phone_numbers_across_its_shards(
     assert [row["digits"] for row in labels] == numbers
     manifest = json.loads(get_bytes(session, results, "datasets/digits-1/manifest.json"))
     assert manifest["status"] == "succeeded"
-    assert manifest["counts"]["images"] == 30
+    assert manifest["counts"] == {"images": 60, "shards": 6, "parts": 3}
     row = job_row(settings, "digits-1")
     assert (row["status"], row["kind"], row["shards_done"]) == ("succeeded", "digits", 3)
     (note,) = notifications()
     assert (note["job_id"], note["kind"], note["status"]) == ("digits-1", "digits", "succeeded")
-    assert note["images_processed"] == 30
+    assert note["images_processed"] == 60
 
 
 def test_a_digits_job_beyond_the_phone_number_space_fails(
