@@ -496,6 +496,7 @@ class _TarUploader:
         self._metadata = dict(metadata)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tar-upload")
         self._futures: list[Future[dict[str, Any]]] = []
+        self._handles: list[BinaryIO] = []
 
     def __enter__(self) -> _TarUploader:
         return self
@@ -504,6 +505,8 @@ class _TarUploader:
         for future in self._futures:
             future.cancel()
         self._pool.shutdown(wait=True)
+        for handle in self._handles:
+            handle.close()  # those of cancelled uploads (closing twice is harmless)
 
     def __call__(self, path: Path) -> None:
         for future in self._futures:
@@ -511,6 +514,7 @@ class _TarUploader:
                 future.result()  # an upload that failed stops the part now
         # Opened now: the handle outlives the staging folder's move once the part is complete.
         handle = path.open("rb")
+        self._handles.append(handle)
         self._futures.append(self._pool.submit(self._upload, handle, path.name))
         waiting = [f for f in self._futures if not f.done()]
         if len(waiting) > self.MAX_WAITING:
