@@ -378,10 +378,10 @@ def test_tars_are_uploaded_while_the_part_still_renders(
     recording: RecordingStore, new_context: Callable[..., JobContext]
 ) -> None:
     kind = DigitsKind(workers=1)
-    params = kind.parse({**PHONE, "count": 300, "shard_images": 100, "part_images": 300})
+    params = kind.parse({**PHONE, "count": 600, "shard_images": 100, "part_images": 600})
     ctx = new_context(recording)
     # Whether the part is complete when each object's upload starts: its folder appears only
-    # once the library has written all of it (200 more images after the first tar).
+    # once the library has written all of it (500 more images after the first tar).
     recording.probe = (ctx.scratch / "part-000000").exists
     kind.run_shard(params, shard=0, shards=1, ctx=ctx)
     probes = dict(zip(recording.written, recording.probed, strict=True))
