@@ -27,7 +27,6 @@ else the MNIST test set shipped inside the package (what the container uses).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import io
@@ -331,7 +330,7 @@ class DigitsKind:
         metadata = {"job-id": ctx.job_id, "part": str(shard)}
         with _TarUploader(ctx, prefix, metadata) as uploader:
             _write_part(params, folder, (start, stop), self.workers, uploader)
-            objects = uploader.results()
+            uploaded = uploader.results()
         for local, key, content_type in (
             ("labels.csv", f"labels/part-{shard:06d}.csv", "text/csv"),
             ("boxes.jsonl", f"boxes/part-{shard:06d}.jsonl", "application/x-ndjson"),
@@ -339,7 +338,19 @@ class DigitsKind:
             data = (folder / local).read_bytes()
             ctx.store.put(ctx.output_bucket, prefix + key, data, content_type=content_type,
                           metadata=metadata)  # fmt: skip
-            objects.append(_entry(prefix + key, data))
+            uploaded.append((local, prefix + key, len(data)))
+        # Sizes and SHA-256 from the library's own manifest of the part (it hashed every file
+        # once complete); the uploads read the same files.
+        library = json.loads((folder / "manifest.json").read_text("utf-8"))
+        files = {f["name"]: f for f in library["splits"]["dataset"]["files"]}
+        objects = []
+        for name, key, size in uploaded:
+            if files.get(name, {}).get("bytes") != size:
+                raise RuntimeError(
+                    f"part {shard} of job {ctx.job_id}: uploaded {size:,} bytes of {name}, the "
+                    f"library's manifest lists {files.get(name, {}).get('bytes')}"
+                )
+            objects.append({"key": key, "size": size, "sha256": files[name]["sha256"]})
         first, last = start // params.shard_images, -(-stop // params.shard_images)
         expected = [f"{prefix}shard-{k:06d}.tar" for k in range(first, last)]
         if [o["key"] for o in objects[: len(expected)]] != expected:
@@ -372,25 +383,31 @@ class DigitsKind:
             raise RuntimeError(
                 f"digits job {ctx.job_id}: objects missing or of the wrong size: {wrong[:5]}"
             )
-        labels = io.StringIO(newline="")
-        writer = csv.writer(labels)
-        writer.writerow(("file", "digits", "formatted"))
+        # The parts' labels are joined as text: every field is digits, hyphens, an underscore
+        # and ".png" (nothing quoted), in the library's CSV dialect (lines end with CRLF).
+        header = "file,digits,formatted\r\n"
+        bodies: list[str] = []
         seen: set[str] = set()
         rows = 0
         for result in shard_results:
             key = next(o["key"] for o in result["objects"] if o["key"].endswith(".csv"))
             text = ctx.store.get(ctx.output_bucket, key).decode("utf-8")
-            part = list(csv.reader(io.StringIO(text, newline="")))[1:]
-            if len(part) != int(result["stop"]) - int(result["start"]):
-                raise RuntimeError(f"{key} holds {len(part)} rows, expected "
-                                   f"{int(result['stop']) - int(result['start'])}")  # fmt: skip
-            writer.writerows(part)
-            rows += len(part)
+            expected_rows = int(result["stop"]) - int(result["start"])
+            if not text.startswith(header):
+                raise RuntimeError(
+                    f"{key} starts with {text[: len(header)]!r}, not the header {header!r}"
+                )
+            rest = text[len(header) :]
+            lines = rest.splitlines()
+            if len(lines) != expected_rows:
+                raise RuntimeError(f"{key} holds {len(lines)} rows, expected {expected_rows}")
+            bodies.append(rest)
+            rows += len(lines)
             if params.mode == "phone":
-                seen.update(row[1] for row in part)
+                seen.update(line.split(",", 2)[1] for line in lines)
         if params.mode == "phone" and len(seen) != rows:
             raise RuntimeError(f"digits job {ctx.job_id}: {rows - len(seen)} repeated numbers")
-        data = labels.getvalue().encode("utf-8")
+        data = (header + "".join(bodies)).encode("utf-8")
         meta = {"job-id": ctx.job_id}
         ctx.store.put(ctx.output_bucket, prefix + LABELS, data, content_type="text/csv",
                       metadata=meta)  # fmt: skip
@@ -413,8 +430,8 @@ class DigitsKind:
             "digit_source": _source_name(),
             "generator": _generator_name(params),
         }
-        body = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
-        ctx.store.put(ctx.output_bucket, prefix + MANIFEST, body,
+        document = json.dumps(manifest, indent=2, sort_keys=True).encode("utf-8")
+        ctx.store.put(ctx.output_bucket, prefix + MANIFEST, document,
                       content_type="application/json", metadata=meta)  # fmt: skip
         return {
             "dataset_uri": base,
@@ -424,7 +441,7 @@ class DigitsKind:
             "images": rows,
             "shards": params.shard_count,
             "parts": params.part_count,
-            "bytes": sum(int(o["size"]) for o in objects) + len(body),
+            "bytes": sum(int(o["size"]) for o in objects) + len(document),
         }
 
     def demo_params(self, *, store: JobStore, input_bucket: str, scratch: Path) -> dict[str, Any]:
@@ -495,7 +512,7 @@ class _TarUploader:
         self._prefix = prefix
         self._metadata = dict(metadata)
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tar-upload")
-        self._futures: list[Future[dict[str, Any]]] = []
+        self._futures: list[Future[tuple[str, str, int]]] = []
         self._handles: list[BinaryIO] = []
 
     def __enter__(self) -> _TarUploader:
@@ -520,16 +537,16 @@ class _TarUploader:
         if len(waiting) > self.MAX_WAITING:
             wait(waiting[: len(waiting) - self.MAX_WAITING])
 
-    def _upload(self, handle: BinaryIO, name: str) -> dict[str, Any]:
+    def _upload(self, handle: BinaryIO, name: str) -> tuple[str, str, int]:
         with handle:
             data = handle.read()
         key = self._prefix + name
         self._ctx.store.put(self._ctx.output_bucket, key, data, content_type="application/x-tar",
                             metadata=self._metadata)  # fmt: skip
-        return _entry(key, data)
+        return name, key, len(data)
 
-    def results(self) -> list[dict[str, Any]]:
-        """Every tar's key, size and SHA-256, in order, once all are uploaded."""
+    def results(self) -> list[tuple[str, str, int]]:
+        """Every tar's file name, key and size, in order, once all are uploaded."""
         return [future.result() for future in self._futures]
 
 

@@ -470,3 +470,34 @@ def test_finish_refuses_a_shard_whose_objects_changed(
         kind.finish(params, shard_results=results, ctx=ctx)
     keys = [k for k, _ in store.list_keys(ctx.output_bucket, f"datasets/{ctx.job_id}/")]
     assert f"datasets/{ctx.job_id}/manifest.json" not in keys
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("repeat", r"1 repeated numbers"),
+        ("header", r"labels/part-000001\.csv starts with 'FILE,digits,formatted\\r\\n', not"),
+    ],
+)
+def test_finish_checks_the_labels_it_joins(
+    store: S3ObjectStore, new_context: Callable[..., JobContext], change: str, message: str
+) -> None:
+    kind = DigitsKind(workers=1)
+    params = kind.parse({**PHONE, "count": 40, "shard_images": 20, "part_images": 20})
+    ctx = new_context(store)
+    results = [kind.run_shard(params, shard=k, shards=2, ctx=ctx) for k in range(2)]
+    key = f"datasets/{ctx.job_id}/labels/part-000001.csv"
+    text = store.get(ctx.output_bucket, key).decode()
+    header, first, *rest = text.splitlines(keepends=True)
+    if change == "repeat":
+        # One number written twice, in rows of the same size (the stored size still matches).
+        other = next(row for row in rest if len(row) == len(first))
+        first = first.split(",")[0] + "," + ",".join(other.split(",")[1:])
+    else:
+        header = header.replace("file", "FILE")
+    store.put(ctx.output_bucket, key, (header + first + "".join(rest)).encode(),
+              content_type="text/csv", metadata={})  # fmt: skip
+    with pytest.raises(RuntimeError, match=message):
+        kind.finish(params, shard_results=results, ctx=ctx)
+    keys = [k for k, _ in store.list_keys(ctx.output_bucket, f"datasets/{ctx.job_id}/")]
+    assert f"datasets/{ctx.job_id}/manifest.json" not in keys
