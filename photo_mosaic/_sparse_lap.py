@@ -236,10 +236,11 @@ def solve_sparse_lap(
     npt.NDArray[np.float64],
     bool,
     npt.NDArray[np.bool_],
+    float,
 ]:  # pragma: no cover - compiled
     """Solve the sparse assignment problem exactly from a warm start.
 
-    Returns ``(col4row, u, v, ok, raised)``.
+    Returns ``(col4row, u, v, ok, raised, shift)``.
 
     ``col4row_start`` (-1 for an unmatched row) and the column potentials ``v_start`` may be
     anything (cold start: all -1 and all 0). They are first repaired into a dual-feasible state:
@@ -250,7 +251,9 @@ def solve_sparse_lap(
     the rows whose potential ``u_i`` ended above ``min_j (c_ij - v_j)`` under the starting
     potentials, shifted as ``u`` and ``v`` are (every row when a column had to be raised): from an
     exact solution of a smaller graph, every other row's reduced costs can only have grown, for
-    every column, in the sparse graph and outside it.
+    every column, in the sparse graph and outside it. ``shift`` bounds how the column potentials
+    moved: ``v_j + shift <= v_start_j`` for every column (so every ``c_ij - v_j`` rose by at least
+    ``shift``, in the sparse graph and outside it); ``-inf`` when a column had to be raised.
 
     With more columns than rows the problem is solved as the square one with
     ``n_cols - n_rows`` implicit dummy rows of cost 0 to every column. Those rows are identical,
@@ -271,7 +274,7 @@ def solve_sparse_lap(
     # 1. Keep the matched edges that exist (one row per column).
     for i in range(n_rows):
         if indptr[i + 1] == indptr[i]:
-            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_)
+            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_), -_INF
         j = col4row[i]
         if j < 0:
             continue
@@ -462,7 +465,7 @@ def solve_sparse_lap(
                 row = row4col[j]
                 d_row = dist[j]
         if sink < 0:
-            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_)
+            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_), -_INF
         # Potentials: settled nodes closer than the sink move by sink_dist - dist.
         u[source] += sink_dist
         for t in range(n_settled):
@@ -505,7 +508,10 @@ def solve_sparse_lap(
         v[j] -= top
     for i in range(n_rows):
         u[i] += top
-    return col4row, u, v, True, raised
+    # Potentials only went down during the searches (and free columns to the top, which is at
+    # most their starting value), unless a column was raised in step 3.
+    shift = -_INF if raise_any else top
+    return col4row, u, v, True, raised, shift
 
 
 @njit(cache=True, nogil=True, parallel=True)

@@ -381,6 +381,10 @@ def assign_unique(
     k_query = min(n_slots, k_add)
     all_cells = np.arange(n_cells, dtype=np.int64)
     bad = np.zeros(n_cells, dtype=bool)
+    # What each cell's last scan proved: its best slots (-1: none) and a lower bound on
+    # |x_i - y_j|^2 - v_j over every other slot, carried to the current potentials.
+    listed = np.full((n_cells, k_query), -1, dtype=np.int64)
+    floor = np.full(n_cells, -np.inf)
     tol = 0.0
     for round_no in range(1, max_rounds + 1):
         indptr, indices, csr_costs = build_csr(n_cells, n_slots, rows, cols, costs)
@@ -406,7 +410,7 @@ def assign_unique(
             v = -prices
         # Later rounds: the repair alone, from the previous exact solution (only the rows that
         # the new edges undercut are re-matched, along shortest paths).
-        col4row, u, v, feasible, raised = solve_sparse_lap(
+        col4row, u, v, feasible, raised, shift = solve_sparse_lap(
             n_slots, indptr, indices, csr_costs, col4row, v, REPAIR_TOLERANCE * tight
         )
         if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
@@ -417,15 +421,23 @@ def assign_unique(
         # u_i + slack; it returns the cell's best slots below that bound, which are the new
         # candidates of the cells that have a violated pair. After a repair from the previous
         # exact solution only the cells whose potential rose, and those that violated before,
-        # can violate: every other pair's reduced cost has only grown.
+        # can violate: every other pair's reduced cost has only grown. A raised cell needs no
+        # new scan either when its potential stays below what its last scan proved: every
+        # |x_i - y_j|^2 - v_j grew by at least the repair's shift, and its listed slots are
+        # checked exactly under the new potentials.
         if round_no == 1:
             tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
             check = all_cells
         else:
+            floor += shift
             check = np.nonzero(raised | bad)[0]
-        vals, found_check = search.scan(
-            np.ascontiguousarray(c[check]), v, u[check] + CANDIDATE_SLACK * scale, k_query
-        )
+            check = check[
+                bad[check] | ~_still_certified(c, slot_tiles, v, u, listed, floor, check, tol)
+            ]
+        bound = u[check] + CANDIDATE_SLACK * scale
+        vals, found_check = search.scan(np.ascontiguousarray(c[check]), v, bound, k_query)
+        listed[check] = found_check
+        floor[check] = np.minimum(bound, vals[:, -1])
         bad = np.zeros(n_cells, dtype=bool)
         bad[check] = vals[:, 0] < u[check] - tol
         if not bad.any():
@@ -464,6 +476,31 @@ def assign_unique(
     raise RuntimeError(
         f"the assignment was not certified optimal within max_rounds={max_rounds} rounds"
     )
+
+
+def _still_certified(
+    cells: FloatArray,
+    slot_tiles: FloatArray,
+    v: FloatArray,
+    u: FloatArray,
+    listed: IntArray,
+    floor: FloatArray,
+    which: IntArray,
+    tol: float,
+) -> npt.NDArray[np.bool_]:
+    """For the cells ``which``: does their last scan still prove ``|x_i - y_j|^2 - v_j >= u_i``
+    for every slot? Their listed slots are checked exactly under ``v``; every other slot is at
+    least ``floor`` (the scan's bound, carried to the current potentials)."""
+    ok = floor[which] >= u[which] - tol
+    sel = which[ok]
+    slots = listed[sel]
+    has = slots >= 0
+    pair_rows = np.repeat(sel, has.sum(axis=1))
+    pair_slots = slots[has]
+    values = np.full(slots.shape, np.inf)
+    values[has] = _pair_costs(cells, slot_tiles, pair_rows, pair_slots) - v[pair_slots]
+    ok[ok] = values.min(axis=1, initial=np.inf) >= u[sel] - tol
+    return ok
 
 
 def _principal_axes(cells: FloatArray, tiles: FloatArray) -> tuple[FloatArray, FloatArray]:

@@ -155,6 +155,36 @@ def test_slot_search_finds_the_smallest_reduced_values_below_the_bound(
         np.testing.assert_allclose(np.sort(full[i, best[i]]), np.sort(full[i])[:7])
 
 
+@pytest.mark.parametrize("leaf_size", [1, 8, 1000])
+def test_a_scan_certifies_later_potentials_only_where_no_pair_can_violate(
+    rng: np.random.Generator, leaf_size: int
+) -> None:
+    from photo_mosaic.assignment import _SlotSearch, _still_certified
+
+    cells = rng.normal(size=(300, 3)) * 10
+    slots = rng.normal(size=(400, 3)) * 10
+    v = -rng.uniform(0, 50, size=400)
+    u = (cdist(cells, slots, "sqeuclidean") - v).min(axis=1) - rng.uniform(0, 5, size=300)
+    search = _SlotSearch(slots, leaf_size)
+    bound = u + 20.0
+    vals, listed = search.scan(cells, v, bound, 4)
+    floor = np.minimum(bound, vals[:, -1])
+    # As a repair does: column potentials go down by at least `shift` (some by much more),
+    # row potentials go up, some by more than the scan's margin.
+    shift = -3.0
+    v_new = v + shift - rng.exponential(2.0, size=400) * (rng.random(400) < 0.3)
+    u_new = u + shift + rng.exponential(8.0, size=300)
+    which = np.arange(300)
+
+    ok = _still_certified(cells, slots, v_new, u_new, listed, floor + shift, which, 1e-9)
+
+    lowest = (cdist(cells, slots, "sqeuclidean") - v_new).min(axis=1)
+    assert np.all(lowest[ok] >= u_new[ok] - 1e-9)
+    assert 0 < ok.sum() < 300  # some cells kept, some sent back to a scan
+    # Cells the check keeps are a subset of those that hold no violated pair.
+    assert ok.sum() <= (lowest >= u_new - 1e-9).sum()
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n_cells=st.integers(1, 40),

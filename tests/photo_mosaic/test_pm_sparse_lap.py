@@ -38,9 +38,9 @@ def check_exact(
     indices: np.ndarray,
     costs: np.ndarray,
     dense: np.ndarray,
-    result: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray],
+    result: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray, float],
 ) -> None:
-    col4row, u, v, ok, _ = result
+    col4row, u, v, ok, _, _ = result
     n_rows, n_cols = dense.shape
     assert ok
     assert np.all(col4row >= 0)
@@ -121,9 +121,14 @@ def test_sparse_lap_is_exact_from_any_warm_start(
     if start == "previous":
         # Rows not reported as raised: the reduced cost of every pair (edge or not) has only
         # grown since the previous solution, which is what lets the caller skip them.
-        _, u_new, v_new, _, raised = result
+        _, u_new, v_new, _, raised, shift = result
         grown = (u_new - u_first)[~raised][:, None] + (v_new - v_first)[None, :]
         assert grown.size == 0 or grown.max() <= 1e-9
+        # Every column potential went down by at least the reported shift (unless the solver
+        # says it cannot tell): every c_ij - v_j, edge or not, grew by at least the shift, which
+        # lets the caller carry a lower bound from one certificate to the next.
+        if shift > -np.inf:
+            assert (v_new + shift - v_first).max() <= 1e-9
 
 
 def test_sparse_lap_reports_a_graph_without_a_full_matching() -> None:
