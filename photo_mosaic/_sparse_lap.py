@@ -635,3 +635,46 @@ def build_csr(
     for i in range(n_rows):
         indptr[i + 1] = max(indptr[i + 1], indptr[i])
     return indptr, indices[:n_out].copy(), out_costs[:n_out].copy()
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def best_in_groups(
+    cells: npt.NDArray[np.float64],
+    cell_group: npt.NDArray[np.int64],
+    slots: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    group_ptr: npt.NDArray[np.int64],
+    group_slots: npt.NDArray[np.int64],
+    k: int,
+) -> npt.NDArray[np.int64]:  # pragma: no cover - compiled
+    """For each cell, the ``k`` slots with the smallest ``|x_i - y_j|^2 - v_j`` among the slots
+    ``group_slots[group_ptr[g]:group_ptr[g + 1]]`` of its group ``g = cell_group[i]``, best
+    first, padded with -1. Parallel over cells."""
+    n_cells, dim = cells.shape
+    idx = np.full((n_cells, k), -1, dtype=np.int64)
+    for i in prange(n_cells):
+        g = cell_group[i]
+        vals = np.full(k, _INF, dtype=np.float64)
+        found = 0
+        for e in range(group_ptr[g], group_ptr[g + 1]):
+            j = group_slots[e]
+            worst = vals[k - 1]
+            d = -v[j]
+            for a in range(dim):
+                diff = cells[i, a] - slots[j, a]
+                d += diff * diff
+                if d >= worst:
+                    break
+            if d >= worst:
+                continue
+            pos = found if found < k else k - 1
+            while pos > 0 and vals[pos - 1] > d:
+                if pos < k:
+                    vals[pos] = vals[pos - 1]
+                    idx[i, pos] = idx[i, pos - 1]
+                pos -= 1
+            vals[pos] = d
+            idx[i, pos] = j
+            if found < k:
+                found += 1
+    return idx

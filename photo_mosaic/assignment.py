@@ -25,6 +25,7 @@ from scipy.spatial import cKDTree
 
 from photo_mosaic._sparse_lap import (
     auction,
+    best_in_groups,
     best_pairs_blocked,
     build_csr,
     solve_sparse_lap,
@@ -147,14 +148,16 @@ def _sliced_matchings(
     return np.concatenate(rows), np.concatenate(cols)
 
 
-def _kmeans(points: FloatArray, n_clusters: int) -> tuple[FloatArray, FloatArray]:
-    """Centres and sizes of ``n_clusters`` k-means clusters (few Lloyd steps, seeded, k-d tree)."""
+def _kmeans(points: FloatArray, n_clusters: int) -> tuple[FloatArray, FloatArray, IntArray]:
+    """Centres, sizes and each point's cluster of ``n_clusters`` k-means clusters (few Lloyd
+    steps, seeded, k-d tree)."""
     rng = np.random.default_rng(0)
     centres = points[rng.choice(points.shape[0], min(n_clusters, points.shape[0]), replace=False)]
     counts = np.ones(centres.shape[0])
+    label = np.zeros(points.shape[0], dtype=np.int64)
     for _ in range(KMEANS_ITERATIONS + 1):
-        _, label = cKDTree(centres).query(points, k=1, workers=-1)
-        label = np.asarray(label, dtype=np.int64)
+        _, nearest = cKDTree(centres).query(points, k=1, workers=-1)
+        label = np.asarray(nearest, dtype=np.int64)
         counts = np.bincount(label, minlength=centres.shape[0]).astype(np.float64)
         sums = np.stack(
             [
@@ -164,13 +167,24 @@ def _kmeans(points: FloatArray, n_clusters: int) -> tuple[FloatArray, FloatArray
             axis=1,
         )
         keep = counts > 0
+        label = (np.cumsum(keep) - 1)[label]
         centres, counts = sums[keep] / counts[keep][:, None], counts[keep]
-    return centres, counts
+    return centres, counts, label
 
 
-def _coarse_potentials(
-    cells: FloatArray, tiles: FloatArray, uses: int, n_clusters: int
-) -> FloatArray:
+@dataclass(frozen=True)
+class _Coarse:
+    """The coarse transport problem's answer: approximate slot potentials, and for each cell
+    the slots of the tile clusters that its cluster sends mass to (``group_slots[group_ptr[g]:
+    group_ptr[g + 1]]`` for the cell's cluster ``g = cell_cluster[i]``)."""
+
+    v: FloatArray
+    cell_cluster: IntArray
+    group_ptr: IntArray
+    group_slots: IntArray
+
+
+def _coarse_potentials(cells: FloatArray, tiles: FloatArray, uses: int, n_clusters: int) -> _Coarse:
     """Approximate tile potentials from an exact transport problem between k-means clusters.
 
     Cells and tiles are clustered (``n_clusters`` each); POT's network simplex solves the small
@@ -178,13 +192,14 @@ def _coarse_potentials(
     at cost 0) and returns its duals ``alpha``. A tile then gets the c-transform
     ``v(y) = min_A |x_A - y|^2 - alpha_A`` over the cell clusters A (a nearest-neighbour query
     after lifting), which follows the potential inside a cluster far better than the cluster's
-    own dual. Returns one potential per slot.
+    own dual. Returns one potential per slot, and where the coarse plan sends each cell
+    cluster.
     """
     import ot  # POT: imported here, only large problems need it
 
     n_cells, n_slots = cells.shape[0], tiles.shape[0] * uses
-    cell_centres, cell_mass = _kmeans(cells, n_clusters)
-    tile_centres, tile_mass = _kmeans(tiles, n_clusters)
+    cell_centres, cell_mass, cell_cluster = _kmeans(cells, n_clusters)
+    tile_centres, tile_mass, tile_cluster = _kmeans(tiles, n_clusters)
     diff = cell_centres[:, None, :] - tile_centres[None, :, :]
     cost = np.einsum("ijk,ijk->ij", diff, diff)
     tile_mass = tile_mass * uses
@@ -192,7 +207,7 @@ def _coarse_potentials(
     if spare > 0:
         cost = np.vstack([cost, np.zeros(tile_centres.shape[0])])
         cell_mass = np.append(cell_mass, float(spare))
-    _, log = ot.emd(cell_mass, tile_mass, cost, numItermax=10**8, log=True)
+    plan, log = ot.emd(cell_mass, tile_mass, cost, numItermax=10**8, log=True)
     alpha = np.asarray(log["u"], dtype=np.float64)
     if spare > 0:
         alpha = alpha[:-1] - alpha[-1]
@@ -202,7 +217,18 @@ def _coarse_potentials(
     v = np.asarray(dist, dtype=np.float64) ** 2 - top
     if spare > 0:
         v = np.minimum(v, 0.0)  # as in the exact duals: unused slots sit at the top, 0
-    return np.tile(v, uses)
+    # The slots of each tile cluster, then those of the clusters each cell cluster sends to.
+    slot_cluster = np.tile(tile_cluster, uses)
+    by_cluster = np.argsort(slot_cluster, kind="stable").astype(np.int64)
+    size = np.bincount(slot_cluster, minlength=tile_centres.shape[0])
+    first = np.cumsum(size) - size
+    src, dst = np.nonzero(np.asarray(plan)[: cell_centres.shape[0]] > 0)
+    length = size[dst]
+    group_ptr = np.zeros(cell_centres.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, weights=length, minlength=cell_centres.shape[0]), out=group_ptr[1:])
+    offset = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
+    group_slots = by_cluster[np.repeat(first[dst], length) + offset]
+    return _Coarse(np.tile(v, uses), cell_cluster, group_ptr, group_slots)
 
 
 def _identical_groups(cells: FloatArray) -> tuple[FloatArray, list[IntArray]]:
@@ -366,8 +392,15 @@ def assign_unique(
     if coarse and n_cells >= 4 * coarse:
         # The optimal transport moves colours far when the target's palette differs from the
         # tiles': add each cell's best slots under approximate potentials from a coarse problem.
-        v_coarse = _coarse_potentials(c, t, uses, coarse)
-        c_rows, c_cols = _banded_candidates(search, v_coarse, distinct, members, k_coarse)
+        c_rows, c_cols = _coarse_candidates(
+            c,
+            slot_tiles,
+            _coarse_potentials(c, t, uses, coarse),
+            search,
+            distinct,
+            members,
+            k_coarse,
+        )
         rows = np.concatenate([rows, c_rows])
         cols = np.concatenate([cols, c_cols])
     r_rows, r_cols = _sliced_matchings(c, slot_tiles, n_slices)
@@ -476,6 +509,52 @@ def assign_unique(
     raise RuntimeError(
         f"the assignment was not certified optimal within max_rounds={max_rounds} rounds"
     )
+
+
+def _coarse_candidates(
+    cells: FloatArray,
+    slot_tiles: FloatArray,
+    coarse: _Coarse,
+    search: _SlotSearch,
+    distinct: FloatArray,
+    members: list[IntArray],
+    k: int,
+) -> tuple[IntArray, IntArray]:
+    """Each cell's ``k`` best slots under the coarse potentials (an exact scan); groups of
+    identical cells share a longer list out in bands.
+
+    The scan's bound is the ``k``-th best value among the slots of the tile clusters that the
+    coarse plan sends the cell's cluster to (a few dozen slots): far tighter than the ``k``-th
+    value among the nearest slots, so the scan opens fewer leaves, and its result is the same.
+    """
+    sizes = np.array([g.shape[0] for g in members], dtype=np.int64)
+    alone = np.concatenate([members[g] for g in np.nonzero(sizes == 1)[0]] or [np.zeros(0, int)])
+    points = np.ascontiguousarray(cells[alone])
+    k = min(k, slot_tiles.shape[0])
+    seed = best_in_groups(
+        points,
+        coarse.cell_cluster[alone],
+        slot_tiles,
+        coarse.v,
+        coarse.group_ptr,
+        coarse.group_slots,
+        k,
+    )
+    last = seed[:, -1]
+    top = np.full(alone.shape[0], np.inf)
+    has = last >= 0
+    top[has] = _pair_costs(cells, slot_tiles, alone[has], last[has]) - coarse.v[last[has]]
+    _, found = search.scan(points, coarse.v, top + 1e-9 * (np.abs(top) + 1.0), k)
+    ok = found >= 0
+    rows = np.repeat(alone.astype(np.int64), ok.sum(axis=1))
+    cols = found[ok]
+    shared = np.nonzero(sizes > 1)[0]
+    if shared.shape[0]:
+        b_rows, b_cols = _banded_candidates(
+            search, coarse.v, distinct[shared], [members[g] for g in shared], k
+        )
+        rows, cols = np.concatenate([rows, b_rows]), np.concatenate([cols, b_cols])
+    return rows, cols
 
 
 def _still_certified(
