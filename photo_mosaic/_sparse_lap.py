@@ -678,3 +678,92 @@ def best_in_groups(
             if found < k:
                 found += 1
     return idx
+
+
+# Cells per block and slots per chunk of best_pairs_dense: a block's running sums
+# (DENSE_CELLS x DENSE_CHUNK float32) stay in the first-level cache.
+DENSE_CELLS = 4
+DENSE_CHUNK = 512
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def best_pairs_dense(
+    cells: npt.NDArray[np.float64],
+    slots: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    bound: npt.NDArray[np.float64],
+    k: int,
+    cells32: npt.NDArray[np.float32],
+    slots_t32: npt.NDArray[np.float32],
+    lifted32: npt.NDArray[np.float32],
+    filter_shift: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:  # pragma: no cover - compiled
+    """The same answer as :func:`best_pairs_blocked` (slot indices in the given order), by a
+    float32 filter over every pair that vectorises, then the exact float64 value for the pairs
+    that pass it.
+
+    The filter value of a pair is ``lifted32[j] - 2 x_i . y_j`` in float32 (``cells32``,
+    ``slots_t32`` (dimensions x slots) and ``lifted32 = |y_j|^2 - v_j`` are the float32
+    copies); a pair is checked exactly when that is below the cell's current bound plus
+    ``filter_shift[i]``, which is ``-|x_i|^2`` plus a margin that must exceed the float32
+    rounding error (the caller's choice). Parallel over blocks of cells.
+    """
+    n_cells, dim = cells.shape
+    n_slots = slots.shape[0]
+    vals = np.full((n_cells, k), _INF, dtype=np.float64)
+    idx = np.full((n_cells, k), -1, dtype=np.int64)
+    n_blocks = (n_cells + DENSE_CELLS - 1) // DENSE_CELLS
+    for blk in prange(n_blocks):
+        i0 = blk * DENSE_CELLS
+        n_blk = min(DENSE_CELLS, n_cells - i0)
+        acc = np.empty((DENSE_CELLS, DENSE_CHUNK), dtype=np.float32)
+        found = np.zeros(DENSE_CELLS, dtype=np.int64)
+        worst = np.empty(DENSE_CELLS, dtype=np.float64)
+        for c in range(n_blk):
+            worst[c] = bound[i0 + c]
+        for j0 in range(0, n_slots, DENSE_CHUNK):
+            m = min(DENSE_CHUNK, n_slots - j0)
+            # Row views and plain loops, so that the compiler vectorises them.
+            lifted = lifted32[j0 : j0 + m]
+            for c in range(n_blk):
+                row = acc[c]
+                for j in range(m):
+                    row[j] = lifted[j]
+            for a in range(dim):
+                coord = slots_t32[a, j0 : j0 + m]
+                for c in range(n_blk):
+                    xa = np.float32(-2.0) * cells32[i0 + c, a]
+                    row = acc[c]
+                    for j in range(m):
+                        row[j] += xa * coord[j]
+            for c in range(n_blk):
+                i = i0 + c
+                row = acc[c]
+                limit = worst[c] + filter_shift[i]
+                for j in range(m):
+                    if row[j] >= limit:
+                        continue
+                    s = j0 + j
+                    d = -v[s]
+                    for a in range(dim):
+                        diff = cells[i, a] - slots[s, a]
+                        d += diff * diff
+                        if d >= worst[c]:
+                            break
+                    if d >= worst[c]:
+                        continue
+                    n_found = found[c]
+                    pos = n_found if n_found < k else k - 1
+                    while pos > 0 and vals[i, pos - 1] > d:
+                        if pos < k:
+                            vals[i, pos] = vals[i, pos - 1]
+                            idx[i, pos] = idx[i, pos - 1]
+                        pos -= 1
+                    vals[i, pos] = d
+                    idx[i, pos] = s
+                    if n_found < k:
+                        found[c] = n_found + 1
+                    if found[c] == k:
+                        worst[c] = vals[i, k - 1]
+                        limit = worst[c] + filter_shift[i]
+    return vals, idx
