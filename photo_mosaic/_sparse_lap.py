@@ -253,7 +253,7 @@ def solve_sparse_lap(
     exact solution of a smaller graph, every other row's reduced costs can only have grown, for
     every column, in the sparse graph and outside it. ``shift`` bounds how the column potentials
     moved: ``v_j + shift <= v_start_j`` for every column (so every ``c_ij - v_j`` rose by at least
-    ``shift``, in the sparse graph and outside it); ``-inf`` when a column had to be raised.
+    ``shift``, in the sparse graph and outside it); ``-inf`` when no full matching was found.
 
     With more columns than rows the problem is solved as the square one with
     ``n_cols - n_rows`` implicit dummy rows of cost 0 to every column. Those rows are identical,
@@ -308,6 +308,7 @@ def solve_sparse_lap(
         top = max(top, v[j])
     held = np.zeros(n_cols, dtype=np.bool_)  # held by a dummy row
     raise_any = False
+    max_raise = 0.0
     if not square:
         for j in range(n_cols):
             if free_in[j] and v[j] < top:
@@ -331,6 +332,7 @@ def solve_sparse_lap(
             for j0 in range(n_cols):
                 if not free_in[j0] or v[j0] >= top:
                     continue
+                max_raise = max(max_raise, top - v[j0])
                 v[j0] = top
                 for e in range(col_ptr[j0], col_ptr[j0 + 1]):
                     k = col_rows[e]
@@ -509,9 +511,8 @@ def solve_sparse_lap(
     for i in range(n_rows):
         u[i] += top
     # Potentials only went down during the searches (and free columns to the top, which is at
-    # most their starting value), unless a column was raised in step 3.
-    shift = -_INF if raise_any else top
-    return col4row, u, v, True, raised, shift
+    # most their starting value), except the columns raised in step 3, by at most max_raise.
+    return col4row, u, v, True, raised, top - max_raise
 
 
 @njit(cache=True, nogil=True, parallel=True)

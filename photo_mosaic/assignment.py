@@ -54,6 +54,12 @@ DENSE_MAX_SLOTS = 50_000
 # rounding error of a float32 sum of n products is below about n * 2^-23 of those magnitudes
 # (2^-23 is about 1.2e-7), so this is about a hundred times larger.
 DENSE_MARGIN = 1e-5
+# A later round starts with a new auction (from the current prices, with a small first step)
+# instead of the exact repair alone when more than this share of the cells has a violated
+# pair: re-matching thousands of rows one shortest path at a time costs more (with more tiles
+# than cells, several times more).
+REAUCTION_SHARE = 0.2
+REAUCTION_EPS = 1e-3
 # Lloyd iterations of the k-means that builds the coarse problem.
 KMEANS_ITERATIONS = 3
 
@@ -452,27 +458,33 @@ def assign_unique(
     # |x_i - y_j|^2 - v_j over every other slot, carried to the current potentials.
     listed = np.full((n_cells, k_query), -1, dtype=np.int64)
     floor = np.full(n_cells, -np.inf)
+    col4row = np.full(n_cells, -1, dtype=np.int64)
+    v = np.zeros(n_slots)
     tol = 0.0
     for round_no in range(1, max_rounds + 1):
         indptr, indices, csr_costs = build_csr(n_cells, n_slots, rows, cols, costs)
+        # The first round, and later rounds where many cells violate: an epsilon-scaling
+        # auction gives a nearly optimal matching and potentials fast (later rounds start from
+        # the current prices and matching with a small first step); the shortest-augmenting-path
+        # solver then repairs them into an exact, dual-feasible state. It leaves every row
+        # within eps (= tight) of tight and the free columns within eps of the top price; the
+        # repair keeps rows within 4 eps (rounding margin).
+        reauction = round_no > 1 and bad.sum() > REAUCTION_SHARE * n_cells
         if round_no == 1:
-            # An epsilon-scaling auction gives a nearly optimal matching and potentials fast;
-            # the shortest-augmenting-path solver then repairs them into an exact, dual-feasible
-            # state. It leaves every row within eps (= tight) of tight and the free columns
-            # within eps of the top price; the repair keeps rows within 4 eps (rounding margin).
             scale = max(1.0, float(csr_costs.max()))
             tight = scale * AUCTION_EPS
+        if round_no == 1 or reauction:
             col4row, prices = auction(
                 n_slots,
                 indptr,
                 indices,
                 csr_costs,
-                np.zeros(n_slots, dtype=np.float64),
-                scale / 4.0,
+                -v,
+                scale / 4.0 if round_no == 1 else scale * REAUCTION_EPS,
                 tight,
                 scale,
                 n_slots - n_cells,
-                np.full(n_cells, -1, dtype=np.int64),
+                col4row,
             )
             v = -prices
         # Later rounds: the repair alone, from the previous exact solution (only the rows that
@@ -491,13 +503,15 @@ def assign_unique(
         # can violate: every other pair's reduced cost has only grown. A raised cell needs no
         # new scan either when its potential stays below what its last scan proved: every
         # |x_i - y_j|^2 - v_j grew by at least the repair's shift, and its listed slots are
-        # checked exactly under the new potentials.
+        # checked exactly under the new potentials. After a new auction every cell is checked
+        # that way (the auction only raises prices, so the shift still holds, but the repair's
+        # raised rows are relative to the auction's potentials, not to the last scan's).
         if round_no == 1:
             tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
             check = all_cells
         else:
             floor += shift
-            check = np.nonzero(raised | bad)[0]
+            check = all_cells if reauction else np.nonzero(raised | bad)[0]
             check = check[
                 bad[check] | ~_still_certified(c, slot_tiles, v, u, listed, floor, check, tol)
             ]
