@@ -57,7 +57,8 @@ DENSE_MARGIN = 1e-5
 # A later round starts with a new auction (from the current prices, with a small first step)
 # instead of the exact repair alone when more than this share of the cells has a violated
 # pair: re-matching thousands of rows one shortest path at a time costs more (with more tiles
-# than cells, several times more).
+# than cells, several times more). Not with more than twice as many tiles as cells: there the
+# auction's dummy rows (one per spare tile) make it the slower of the two.
 REAUCTION_SHARE = 0.2
 REAUCTION_EPS = 1e-3
 # Lloyd iterations of the k-means that builds the coarse problem.
@@ -469,7 +470,9 @@ def assign_unique(
         # solver then repairs them into an exact, dual-feasible state. It leaves every row
         # within eps (= tight) of tight and the free columns within eps of the top price; the
         # repair keeps rows within 4 eps (rounding margin).
-        reauction = round_no > 1 and bad.sum() > REAUCTION_SHARE * n_cells
+        reauction = (
+            round_no > 1 and bad.sum() > REAUCTION_SHARE * n_cells and n_slots <= 2 * n_cells
+        )
         if round_no == 1:
             scale = max(1.0, float(csr_costs.max()))
             tight = scale * AUCTION_EPS
