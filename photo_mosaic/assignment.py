@@ -8,10 +8,13 @@ cells x tiles matrix:
   cell's nearest tiles, its best tiles under the potentials of a coarse transport problem between
   k-means clusters, and rank matchings along several directions) and then certifies the result on
   the *full* bipartite graph with the dual potentials: an exact scan per cell over the tiles,
-  stored leaf by leaf, that skips every leaf which cannot hold a pair with negative reduced cost.
-  Cells with violated pairs get their best tiles under the current potentials as new candidates
-  and the problem is re-solved until no pair violates, which proves the assignment optimal for
-  the full problem (linear-programming duality).
+  stored leaf by leaf, that skips every leaf which cannot hold a pair with negative reduced cost
+  (with 4 or more dimensions: over every pair, through a float32 filter with a safety margin
+  and exact values for the pairs that pass it). Cells with violated pairs get their best tiles
+  under the current potentials as new candidates and the problem is re-solved (the exact
+  repair, after a warm auction when many cells violate) until no pair violates, which proves
+  the assignment optimal for the full problem (linear-programming duality). A cell is scanned
+  again only when the previous scan's proof no longer covers its new potential.
 """
 
 from __future__ import annotations
