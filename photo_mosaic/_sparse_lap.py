@@ -236,10 +236,11 @@ def solve_sparse_lap(
     npt.NDArray[np.float64],
     bool,
     npt.NDArray[np.bool_],
+    float,
 ]:  # pragma: no cover - compiled
     """Solve the sparse assignment problem exactly from a warm start.
 
-    Returns ``(col4row, u, v, ok, raised)``.
+    Returns ``(col4row, u, v, ok, raised, shift)``.
 
     ``col4row_start`` (-1 for an unmatched row) and the column potentials ``v_start`` may be
     anything (cold start: all -1 and all 0). They are first repaired into a dual-feasible state:
@@ -250,7 +251,9 @@ def solve_sparse_lap(
     the rows whose potential ``u_i`` ended above ``min_j (c_ij - v_j)`` under the starting
     potentials, shifted as ``u`` and ``v`` are (every row when a column had to be raised): from an
     exact solution of a smaller graph, every other row's reduced costs can only have grown, for
-    every column, in the sparse graph and outside it.
+    every column, in the sparse graph and outside it. ``shift`` bounds how the column potentials
+    moved: ``v_j + shift <= v_start_j`` for every column (so every ``c_ij - v_j`` rose by at least
+    ``shift``, in the sparse graph and outside it); ``-inf`` when no full matching was found.
 
     With more columns than rows the problem is solved as the square one with
     ``n_cols - n_rows`` implicit dummy rows of cost 0 to every column. Those rows are identical,
@@ -271,7 +274,7 @@ def solve_sparse_lap(
     # 1. Keep the matched edges that exist (one row per column).
     for i in range(n_rows):
         if indptr[i + 1] == indptr[i]:
-            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_)
+            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_), -_INF
         j = col4row[i]
         if j < 0:
             continue
@@ -305,6 +308,7 @@ def solve_sparse_lap(
         top = max(top, v[j])
     held = np.zeros(n_cols, dtype=np.bool_)  # held by a dummy row
     raise_any = False
+    max_raise = 0.0
     if not square:
         for j in range(n_cols):
             if free_in[j] and v[j] < top:
@@ -328,6 +332,7 @@ def solve_sparse_lap(
             for j0 in range(n_cols):
                 if not free_in[j0] or v[j0] >= top:
                     continue
+                max_raise = max(max_raise, top - v[j0])
                 v[j0] = top
                 for e in range(col_ptr[j0], col_ptr[j0 + 1]):
                     k = col_rows[e]
@@ -462,7 +467,7 @@ def solve_sparse_lap(
                 row = row4col[j]
                 d_row = dist[j]
         if sink < 0:
-            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_)
+            return col4row, u, v, False, np.ones(n_rows, dtype=np.bool_), -_INF
         # Potentials: settled nodes closer than the sink move by sink_dist - dist.
         u[source] += sink_dist
         for t in range(n_settled):
@@ -505,7 +510,9 @@ def solve_sparse_lap(
         v[j] -= top
     for i in range(n_rows):
         u[i] += top
-    return col4row, u, v, True, raised
+    # Potentials only went down during the searches (and free columns to the top, which is at
+    # most their starting value), except the columns raised in step 3, by at most max_raise.
+    return col4row, u, v, True, raised, top - max_raise
 
 
 @njit(cache=True, nogil=True, parallel=True)
@@ -629,3 +636,135 @@ def build_csr(
     for i in range(n_rows):
         indptr[i + 1] = max(indptr[i + 1], indptr[i])
     return indptr, indices[:n_out].copy(), out_costs[:n_out].copy()
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def best_in_groups(
+    cells: npt.NDArray[np.float64],
+    cell_group: npt.NDArray[np.int64],
+    slots: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    group_ptr: npt.NDArray[np.int64],
+    group_slots: npt.NDArray[np.int64],
+    k: int,
+) -> npt.NDArray[np.int64]:  # pragma: no cover - compiled
+    """For each cell, the ``k`` slots with the smallest ``|x_i - y_j|^2 - v_j`` among the slots
+    ``group_slots[group_ptr[g]:group_ptr[g + 1]]`` of its group ``g = cell_group[i]``, best
+    first, padded with -1. Parallel over cells."""
+    n_cells, dim = cells.shape
+    idx = np.full((n_cells, k), -1, dtype=np.int64)
+    for i in prange(n_cells):
+        g = cell_group[i]
+        vals = np.full(k, _INF, dtype=np.float64)
+        found = 0
+        for e in range(group_ptr[g], group_ptr[g + 1]):
+            j = group_slots[e]
+            worst = vals[k - 1]
+            d = -v[j]
+            for a in range(dim):
+                diff = cells[i, a] - slots[j, a]
+                d += diff * diff
+                if d >= worst:
+                    break
+            if d >= worst:
+                continue
+            pos = found if found < k else k - 1
+            while pos > 0 and vals[pos - 1] > d:
+                if pos < k:
+                    vals[pos] = vals[pos - 1]
+                    idx[i, pos] = idx[i, pos - 1]
+                pos -= 1
+            vals[pos] = d
+            idx[i, pos] = j
+            if found < k:
+                found += 1
+    return idx
+
+
+# Cells per block and slots per chunk of best_pairs_dense: a block's running sums
+# (DENSE_CELLS x DENSE_CHUNK float32) stay in the first-level cache.
+DENSE_CELLS = 4
+DENSE_CHUNK = 512
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def best_pairs_dense(
+    cells: npt.NDArray[np.float64],
+    slots: npt.NDArray[np.float64],
+    v: npt.NDArray[np.float64],
+    bound: npt.NDArray[np.float64],
+    k: int,
+    cells32: npt.NDArray[np.float32],
+    slots_t32: npt.NDArray[np.float32],
+    lifted32: npt.NDArray[np.float32],
+    filter_shift: npt.NDArray[np.float64],
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:  # pragma: no cover - compiled
+    """The same answer as :func:`best_pairs_blocked` (slot indices in the given order), by a
+    float32 filter over every pair that vectorises, then the exact float64 value for the pairs
+    that pass it.
+
+    The filter value of a pair is ``lifted32[j] - 2 x_i . y_j`` in float32 (``cells32``,
+    ``slots_t32`` (dimensions x slots) and ``lifted32 = |y_j|^2 - v_j`` are the float32
+    copies); a pair is checked exactly when that is below the cell's current bound plus
+    ``filter_shift[i]``, which is ``-|x_i|^2`` plus a margin that must exceed the float32
+    rounding error (the caller's choice). Parallel over blocks of cells.
+    """
+    n_cells, dim = cells.shape
+    n_slots = slots.shape[0]
+    vals = np.full((n_cells, k), _INF, dtype=np.float64)
+    idx = np.full((n_cells, k), -1, dtype=np.int64)
+    n_blocks = (n_cells + DENSE_CELLS - 1) // DENSE_CELLS
+    for blk in prange(n_blocks):
+        i0 = blk * DENSE_CELLS
+        n_blk = min(DENSE_CELLS, n_cells - i0)
+        acc = np.empty((DENSE_CELLS, DENSE_CHUNK), dtype=np.float32)
+        found = np.zeros(DENSE_CELLS, dtype=np.int64)
+        worst = np.empty(DENSE_CELLS, dtype=np.float64)
+        for c in range(n_blk):
+            worst[c] = bound[i0 + c]
+        for j0 in range(0, n_slots, DENSE_CHUNK):
+            m = min(DENSE_CHUNK, n_slots - j0)
+            # Row views and plain loops, so that the compiler vectorises them.
+            lifted = lifted32[j0 : j0 + m]
+            for c in range(n_blk):
+                row = acc[c]
+                for j in range(m):
+                    row[j] = lifted[j]
+            for a in range(dim):
+                coord = slots_t32[a, j0 : j0 + m]
+                for c in range(n_blk):
+                    xa = np.float32(-2.0) * cells32[i0 + c, a]
+                    row = acc[c]
+                    for j in range(m):
+                        row[j] += xa * coord[j]
+            for c in range(n_blk):
+                i = i0 + c
+                row = acc[c]
+                limit = worst[c] + filter_shift[i]
+                for j in range(m):
+                    if row[j] >= limit:
+                        continue
+                    s = j0 + j
+                    d = -v[s]
+                    for a in range(dim):
+                        diff = cells[i, a] - slots[s, a]
+                        d += diff * diff
+                        if d >= worst[c]:
+                            break
+                    if d >= worst[c]:
+                        continue
+                    n_found = found[c]
+                    pos = n_found if n_found < k else k - 1
+                    while pos > 0 and vals[i, pos - 1] > d:
+                        if pos < k:
+                            vals[i, pos] = vals[i, pos - 1]
+                            idx[i, pos] = idx[i, pos - 1]
+                        pos -= 1
+                    vals[i, pos] = d
+                    idx[i, pos] = s
+                    if n_found < k:
+                        found[c] = n_found + 1
+                    if found[c] == k:
+                        worst[c] = vals[i, k - 1]
+                        limit = worst[c] + filter_shift[i]
+    return vals, idx

@@ -8,10 +8,13 @@ cells x tiles matrix:
   cell's nearest tiles, its best tiles under the potentials of a coarse transport problem between
   k-means clusters, and rank matchings along several directions) and then certifies the result on
   the *full* bipartite graph with the dual potentials: an exact scan per cell over the tiles,
-  stored leaf by leaf, that skips every leaf which cannot hold a pair with negative reduced cost.
-  Cells with violated pairs get their best tiles under the current potentials as new candidates
-  and the problem is re-solved until no pair violates, which proves the assignment optimal for
-  the full problem (linear-programming duality).
+  stored leaf by leaf, that skips every leaf which cannot hold a pair with negative reduced cost
+  (with 4 or more dimensions: over every pair, through a float32 filter with a safety margin
+  and exact values for the pairs that pass it). Cells with violated pairs get their best tiles
+  under the current potentials as new candidates and the problem is re-solved (the exact
+  repair, after a warm auction when many cells violate) until no pair violates, which proves
+  the assignment optimal for the full problem (linear-programming duality). A cell is scanned
+  again only when the previous scan's proof no longer covers its new potential.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ from scipy.spatial import cKDTree
 
 from photo_mosaic._sparse_lap import (
     auction,
+    best_in_groups,
     best_pairs_blocked,
+    best_pairs_dense,
     build_csr,
     solve_sparse_lap,
 )
@@ -41,6 +46,24 @@ REPAIR_TOLERANCE = 4.0
 CANDIDATE_SLACK = 1e-3
 # Slots per leaf of the certificate's scan.
 LEAF_SIZE = 32
+# The certificate's scan computes every pair (a float32 filter that vectorises, then the exact
+# value of the pairs that pass it) instead of skipping leaves when descriptors have more than
+# this many dimensions (finer grids: in 12 or 27 dimensions the leaf bounds open 30-45% of
+# the leaves anyway) and there are at most DENSE_MAX_SLOTS slots (its work grows with cells x
+# slots).
+DENSE_MIN_DIM = 4
+DENSE_MAX_SLOTS = 50_000
+# Margin of that float32 filter, per dimension, relative to |x|^2 + 2 max |y|^2 + max |v|: the
+# rounding error of a float32 sum of n products is below about n * 2^-23 of those magnitudes
+# (2^-23 is about 1.2e-7), so this is about a hundred times larger.
+DENSE_MARGIN = 1e-5
+# A later round starts with a new auction (from the current prices, with a small first step)
+# instead of the exact repair alone when more than this share of the cells has a violated
+# pair: re-matching thousands of rows one shortest path at a time costs more (with more tiles
+# than cells, several times more). Not with more than twice as many tiles as cells: there the
+# auction's dummy rows (one per spare tile) make it the slower of the two.
+REAUCTION_SHARE = 0.2
+REAUCTION_EPS = 1e-3
 # Lloyd iterations of the k-means that builds the coarse problem.
 KMEANS_ITERATIONS = 3
 
@@ -147,14 +170,16 @@ def _sliced_matchings(
     return np.concatenate(rows), np.concatenate(cols)
 
 
-def _kmeans(points: FloatArray, n_clusters: int) -> tuple[FloatArray, FloatArray]:
-    """Centres and sizes of ``n_clusters`` k-means clusters (few Lloyd steps, seeded, k-d tree)."""
+def _kmeans(points: FloatArray, n_clusters: int) -> tuple[FloatArray, FloatArray, IntArray]:
+    """Centres, sizes and each point's cluster of ``n_clusters`` k-means clusters (few Lloyd
+    steps, seeded, k-d tree)."""
     rng = np.random.default_rng(0)
     centres = points[rng.choice(points.shape[0], min(n_clusters, points.shape[0]), replace=False)]
     counts = np.ones(centres.shape[0])
+    label = np.zeros(points.shape[0], dtype=np.int64)
     for _ in range(KMEANS_ITERATIONS + 1):
-        _, label = cKDTree(centres).query(points, k=1, workers=-1)
-        label = np.asarray(label, dtype=np.int64)
+        _, nearest = cKDTree(centres).query(points, k=1, workers=-1)
+        label = np.asarray(nearest, dtype=np.int64)
         counts = np.bincount(label, minlength=centres.shape[0]).astype(np.float64)
         sums = np.stack(
             [
@@ -164,13 +189,24 @@ def _kmeans(points: FloatArray, n_clusters: int) -> tuple[FloatArray, FloatArray
             axis=1,
         )
         keep = counts > 0
+        label = (np.cumsum(keep) - 1)[label]
         centres, counts = sums[keep] / counts[keep][:, None], counts[keep]
-    return centres, counts
+    return centres, counts, label
 
 
-def _coarse_potentials(
-    cells: FloatArray, tiles: FloatArray, uses: int, n_clusters: int
-) -> FloatArray:
+@dataclass(frozen=True)
+class _Coarse:
+    """The coarse transport problem's answer: approximate slot potentials, and for each cell
+    the slots of the tile clusters that its cluster sends mass to (``group_slots[group_ptr[g]:
+    group_ptr[g + 1]]`` for the cell's cluster ``g = cell_cluster[i]``)."""
+
+    v: FloatArray
+    cell_cluster: IntArray
+    group_ptr: IntArray
+    group_slots: IntArray
+
+
+def _coarse_potentials(cells: FloatArray, tiles: FloatArray, uses: int, n_clusters: int) -> _Coarse:
     """Approximate tile potentials from an exact transport problem between k-means clusters.
 
     Cells and tiles are clustered (``n_clusters`` each); POT's network simplex solves the small
@@ -178,13 +214,14 @@ def _coarse_potentials(
     at cost 0) and returns its duals ``alpha``. A tile then gets the c-transform
     ``v(y) = min_A |x_A - y|^2 - alpha_A`` over the cell clusters A (a nearest-neighbour query
     after lifting), which follows the potential inside a cluster far better than the cluster's
-    own dual. Returns one potential per slot.
+    own dual. Returns one potential per slot, and where the coarse plan sends each cell
+    cluster.
     """
     import ot  # POT: imported here, only large problems need it
 
     n_cells, n_slots = cells.shape[0], tiles.shape[0] * uses
-    cell_centres, cell_mass = _kmeans(cells, n_clusters)
-    tile_centres, tile_mass = _kmeans(tiles, n_clusters)
+    cell_centres, cell_mass, cell_cluster = _kmeans(cells, n_clusters)
+    tile_centres, tile_mass, tile_cluster = _kmeans(tiles, n_clusters)
     diff = cell_centres[:, None, :] - tile_centres[None, :, :]
     cost = np.einsum("ijk,ijk->ij", diff, diff)
     tile_mass = tile_mass * uses
@@ -192,7 +229,7 @@ def _coarse_potentials(
     if spare > 0:
         cost = np.vstack([cost, np.zeros(tile_centres.shape[0])])
         cell_mass = np.append(cell_mass, float(spare))
-    _, log = ot.emd(cell_mass, tile_mass, cost, numItermax=10**8, log=True)
+    plan, log = ot.emd(cell_mass, tile_mass, cost, numItermax=10**8, log=True)
     alpha = np.asarray(log["u"], dtype=np.float64)
     if spare > 0:
         alpha = alpha[:-1] - alpha[-1]
@@ -202,7 +239,18 @@ def _coarse_potentials(
     v = np.asarray(dist, dtype=np.float64) ** 2 - top
     if spare > 0:
         v = np.minimum(v, 0.0)  # as in the exact duals: unused slots sit at the top, 0
-    return np.tile(v, uses)
+    # The slots of each tile cluster, then those of the clusters each cell cluster sends to.
+    slot_cluster = np.tile(tile_cluster, uses)
+    by_cluster = np.argsort(slot_cluster, kind="stable").astype(np.int64)
+    size = np.bincount(slot_cluster, minlength=tile_centres.shape[0])
+    first = np.cumsum(size) - size
+    src, dst = np.nonzero(np.asarray(plan)[: cell_centres.shape[0]] > 0)
+    length = size[dst]
+    group_ptr = np.zeros(cell_centres.shape[0] + 1, dtype=np.int64)
+    np.cumsum(np.bincount(src, weights=length, minlength=cell_centres.shape[0]), out=group_ptr[1:])
+    offset = np.arange(int(length.sum())) - np.repeat(np.cumsum(length) - length, length)
+    group_slots = by_cluster[np.repeat(first[dst], length) + offset]
+    return _Coarse(np.tile(v, uses), cell_cluster, group_ptr, group_slots)
 
 
 def _identical_groups(cells: FloatArray) -> tuple[FloatArray, list[IntArray]]:
@@ -219,7 +267,9 @@ class _SlotSearch:
 
     Slots are stored leaf by leaf (:func:`_leaf_order`); a query first takes the ``k`` nearest
     slots by plain distance (k-d tree) as an upper bound on the k-th best value, then scans only
-    the leaves that can beat it (:func:`best_pairs_blocked`).
+    the leaves that can beat it (:func:`best_pairs_blocked`). With many dimensions and not too
+    many slots the scan goes over every pair instead (:func:`best_pairs_dense`: a float32 filter
+    with a safety margin, exact values for the pairs that pass it), which is faster there.
     """
 
     def __init__(self, slot_tiles: FloatArray, leaf_size: int) -> None:
@@ -230,11 +280,31 @@ class _SlotSearch:
         self.tree = cKDTree(slot_tiles)
         self.n_slots = slot_tiles.shape[0]
         self.slot_tiles = slot_tiles
+        dim = slot_tiles.shape[1]
+        self.dense = dim >= DENSE_MIN_DIM and self.n_slots <= DENSE_MAX_SLOTS
+        if self.dense:
+            self.slots_t32 = np.ascontiguousarray(slot_tiles.T, dtype=np.float32)
+            self.norms = np.einsum("ij,ij->i", slot_tiles, slot_tiles)
 
     def scan(
         self, points: FloatArray, v: FloatArray, bound: FloatArray, k: int
     ) -> tuple[FloatArray, IntArray]:
         """Up to ``k`` best slots below ``bound`` per point: values and slot indices (-1: none)."""
+        if self.dense:
+            point_norms = np.einsum("ij,ij->i", points, points)
+            size = point_norms + 2.0 * float(self.norms.max()) + float(np.abs(v).max())
+            margin = DENSE_MARGIN * (points.shape[1] + 2) * size
+            return best_pairs_dense(
+                points,
+                self.slot_tiles,
+                v,
+                bound,
+                k,
+                points.astype(np.float32),
+                self.slots_t32,
+                (self.norms - v).astype(np.float32),
+                margin - point_norms,
+            )
         v_leaf = v[self.order]
         vals, found = best_pairs_blocked(
             points,
@@ -366,8 +436,15 @@ def assign_unique(
     if coarse and n_cells >= 4 * coarse:
         # The optimal transport moves colours far when the target's palette differs from the
         # tiles': add each cell's best slots under approximate potentials from a coarse problem.
-        v_coarse = _coarse_potentials(c, t, uses, coarse)
-        c_rows, c_cols = _banded_candidates(search, v_coarse, distinct, members, k_coarse)
+        c_rows, c_cols = _coarse_candidates(
+            c,
+            slot_tiles,
+            _coarse_potentials(c, t, uses, coarse),
+            search,
+            distinct,
+            members,
+            k_coarse,
+        )
         rows = np.concatenate([rows, c_rows])
         cols = np.concatenate([cols, c_cols])
     r_rows, r_cols = _sliced_matchings(c, slot_tiles, n_slices)
@@ -381,32 +458,44 @@ def assign_unique(
     k_query = min(n_slots, k_add)
     all_cells = np.arange(n_cells, dtype=np.int64)
     bad = np.zeros(n_cells, dtype=bool)
+    # What each cell's last scan proved: its best slots (-1: none) and a lower bound on
+    # |x_i - y_j|^2 - v_j over every other slot, carried to the current potentials.
+    listed = np.full((n_cells, k_query), -1, dtype=np.int64)
+    floor = np.full(n_cells, -np.inf)
+    col4row = np.full(n_cells, -1, dtype=np.int64)
+    v = np.zeros(n_slots)
     tol = 0.0
     for round_no in range(1, max_rounds + 1):
         indptr, indices, csr_costs = build_csr(n_cells, n_slots, rows, cols, costs)
+        # The first round, and later rounds where many cells violate: an epsilon-scaling
+        # auction gives a nearly optimal matching and potentials fast (later rounds start from
+        # the current prices and matching with a small first step); the shortest-augmenting-path
+        # solver then repairs them into an exact, dual-feasible state. It leaves every row
+        # within eps (= tight) of tight and the free columns within eps of the top price; the
+        # repair keeps rows within 4 eps (rounding margin).
+        reauction = (
+            round_no > 1 and bad.sum() > REAUCTION_SHARE * n_cells and n_slots <= 2 * n_cells
+        )
         if round_no == 1:
-            # An epsilon-scaling auction gives a nearly optimal matching and potentials fast;
-            # the shortest-augmenting-path solver then repairs them into an exact, dual-feasible
-            # state. It leaves every row within eps (= tight) of tight and the free columns
-            # within eps of the top price; the repair keeps rows within 4 eps (rounding margin).
             scale = max(1.0, float(csr_costs.max()))
             tight = scale * AUCTION_EPS
+        if round_no == 1 or reauction:
             col4row, prices = auction(
                 n_slots,
                 indptr,
                 indices,
                 csr_costs,
-                np.zeros(n_slots, dtype=np.float64),
-                scale / 4.0,
+                -v,
+                scale / 4.0 if round_no == 1 else scale * REAUCTION_EPS,
                 tight,
                 scale,
                 n_slots - n_cells,
-                np.full(n_cells, -1, dtype=np.int64),
+                col4row,
             )
             v = -prices
         # Later rounds: the repair alone, from the previous exact solution (only the rows that
         # the new edges undercut are re-matched, along shortest paths).
-        col4row, u, v, feasible, raised = solve_sparse_lap(
+        col4row, u, v, feasible, raised, shift = solve_sparse_lap(
             n_slots, indptr, indices, csr_costs, col4row, v, REPAIR_TOLERANCE * tight
         )
         if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
@@ -417,15 +506,25 @@ def assign_unique(
         # u_i + slack; it returns the cell's best slots below that bound, which are the new
         # candidates of the cells that have a violated pair. After a repair from the previous
         # exact solution only the cells whose potential rose, and those that violated before,
-        # can violate: every other pair's reduced cost has only grown.
+        # can violate: every other pair's reduced cost has only grown. A raised cell needs no
+        # new scan either when its potential stays below what its last scan proved: every
+        # |x_i - y_j|^2 - v_j grew by at least the repair's shift, and its listed slots are
+        # checked exactly under the new potentials. After a new auction every cell is checked
+        # that way (the auction only raises prices, so the shift still holds, but the repair's
+        # raised rows are relative to the auction's potentials, not to the last scan's).
         if round_no == 1:
             tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
             check = all_cells
         else:
-            check = np.nonzero(raised | bad)[0]
-        vals, found_check = search.scan(
-            np.ascontiguousarray(c[check]), v, u[check] + CANDIDATE_SLACK * scale, k_query
-        )
+            floor += shift
+            check = all_cells if reauction else np.nonzero(raised | bad)[0]
+            check = check[
+                bad[check] | ~_still_certified(c, slot_tiles, v, u, listed, floor, check, tol)
+            ]
+        bound = u[check] + CANDIDATE_SLACK * scale
+        vals, found_check = search.scan(np.ascontiguousarray(c[check]), v, bound, k_query)
+        listed[check] = found_check
+        floor[check] = np.minimum(bound, vals[:, -1])
         bad = np.zeros(n_cells, dtype=bool)
         bad[check] = vals[:, 0] < u[check] - tol
         if not bad.any():
@@ -464,6 +563,77 @@ def assign_unique(
     raise RuntimeError(
         f"the assignment was not certified optimal within max_rounds={max_rounds} rounds"
     )
+
+
+def _coarse_candidates(
+    cells: FloatArray,
+    slot_tiles: FloatArray,
+    coarse: _Coarse,
+    search: _SlotSearch,
+    distinct: FloatArray,
+    members: list[IntArray],
+    k: int,
+) -> tuple[IntArray, IntArray]:
+    """Each cell's ``k`` best slots under the coarse potentials (an exact scan); groups of
+    identical cells share a longer list out in bands.
+
+    The scan's bound is the ``k``-th best value among the slots of the tile clusters that the
+    coarse plan sends the cell's cluster to (a few dozen slots): far tighter than the ``k``-th
+    value among the nearest slots, so the scan opens fewer leaves, and its result is the same.
+    """
+    sizes = np.array([g.shape[0] for g in members], dtype=np.int64)
+    alone = np.concatenate([members[g] for g in np.nonzero(sizes == 1)[0]] or [np.zeros(0, int)])
+    points = np.ascontiguousarray(cells[alone])
+    k = min(k, slot_tiles.shape[0])
+    seed = best_in_groups(
+        points,
+        coarse.cell_cluster[alone],
+        slot_tiles,
+        coarse.v,
+        coarse.group_ptr,
+        coarse.group_slots,
+        k,
+    )
+    last = seed[:, -1]
+    top = np.full(alone.shape[0], np.inf)
+    has = last >= 0
+    top[has] = _pair_costs(cells, slot_tiles, alone[has], last[has]) - coarse.v[last[has]]
+    _, found = search.scan(points, coarse.v, top + 1e-9 * (np.abs(top) + 1.0), k)
+    ok = found >= 0
+    rows = np.repeat(alone.astype(np.int64), ok.sum(axis=1))
+    cols = found[ok]
+    shared = np.nonzero(sizes > 1)[0]
+    if shared.shape[0]:
+        b_rows, b_cols = _banded_candidates(
+            search, coarse.v, distinct[shared], [members[g] for g in shared], k
+        )
+        rows, cols = np.concatenate([rows, b_rows]), np.concatenate([cols, b_cols])
+    return rows, cols
+
+
+def _still_certified(
+    cells: FloatArray,
+    slot_tiles: FloatArray,
+    v: FloatArray,
+    u: FloatArray,
+    listed: IntArray,
+    floor: FloatArray,
+    which: IntArray,
+    tol: float,
+) -> npt.NDArray[np.bool_]:
+    """For the cells ``which``: does their last scan still prove ``|x_i - y_j|^2 - v_j >= u_i``
+    for every slot? Their listed slots are checked exactly under ``v``; every other slot is at
+    least ``floor`` (the scan's bound, carried to the current potentials)."""
+    ok = floor[which] >= u[which] - tol
+    sel = which[ok]
+    slots = listed[sel]
+    has = slots >= 0
+    pair_rows = np.repeat(sel, has.sum(axis=1))
+    pair_slots = slots[has]
+    values = np.full(slots.shape, np.inf)
+    values[has] = _pair_costs(cells, slot_tiles, pair_rows, pair_slots) - v[pair_slots]
+    ok[ok] = values.min(axis=1, initial=np.inf) >= u[sel] - tol
+    return ok
 
 
 def _principal_axes(cells: FloatArray, tiles: FloatArray) -> tuple[FloatArray, FloatArray]:

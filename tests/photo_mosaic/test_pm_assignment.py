@@ -155,6 +155,62 @@ def test_slot_search_finds_the_smallest_reduced_values_below_the_bound(
         np.testing.assert_allclose(np.sort(full[i, best[i]]), np.sort(full[i])[:7])
 
 
+@pytest.mark.parametrize(("dim", "offset"), [(12, 0.0), (27, 0.0), (27, 1000.37)])
+def test_dense_slot_search_finds_the_same_smallest_values_as_every_pair(
+    rng: np.random.Generator, dim: int, offset: float
+) -> None:
+    from photo_mosaic.assignment import _SlotSearch
+
+    # Few distinct values (ties at the bound and between slots); an offset makes the float32
+    # filter's rounding larger than the gaps between values.
+    cells = rng.integers(0, 4, size=(150, dim)) * 7.0 + offset
+    slots = rng.integers(0, 4, size=(700, dim)) * 7.0 + offset
+    v = -rng.integers(0, 30, size=700) * 5.0
+    full = cdist(cells, slots, "sqeuclidean") - v[None, :]
+    bound = np.sort(full, axis=1)[:, 20] + rng.choice([0.0, 1e-3, 5.0], size=150)
+    search = _SlotSearch(slots, 32)
+    assert search.dense
+
+    vals, idx = search.scan(cells, v, bound, 12)
+
+    for i in range(150):
+        expected = np.sort(full[i][full[i] < bound[i]])[:12]
+        np.testing.assert_allclose(vals[i, : expected.shape[0]], expected, rtol=1e-12)
+        np.testing.assert_allclose(full[i, idx[i, : expected.shape[0]]], expected, rtol=1e-12)
+        assert np.unique(idx[i, : expected.shape[0]]).shape[0] == expected.shape[0]
+        assert np.all(idx[i, expected.shape[0] :] == -1)
+
+
+@pytest.mark.parametrize("leaf_size", [1, 8, 1000])
+def test_a_scan_certifies_later_potentials_only_where_no_pair_can_violate(
+    rng: np.random.Generator, leaf_size: int
+) -> None:
+    from photo_mosaic.assignment import _SlotSearch, _still_certified
+
+    cells = rng.normal(size=(300, 3)) * 10
+    slots = rng.normal(size=(400, 3)) * 10
+    v = -rng.uniform(0, 50, size=400)
+    u = (cdist(cells, slots, "sqeuclidean") - v).min(axis=1) - rng.uniform(0, 5, size=300)
+    search = _SlotSearch(slots, leaf_size)
+    bound = u + 20.0
+    vals, listed = search.scan(cells, v, bound, 4)
+    floor = np.minimum(bound, vals[:, -1])
+    # As a repair does: column potentials go down by at least `shift` (some by much more),
+    # row potentials go up, some by more than the scan's margin.
+    shift = -3.0
+    v_new = v + shift - rng.exponential(2.0, size=400) * (rng.random(400) < 0.3)
+    u_new = u + shift + rng.exponential(8.0, size=300)
+    which = np.arange(300)
+
+    ok = _still_certified(cells, slots, v_new, u_new, listed, floor + shift, which, 1e-9)
+
+    lowest = (cdist(cells, slots, "sqeuclidean") - v_new).min(axis=1)
+    assert np.all(lowest[ok] >= u_new[ok] - 1e-9)
+    assert 0 < ok.sum() < 300  # some cells kept, some sent back to a scan
+    # Cells the check keeps are a subset of those that hold no violated pair.
+    assert ok.sum() <= (lowest >= u_new - 1e-9).sum()
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     n_cells=st.integers(1, 40),

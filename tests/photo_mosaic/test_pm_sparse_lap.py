@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from photo_mosaic._sparse_lap import build_csr, solve_sparse_lap
+from photo_mosaic._sparse_lap import best_in_groups, build_csr, solve_sparse_lap
 
 MISSING = 1e6  # cost of a pair that is not an edge, in the dense comparison
 
@@ -38,9 +38,9 @@ def check_exact(
     indices: np.ndarray,
     costs: np.ndarray,
     dense: np.ndarray,
-    result: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray],
+    result: tuple[np.ndarray, np.ndarray, np.ndarray, bool, np.ndarray, float],
 ) -> None:
-    col4row, u, v, ok, _ = result
+    col4row, u, v, ok, _, _ = result
     n_rows, n_cols = dense.shape
     assert ok
     assert np.all(col4row >= 0)
@@ -118,10 +118,14 @@ def test_sparse_lap_is_exact_from_any_warm_start(
     result = solve_sparse_lap(n_cols, indptr, indices, costs, col4row, v, tol)
 
     check_exact(indptr, indices, costs, dense, result)
+    # Every column potential went down by at least the reported shift: every c_ij - v_j, edge
+    # or not, grew by at least the shift, which lets the caller carry a lower bound from one
+    # certificate to the next.
+    assert (result[2] + result[5] - v).max() <= 1e-9
     if start == "previous":
         # Rows not reported as raised: the reduced cost of every pair (edge or not) has only
         # grown since the previous solution, which is what lets the caller skip them.
-        _, u_new, v_new, _, raised = result
+        _, u_new, v_new, _, raised, _ = result
         grown = (u_new - u_first)[~raised][:, None] + (v_new - v_first)[None, :]
         assert grown.size == 0 or grown.max() <= 1e-9
 
@@ -160,3 +164,37 @@ def test_build_csr_sorts_each_row_and_keeps_one_of_each_pair(
     np.testing.assert_array_equal(np.repeat(np.arange(n_rows), np.diff(indptr)), keys // n_cols)
     np.testing.assert_array_equal(indices, keys % n_cols)
     np.testing.assert_array_equal(csr_costs, costs[first])
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    n_cells=st.integers(1, 20),
+    n_slots=st.integers(1, 40),
+    n_groups=st.integers(1, 5),
+    k=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_best_in_groups_finds_the_k_best_slots_of_each_cells_group(
+    n_cells: int, n_slots: int, n_groups: int, k: int, seed: int
+) -> None:
+    gen = np.random.default_rng(seed)
+    cells = gen.integers(0, 4, size=(n_cells, 3)).astype(float)
+    slots = gen.integers(0, 4, size=(n_slots, 3)).astype(float)
+    v = -gen.integers(0, 3, size=n_slots).astype(float)
+    members = [np.nonzero(gen.random(n_slots) < 0.5)[0] for _ in range(n_groups)]
+    group_ptr = np.concatenate([[0], np.cumsum([m.shape[0] for m in members])]).astype(np.int64)
+    group_slots = np.concatenate(members).astype(np.int64)
+    cell_group = gen.integers(0, n_groups, size=n_cells).astype(np.int64)
+
+    found = best_in_groups(cells, cell_group, slots, v, group_ptr, group_slots, k)
+
+    for i in range(n_cells):
+        mine = members[cell_group[i]]
+        values = ((cells[i] - slots[mine]) ** 2).sum(axis=1) - v[mine]
+        n_found = min(k, mine.shape[0])
+        assert np.all(found[i, n_found:] == -1)
+        got = found[i, :n_found]
+        assert np.all(np.isin(got, mine))
+        assert np.unique(got).shape[0] == n_found
+        got_values = ((cells[i] - slots[got]) ** 2).sum(axis=1) - v[got]
+        np.testing.assert_array_equal(got_values, np.sort(values)[:n_found])
