@@ -515,6 +515,45 @@ def solve_sparse_lap(
     return col4row, u, v, True, raised, top - max_raise
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _reduced_cost(
+    cells: npt.NDArray[np.float64],
+    i: int,
+    slots: npt.NDArray[np.float64],
+    j: int,
+    v: npt.NDArray[np.float64],
+    worst: float,
+) -> float:  # pragma: no cover - compiled
+    """``|x_i - y_j|^2 - v_j``, or any value at least ``worst`` once the partial sum reaches it
+    (partial sums only grow: with the coordinates in decreasing order of spread, most pairs stop
+    after a few)."""
+    d = -v[j]
+    for a in range(cells.shape[1]):
+        diff = cells[i, a] - slots[j, a]
+        d += diff * diff
+        if d >= worst:
+            break
+    return float(d)
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _insert_best(
+    vals: npt.NDArray[np.float64], idx: npt.NDArray[np.int64], found: int, d: float, j: int
+) -> int:  # pragma: no cover - compiled
+    """Insert value ``d`` of slot ``j`` into the ascending lists ``vals``/``idx`` of the ``k``
+    best (``found`` of them filled, the last dropped when full); return how many are filled."""
+    k = vals.shape[0]
+    pos = found if found < k else k - 1
+    while pos > 0 and vals[pos - 1] > d:
+        if pos < k:
+            vals[pos] = vals[pos - 1]
+            idx[pos] = idx[pos - 1]
+        pos -= 1
+    vals[pos] = d
+    idx[pos] = j
+    return found + 1 if found < k else found
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def best_pairs_blocked(
     cells: npt.NDArray[np.float64],
@@ -544,6 +583,8 @@ def best_pairs_blocked(
     for i in prange(n_cells):
         worst = bound[i]
         found = 0
+        vals_i = vals[i]
+        idx_i = idx[i]
         for b in range(n_leaves):
             # Partial sums only grow: stop adding dimensions once the bound is reached (with the
             # coordinates in decreasing order of spread, most leaves and pairs stop early).
@@ -561,26 +602,12 @@ def best_pairs_blocked(
             if low >= worst:
                 continue
             for j in range(leaf_ptr[b], leaf_ptr[b + 1]):
-                d = -v[j]
-                for a in range(dim):
-                    diff = cells[i, a] - slots[j, a]
-                    d += diff * diff
-                    if d >= worst:
-                        break
+                d = _reduced_cost(cells, i, slots, j, v, worst)
                 if d >= worst:
                     continue
-                pos = found if found < k else k - 1
-                while pos > 0 and vals[i, pos - 1] > d:
-                    if pos < k:
-                        vals[i, pos] = vals[i, pos - 1]
-                        idx[i, pos] = idx[i, pos - 1]
-                    pos -= 1
-                vals[i, pos] = d
-                idx[i, pos] = j
-                if found < k:
-                    found += 1
+                found = _insert_best(vals_i, idx_i, found, d, j)
                 if found == k:
-                    worst = vals[i, k - 1]
+                    worst = vals_i[k - 1]
     return vals, idx
 
 
@@ -651,33 +678,20 @@ def best_in_groups(
     """For each cell, the ``k`` slots with the smallest ``|x_i - y_j|^2 - v_j`` among the slots
     ``group_slots[group_ptr[g]:group_ptr[g + 1]]`` of its group ``g = cell_group[i]``, best
     first, padded with -1. Parallel over cells."""
-    n_cells, dim = cells.shape
+    n_cells = cells.shape[0]
     idx = np.full((n_cells, k), -1, dtype=np.int64)
     for i in prange(n_cells):
         g = cell_group[i]
         vals = np.full(k, _INF, dtype=np.float64)
         found = 0
+        idx_i = idx[i]
         for e in range(group_ptr[g], group_ptr[g + 1]):
             j = group_slots[e]
             worst = vals[k - 1]
-            d = -v[j]
-            for a in range(dim):
-                diff = cells[i, a] - slots[j, a]
-                d += diff * diff
-                if d >= worst:
-                    break
+            d = _reduced_cost(cells, i, slots, j, v, worst)
             if d >= worst:
                 continue
-            pos = found if found < k else k - 1
-            while pos > 0 and vals[pos - 1] > d:
-                if pos < k:
-                    vals[pos] = vals[pos - 1]
-                    idx[i, pos] = idx[i, pos - 1]
-                pos -= 1
-            vals[pos] = d
-            idx[i, pos] = j
-            if found < k:
-                found += 1
+            found = _insert_best(vals, idx_i, found, d, j)
     return idx
 
 
