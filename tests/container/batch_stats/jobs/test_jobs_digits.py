@@ -26,6 +26,8 @@ from PIL import Image
 from number_generator import clear_source_cache
 from number_generator.cli import phone_main
 
+from .conftest import RecordingStore
+
 _ids = itertools.count()
 #: 90 phone numbers in 6 tar shards and 3 parts: wide enough that no draw is redrawn for the
 #: widest numbers.
@@ -92,31 +94,6 @@ def new_context(s3: Any, tmp_path: Path) -> Callable[..., JobContext]:
         return JobContext(f"job-{number}", buckets[0], buckets[1], store, scratch)
 
     return make
-
-
-class RecordingStore:
-    """The real S3 store, remembering the order of the keys written and, with each, what
-    ``probe`` (if set) said at the time."""
-
-    def __init__(self, inner: S3ObjectStore) -> None:
-        self.inner = inner
-        self.written: list[str] = []
-        self.probe: Callable[[], object] | None = None
-        self.probed: list[object] = []
-
-    def get(self, bucket: str, key: str) -> bytes:
-        return self.inner.get(bucket, key)
-
-    def put(
-        self, bucket: str, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str]
-    ) -> None:
-        self.written.append(key)
-        if self.probe is not None:
-            self.probed.append(self.probe())
-        self.inner.put(bucket, key, data, content_type=content_type, metadata=metadata)
-
-    def list_keys(self, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
-        return self.inner.list_keys(bucket, prefix)
 
 
 @pytest.fixture

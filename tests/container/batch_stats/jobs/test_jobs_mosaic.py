@@ -28,30 +28,12 @@ from PIL import Image
 from photo_mosaic import build_index, load_index, match_tiles, render_mosaic
 from photo_mosaic.demo import DemoData, make_demo_data
 
+from .conftest import RecordingStore
+
 RAW, RESULTS = "mosaic-raw", "mosaic-results"
 TILES = "inputs/tiles/demo/"
 TARGET = "inputs/targets/cat.png"
 _ids = itertools.count()
-
-
-class RecordingStore:
-    """The real S3 store, remembering the order of the keys it wrote."""
-
-    def __init__(self, inner: S3ObjectStore) -> None:
-        self.inner = inner
-        self.written: list[str] = []
-
-    def get(self, bucket: str, key: str) -> bytes:
-        return self.inner.get(bucket, key)
-
-    def put(
-        self, bucket: str, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str]
-    ) -> None:
-        self.written.append(key)
-        self.inner.put(bucket, key, data, content_type=content_type, metadata=metadata)
-
-    def list_keys(self, bucket: str, prefix: str) -> Iterator[tuple[str, int]]:
-        return self.inner.list_keys(bucket, prefix)
 
 
 @pytest.fixture(scope="module")

@@ -274,3 +274,8 @@ def run_jobs() -> Callable[..., list[Any]]:
         return ended
 
     return run
+
+
+def get_bytes(session: boto3.Session, bucket: str, key: str) -> bytes:
+    """An object's bytes, read through the session's S3 client."""
+    return bytes(session.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())

@@ -21,6 +21,8 @@ from PIL import Image
 
 from photo_mosaic.demo import make_demo_data
 
+from .conftest import get_bytes
+
 DIGITS = {
     "mode": "phone",
     "count": 60,
@@ -31,10 +33,6 @@ DIGITS = {
     "image_width": 300,
     "seed": 3,
 }
-
-
-def get_bytes(session: boto3.Session, bucket: str, key: str) -> bytes:
-    return bytes(session.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def keys_under(session: boto3.Session, bucket: str, prefix: str) -> list[str]:

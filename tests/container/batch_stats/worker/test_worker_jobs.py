@@ -18,6 +18,8 @@ from batch_stats.worker.adapters import S3ObjectStore
 from batch_stats.worker.database import ResultsDatabase
 from batch_stats.worker.runner import Worker
 
+from .conftest import get_bytes
+
 #: Small images: the behaviour under test does not depend on size.
 SHAPE = {
     "image_height": 48,
@@ -34,10 +36,6 @@ def synthetic_document(**params: Any) -> dict[str, Any]:
         "kind": "synthetic-stats",
         "params": {"batches": 3, "images_per_batch": 4, "seed": 11, **SHAPE, **params},
     }
-
-
-def get_bytes(session: boto3.Session, bucket: str, key: str) -> bytes:
-    return bytes(session.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
 def queue_bodies(session: boto3.Session, url: str) -> list[dict[str, Any]]:
