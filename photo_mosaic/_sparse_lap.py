@@ -58,29 +58,6 @@ def _heap_pop(keys: npt.NDArray[np.float64], vals: npt.NDArray[np.int64], size: 
 
 
 @njit(cache=True, nogil=True)
-def _valid_top(
-    keys: npt.NDArray[np.float64],
-    vals: npt.NDArray[np.int64],
-    size: int,
-    prices: npt.NDArray[np.float64],
-) -> int:
-    """Drop outdated entries (the column's price has risen since) from the top of the heap."""
-    while size > 0 and keys[0] != prices[vals[0]]:
-        size = _heap_pop(keys, vals, size)
-    return size
-
-
-@njit(cache=True, nogil=True)
-def _rebuild_heap(
-    keys: npt.NDArray[np.float64], vals: npt.NDArray[np.int64], prices: npt.NDArray[np.float64]
-) -> int:
-    size = 0
-    for j in range(prices.shape[0]):
-        size = _heap_push(keys, vals, size, prices[j], j)
-    return size
-
-
-@njit(cache=True, nogil=True)
 def auction(
     n_cols: int,
     indptr: npt.NDArray[np.int64],
@@ -90,115 +67,164 @@ def auction(
     eps_start: float,
     eps_end: float,
     big: float,
-    n_dummy: int,
     col4row_start: npt.NDArray[np.int64],
 ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:  # pragma: no cover - compiled
-    """Forward auction with epsilon scaling (Bertsekas), Gauss-Seidel bidding, from given prices.
+    """Forward-reverse auction with epsilon scaling (Bertsekas), Gauss-Seidel bidding.
 
-    Returns ``(col4row, prices)`` of an assignment satisfying epsilon-complementary slackness
-    with ``eps_end`` on the sparse graph: a fast, nearly optimal warm start (``v = -prices``) for
-    :func:`solve_sparse_lap`. ``big`` is the bid increment of a row with a single edge.
+    Returns ``(col4row, prices)`` of an assignment of every row satisfying epsilon-complementary
+    slackness with ``eps_end`` on the sparse graph: a fast, nearly optimal warm start
+    (``v = -prices``) for :func:`solve_sparse_lap`. ``big`` is the bid increment of a row with a
+    single edge.
 
-    With more columns than rows, ``n_dummy = n_cols - n_rows`` implicit dummy rows with cost 0 to
-    every column take the columns no real row gets (the square problem that the free columns'
-    sink stands for). A dummy bids for the cheapest column (a lazy min-heap of prices), so at the
-    end the free columns' prices are within ``eps_end`` of the lowest price: exactly what the
-    shortest-augmenting-path repair needs (free columns at the top potential), where a plain
-    forward auction leaves them at stale prices from earlier scaling phases.
-
-    ``col4row_start`` (-1: unassigned) is a previous assignment to keep where it still
-    satisfies epsilon-complementary slackness. Every later scaling phase, too, keeps the rows
-    (and dummy rows) that satisfy it with the new epsilon and lets only the others bid again.
+    Each scaling phase keeps the rows (``col4row_start`` at the first) that satisfy
+    epsilon-complementary slackness at its epsilon, and the others bid (forward auction: a row
+    takes its best column and raises its price until the second best is as good, plus
+    epsilon). With more columns than rows, a forward auction alone leaves columns that a row
+    gave up at the high price it had paid, where the optimum needs every free column at the
+    lowest price level: the phase then runs reverse iterations (Bertsekas and Castanon 1992)
+    for the free columns priced above ``lam``, the lowest price of a taken column. Such a
+    column lowers its price to what its best row would pay for it, and takes that row when
+    that is above ``lam`` (the row's old column is then free in turn), else parks at ``lam``.
+    Lowering a price that way keeps every row's slackness, so at the end every row is
+    epsilon-optimal, every taken column is priced at least ``lam`` and every free column at
+    most ``lam``; free columns are then raised to ``lam`` (raising a free column's price keeps
+    every row's slackness), the top potential that the repair needs them at.
     """
     n_rows = indptr.shape[0] - 1
-    n_all = n_rows + n_dummy
     prices = prices_start.copy()
-    col4row = np.full(n_all, -1, dtype=np.int64)
+    col4row = np.full(n_rows, -1, dtype=np.int64)
     row4col = np.full(n_cols, -1, dtype=np.int64)
-    queue = np.empty(n_all, dtype=np.int64)
-    capacity = 4 * n_cols + 16 if n_dummy > 0 else 1
-    heap_keys = np.empty(capacity, dtype=np.float64)
-    heap_vals = np.empty(capacity, dtype=np.int64)
-    heap_size = 0
+    matched_cost = np.zeros(n_rows, dtype=np.float64)
+    queue = np.empty(n_rows, dtype=np.int64)
+    reverse = n_cols > n_rows
+    # Column-wise edges, for the reverse iterations.
+    n_edges = indices.shape[0] if reverse else 0
+    col_ptr = np.zeros(n_cols + 1, dtype=np.int64)
+    col_rows = np.empty(n_edges, dtype=np.int64)
+    col_costs = np.empty(n_edges, dtype=np.float64)
+    col_queue = np.empty(n_cols if reverse else 0, dtype=np.int64)
+    if reverse:
+        for e in range(n_edges):
+            col_ptr[indices[e] + 1] += 1
+        for j in range(n_cols):
+            col_ptr[j + 1] += col_ptr[j]
+        fill = col_ptr[:-1].copy()
+        for i in range(n_rows):
+            for e in range(indptr[i], indptr[i + 1]):
+                j = indices[e]
+                col_rows[fill[j]] = i
+                col_costs[fill[j]] = costs[e]
+                fill[j] += 1
     for i in range(n_rows):
         j = col4row_start[i]
-        if j >= 0 and row4col[j] < 0:
-            col4row[i] = j
-            row4col[j] = i
+        if j < 0 or row4col[j] >= 0:
+            continue
+        for e in range(indptr[i], indptr[i + 1]):
+            if indices[e] == j:
+                col4row[i] = j
+                row4col[j] = i
+                matched_cost[i] = costs[e]
+                break
     eps = eps_start
+    lam = 0.0
     while True:
         # Keep the rows that satisfy epsilon-complementary slackness at this epsilon.
-        low = _INF
-        for j in range(n_cols):
-            low = min(low, prices[j])
         count = 0
-        for i in range(n_all):
+        for i in range(n_rows):
             j = col4row[i]
             if j >= 0:
-                if i < n_rows:
-                    best = _INF
-                    mine = _INF
-                    for e in range(indptr[i], indptr[i + 1]):
-                        val = costs[e] + prices[indices[e]]
-                        best = min(best, val)
-                        if indices[e] == j:
-                            mine = val
-                    keep = mine <= best + eps
-                else:
-                    keep = prices[j] <= low + eps
-                if keep:
+                best = _INF
+                for e in range(indptr[i], indptr[i + 1]):
+                    best = min(best, costs[e] + prices[indices[e]])
+                if matched_cost[i] + prices[j] <= best + eps:
                     continue
                 row4col[j] = -1
                 col4row[i] = -1
             queue[count] = i
             count += 1
-        if n_dummy > 0:
-            heap_size = _rebuild_heap(heap_keys, heap_vals, prices)
+        # Forward iterations: every row gets a column.
         head = 0
         while count > 0:
             i = queue[head]
-            head = head + 1 if head + 1 < n_all else 0
+            head = head + 1 if head + 1 < n_rows else 0
             count -= 1
-            if i < n_rows:
-                best1 = _INF
-                best2 = _INF
-                j1 = -1
-                for e in range(indptr[i], indptr[i + 1]):
-                    val = costs[e] + prices[indices[e]]
-                    if val < best1:
-                        best2 = best1
-                        best1 = val
-                        j1 = indices[e]
-                    elif val < best2:
-                        best2 = val
-                if best2 == _INF:
-                    best2 = best1 + big
-            else:
-                # A dummy row: every column costs 0, so it wants the cheapest one.
-                heap_size = _valid_top(heap_keys, heap_vals, heap_size, prices)
-                j1 = heap_vals[0]
-                best1 = heap_keys[0]
-                heap_size = _heap_pop(heap_keys, heap_vals, heap_size)
-                heap_size = _valid_top(heap_keys, heap_vals, heap_size, prices)
-                best2 = heap_keys[0] if heap_size > 0 else best1 + big
+            best1 = _INF
+            best2 = _INF
+            j1 = -1
+            c1 = 0.0
+            for e in range(indptr[i], indptr[i + 1]):
+                val = costs[e] + prices[indices[e]]
+                if val < best1:
+                    best2 = best1
+                    best1 = val
+                    j1 = indices[e]
+                    c1 = costs[e]
+                elif val < best2:
+                    best2 = val
+            if best2 == _INF:
+                best2 = best1 + big
             prices[j1] += best2 - best1 + eps
-            if n_dummy > 0:
-                if heap_size == capacity:
-                    heap_size = _rebuild_heap(heap_keys, heap_vals, prices)
-                else:
-                    heap_size = _heap_push(heap_keys, heap_vals, heap_size, prices[j1], j1)
             old = row4col[j1]
             row4col[j1] = i
             col4row[i] = j1
+            matched_cost[i] = c1
             if old >= 0:
                 col4row[old] = -1
                 tail = head + count
-                queue[tail if tail < n_all else tail - n_all] = old
+                queue[tail if tail < n_rows else tail - n_rows] = old
                 count += 1
+        if reverse:
+            # Reverse iterations: free columns priced above the lowest taken price come down.
+            lam = _INF
+            for j in range(n_cols):
+                if row4col[j] >= 0:
+                    lam = min(lam, prices[j])
+            count = 0
+            for j in range(n_cols):
+                if row4col[j] < 0 and prices[j] > lam:
+                    col_queue[count] = j
+                    count += 1
+            head = 0
+            while count > 0:
+                j = col_queue[head]
+                head = head + 1 if head + 1 < n_cols else 0
+                count -= 1
+                # What each row would pay for j: its current cost and price, less c_ij.
+                pay1 = -_INF
+                pay2 = -_INF
+                i1 = -1
+                c1 = 0.0
+                for e in range(col_ptr[j], col_ptr[j + 1]):
+                    i = col_rows[e]
+                    pay = matched_cost[i] + prices[col4row[i]] - col_costs[e]
+                    if pay > pay1:
+                        pay2 = pay1
+                        pay1 = pay
+                        i1 = i
+                        c1 = col_costs[e]
+                    elif pay > pay2:
+                        pay2 = pay
+                if i1 < 0 or pay1 <= lam + eps:
+                    prices[j] = lam
+                    continue
+                old = col4row[i1]
+                prices[j] = max(lam, pay2 - eps)
+                row4col[j] = i1
+                col4row[i1] = j
+                matched_cost[i1] = c1
+                row4col[old] = -1
+                if prices[old] > lam:
+                    tail = head + count
+                    col_queue[tail if tail < n_cols else tail - n_cols] = old
+                    count += 1
         if eps <= eps_end:
             break
         eps = max(eps / 5.0, eps_end)
-    return col4row[:n_rows].copy(), prices
+    if reverse:
+        for j in range(n_cols):
+            if row4col[j] < 0:
+                prices[j] = lam
+    return col4row, prices
 
 
 @njit(cache=True, nogil=True)

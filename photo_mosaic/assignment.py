@@ -60,8 +60,7 @@ DENSE_MARGIN = 1e-5
 # A later round starts with a new auction (from the current prices, with a small first step)
 # instead of the exact repair alone when more than this share of the cells has a violated
 # pair: re-matching thousands of rows one shortest path at a time costs more (with more tiles
-# than cells, several times more). Not with more than twice as many tiles as cells: there the
-# auction's dummy rows (one per spare tile) make it the slower of the two.
+# than cells, several times more).
 REAUCTION_SHARE = 0.2
 REAUCTION_EPS = 1e-3
 # Lloyd iterations of the k-means that builds the coarse problem.
@@ -471,14 +470,13 @@ def assign_unique(
         # auction gives a nearly optimal matching and potentials fast (later rounds start from
         # the current prices and matching with a small first step); the shortest-augmenting-path
         # solver then repairs them into an exact, dual-feasible state. It leaves every row
-        # within eps (= tight) of tight and the free columns within eps of the top price; the
-        # repair keeps rows within 4 eps (rounding margin).
-        reauction = (
-            round_no > 1 and bad.sum() > REAUCTION_SHARE * n_cells and n_slots <= 2 * n_cells
-        )
+        # within eps (= tight) of tight and the free columns at the top price; the repair keeps
+        # rows within 4 eps (rounding margin).
+        reauction = round_no > 1 and bad.sum() > REAUCTION_SHARE * n_cells
         if round_no == 1:
             scale = max(1.0, float(csr_costs.max()))
             tight = scale * AUCTION_EPS
+        rise = 0.0
         if round_no == 1 or reauction:
             col4row, prices = auction(
                 n_slots,
@@ -489,9 +487,10 @@ def assign_unique(
                 scale / 4.0 if round_no == 1 else scale * REAUCTION_EPS,
                 tight,
                 scale,
-                n_slots - n_cells,
                 col4row,
             )
+            # Its reverse iterations lower the prices of some free slots: their potentials rise.
+            rise = max(0.0, float((-prices - v).max()))
             v = -prices
         # Later rounds: the repair alone, from the previous exact solution (only the rows that
         # the new edges undercut are re-matched, along shortest paths).
@@ -510,13 +509,13 @@ def assign_unique(
         # new scan either when its potential stays below what its last scan proved: every
         # |x_i - y_j|^2 - v_j grew by at least the repair's shift, and its listed slots are
         # checked exactly under the new potentials. After a new auction every cell is checked
-        # that way (the auction only raises prices, so the shift still holds, but the repair's
-        # raised rows are relative to the auction's potentials, not to the last scan's).
+        # that way (less what the auction raised any potential by; the repair's raised rows are
+        # relative to the auction's potentials, not to the last scan's).
         if round_no == 1:
             tol = rtol * max(scale, float(np.abs(v).max()), float(np.abs(u).max()))
             check = all_cells
         else:
-            floor += shift
+            floor += shift - rise
             check = all_cells if reauction else np.nonzero(raised | bad)[0]
             check = check[
                 bad[check] | ~_still_certified(c, slot_tiles, v, u, listed, floor, check, tol)

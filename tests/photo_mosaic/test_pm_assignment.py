@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
-from photo_mosaic import assign_nearest, assign_unique, max_uses
+from photo_mosaic import assign_nearest, assign_unique, assignment, max_uses
 
 
 def dense_optimum(cells: np.ndarray, tiles: np.ndarray) -> float:
@@ -129,6 +129,23 @@ def test_unique_is_exact_when_the_target_colours_are_far_from_the_tiles(
 
     assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-9)
     assert np.bincount(result.tile_for_cell, minlength=n_tiles).max() <= result.max_uses
+
+
+@pytest.mark.parametrize(("n_cells", "n_tiles"), [(300, 300), (300, 500), (200, 900)])
+def test_unique_is_exact_when_every_round_starts_with_a_new_auction(
+    rng: np.random.Generator, monkeypatch: pytest.MonkeyPatch, n_cells: int, n_tiles: int
+) -> None:
+    # A new auction moves potentials both ways (its reverse iterations lower the prices of
+    # free tiles): what each cell's last scan proved must be carried over with that taken
+    # into account, or a violated pair goes unseen.
+    monkeypatch.setattr(assignment, "REAUCTION_SHARE", 0.0)
+    cells = rng.normal([60, 10, -20], [15, 20, 20], size=(n_cells, 3))
+    tiles = rng.normal([40, -15, 25], [25, 10, 10], size=(n_tiles, 3))
+
+    result = assign_unique(cells, tiles, k=2, k_coarse=2, n_slices=1, k_add=2, coarse=20)
+
+    assert result.rounds > 2
+    assert result.total_cost == pytest.approx(dense_optimum(cells, tiles), rel=1e-12)
 
 
 @pytest.mark.parametrize("leaf_size", [1, 8, 1000])

@@ -7,7 +7,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy.optimize import linear_sum_assignment
 
-from photo_mosaic._sparse_lap import best_in_groups, build_csr, solve_sparse_lap
+from photo_mosaic._sparse_lap import auction, best_in_groups, build_csr, solve_sparse_lap
 
 MISSING = 1e6  # cost of a pair that is not an edge, in the dense comparison
 
@@ -128,6 +128,62 @@ def test_sparse_lap_is_exact_from_any_warm_start(
         _, u_new, v_new, _, raised, _ = result
         grown = (u_new - u_first)[~raised][:, None] + (v_new - v_first)[None, :]
         assert grown.size == 0 or grown.max() <= 1e-9
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n_rows=st.integers(1, 25),
+    extra_cols=st.integers(0, 30),
+    density=st.floats(0.05, 1.0),
+    levels=st.integers(1, 6),
+    warm=st.booleans(),
+    seed=st.integers(0, 2**32 - 1),
+)
+def test_auction_leaves_every_row_eps_optimal_and_free_columns_at_the_lowest_price(
+    n_rows: int,
+    extra_cols: int,
+    density: float,
+    levels: int,
+    warm: bool,
+    seed: int,
+) -> None:
+    gen = np.random.default_rng(seed)
+    n_cols = n_rows + extra_cols
+    indptr, indices, costs, dense = sparse_graph(gen, n_rows, n_cols, density, levels)
+    eps_end = 1e-10  # far below the cost steps (7), so the repair keeps every row it can
+    if warm:  # any prices and any (partly invalid) previous matching
+        prices = gen.normal(0, 20, size=n_cols)
+        col4row = gen.integers(-1, n_cols, size=n_rows).astype(np.int64)
+    else:
+        prices = np.zeros(n_cols)
+        col4row = np.full(n_rows, -1, dtype=np.int64)
+
+    col4row, prices = auction(n_cols, indptr, indices, costs, prices, 50.0, eps_end, 100.0, col4row)
+
+    assert np.all(col4row >= 0)
+    assert np.unique(col4row).shape[0] == n_rows
+    assert np.all(dense[np.arange(n_rows), col4row] < MISSING)  # only edges
+    # Epsilon-complementary slackness on every row ...
+    paid = dense[np.arange(n_rows), col4row] + prices[col4row]
+    row_of_edge = np.repeat(np.arange(n_rows), np.diff(indptr))
+    best = np.full(n_rows, np.inf)
+    np.minimum.at(best, row_of_edge, costs + prices[indices])
+    assert (paid - best).max() <= eps_end + 1e-9
+    # ... and every free column at the lowest price level (the top potential), which is what
+    # makes this a nearly optimal solution of the rectangular problem.
+    free = np.ones(n_cols, dtype=bool)
+    free[col4row] = False
+    if free.any():
+        assert np.ptp(prices[free]) == 0.0
+        assert prices[free][0] <= prices[col4row].min()
+    # The repair turns it into the exact optimum.
+    check_exact(
+        indptr,
+        indices,
+        costs,
+        dense,
+        solve_sparse_lap(n_cols, indptr, indices, costs, col4row, -prices, 4 * eps_end),
+    )
 
 
 def test_sparse_lap_reports_a_graph_without_a_full_matching() -> None:
