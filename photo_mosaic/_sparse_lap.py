@@ -57,6 +57,13 @@ def _heap_pop(keys: npt.NDArray[np.float64], vals: npt.NDArray[np.int64], size: 
     return size
 
 
+# Reverse iterations per column and scaling phase at most. Identical rows can make them lower
+# a price by only epsilon at a time (a price war); the free columns still priced above the
+# lowest taken price after that many are left to the exact repair, which raises them to the top
+# potential.
+REVERSE_BUDGET = 20
+
+
 @njit(cache=True, nogil=True)
 def auction(
     n_cols: int,
@@ -88,7 +95,10 @@ def auction(
     Lowering a price that way keeps every row's slackness, so at the end every row is
     epsilon-optimal, every taken column is priced at least ``lam`` and every free column at
     most ``lam``; free columns are then raised to ``lam`` (raising a free column's price keeps
-    every row's slackness), the top potential that the repair needs them at.
+    every row's slackness), the top potential that the repair needs them at. The reverse
+    iterations of a phase stop after ``REVERSE_BUDGET`` per column (a price war between
+    identical rows); the free columns left above ``lam`` then are ordinary warm-start input for
+    the repair.
     """
     n_rows = indptr.shape[0] - 1
     prices = prices_start.copy()
@@ -185,7 +195,9 @@ def auction(
                     col_queue[count] = j
                     count += 1
             head = 0
-            while count > 0:
+            budget = REVERSE_BUDGET * n_cols
+            while count > 0 and budget > 0:
+                budget -= 1
                 j = col_queue[head]
                 head = head + 1 if head + 1 < n_cols else 0
                 count -= 1
@@ -222,7 +234,7 @@ def auction(
         eps = max(eps / 5.0, eps_end)
     if reverse:
         for j in range(n_cols):
-            if row4col[j] < 0:
+            if row4col[j] < 0 and prices[j] < lam:
                 prices[j] = lam
     return col4row, prices
 
@@ -637,6 +649,26 @@ def best_pairs_blocked(
     return vals, idx
 
 
+@njit(cache=True, nogil=True, parallel=True)
+def pair_costs(
+    cells: npt.NDArray[np.float64],
+    tiles: npt.NDArray[np.float64],
+    rows: npt.NDArray[np.int64],
+    cols: npt.NDArray[np.int64],
+) -> npt.NDArray[np.float64]:  # pragma: no cover - compiled
+    """``|cells[rows[e]] - tiles[cols[e]]|^2`` for every pair ``e``. Parallel over pairs."""
+    out = np.empty(rows.shape[0], dtype=np.float64)
+    for e in prange(rows.shape[0]):
+        i = rows[e]
+        j = cols[e]
+        d = 0.0
+        for a in range(cells.shape[1]):
+            diff = cells[i, a] - tiles[j, a]
+            d += diff * diff
+        out[e] = d
+    return out
+
+
 @njit(cache=True, nogil=True)
 def build_csr(
     n_rows: int,
@@ -721,90 +753,78 @@ def best_in_groups(
     return idx
 
 
-# Cells per block and slots per chunk of best_pairs_dense: a block's running sums
-# (DENSE_CELLS x DENSE_CHUNK float32) stay in the first-level cache.
-DENSE_CELLS = 4
-DENSE_CHUNK = 512
+# Slots per chunk of the dense scan's exact pass: a chunk whose filter values are all above the
+# limit (the usual case) is skipped after one vectorised count.
+DENSE_CHUNK = 32
 
 
-@njit(cache=True, nogil=True, parallel=True)
-def best_pairs_dense(
+@njit(cache=True, nogil=True, inline="always")
+def _round_up32(x: float) -> np.float32:  # pragma: no cover - compiled
+    """``x`` as a float32 no smaller than ``x`` (a filter limit that can only let more pass)."""
+    y = np.float32(x)
+    if y < x:
+        y = np.nextafter(y, np.float32(np.inf))
+    return y
+
+
+@njit(cache=True, nogil=True)
+def refine_dense(
+    products: npt.NDArray[np.float32],
+    lifted32: npt.NDArray[np.float32],
     cells: npt.NDArray[np.float64],
     slots: npt.NDArray[np.float64],
     v: npt.NDArray[np.float64],
     bound: npt.NDArray[np.float64],
-    k: int,
-    cells32: npt.NDArray[np.float32],
-    slots_t32: npt.NDArray[np.float32],
-    lifted32: npt.NDArray[np.float32],
     filter_shift: npt.NDArray[np.float64],
-) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64]]:  # pragma: no cover - compiled
-    """The same answer as :func:`best_pairs_blocked` (slot indices in the given order), by a
-    float32 filter over every pair that vectorises, then the exact float64 value for the pairs
-    that pass it.
+    first: int,
+    vals: npt.NDArray[np.float64],
+    idx: npt.NDArray[np.int64],
+) -> None:  # pragma: no cover - compiled
+    """The exact pass of the dense scan over a block of cells ``first, first + 1, ...``: fills
+    ``vals``/``idx`` (rows ``first`` on, ascending, padded with ``inf`` and -1) with the ``k``
+    smallest ``|x_i - y_j|^2 - v_j`` below ``bound_i``, the same answer as
+    :func:`best_pairs_blocked` (slot indices in the given order).
 
-    The filter value of a pair is ``lifted32[j] - 2 x_i . y_j`` in float32 (``cells32``,
-    ``slots_t32`` (dimensions x slots) and ``lifted32 = |y_j|^2 - v_j`` are the float32
-    copies); a pair is checked exactly when that is below the cell's current bound plus
-    ``filter_shift[i]``, which is ``-|x_i|^2`` plus a margin that must exceed the float32
-    rounding error (the caller's choice). Parallel over blocks of cells.
+    ``products[r, j]`` is ``-2 x_i . y_j`` in float32 for cell ``i = first + r`` (a matrix
+    product, which the caller gets from BLAS), ``lifted32[j] = |y_j|^2 - v_j`` in float32: their
+    sum is the float32 filter value of a pair, which is checked exactly in float64 only when it
+    is below the cell's current bound plus ``filter_shift[i]`` (``-|x_i|^2`` plus a margin that
+    must exceed the float32 rounding error: the caller's choice). One thread; it releases the
+    GIL, so the caller runs blocks side by side.
     """
-    n_cells, dim = cells.shape
-    n_slots = slots.shape[0]
-    vals = np.full((n_cells, k), _INF, dtype=np.float64)
-    idx = np.full((n_cells, k), -1, dtype=np.int64)
-    n_blocks = (n_cells + DENSE_CELLS - 1) // DENSE_CELLS
-    for blk in prange(n_blocks):
-        i0 = blk * DENSE_CELLS
-        n_blk = min(DENSE_CELLS, n_cells - i0)
-        acc = np.empty((DENSE_CELLS, DENSE_CHUNK), dtype=np.float32)
-        found = np.zeros(DENSE_CELLS, dtype=np.int64)
-        worst = np.empty(DENSE_CELLS, dtype=np.float64)
-        for c in range(n_blk):
-            worst[c] = bound[i0 + c]
+    n_block, n_slots = products.shape
+    dim = cells.shape[1]
+    k = vals.shape[1]
+    for r in range(n_block):
+        i = first + r
+        row = products[r]
+        vals_i = vals[i]
+        idx_i = idx[i]
+        worst = bound[i]
+        limit = worst + filter_shift[i]
+        limit32 = _round_up32(limit)
+        found = 0
         for j0 in range(0, n_slots, DENSE_CHUNK):
-            m = min(DENSE_CHUNK, n_slots - j0)
-            # Row views and plain loops, so that the compiler vectorises them.
-            lifted = lifted32[j0 : j0 + m]
-            for c in range(n_blk):
-                row = acc[c]
-                for j in range(m):
-                    row[j] = lifted[j]
-            for a in range(dim):
-                coord = slots_t32[a, j0 : j0 + m]
-                for c in range(n_blk):
-                    xa = np.float32(-2.0) * cells32[i0 + c, a]
-                    row = acc[c]
-                    for j in range(m):
-                        row[j] += xa * coord[j]
-            for c in range(n_blk):
-                i = i0 + c
-                row = acc[c]
-                limit = worst[c] + filter_shift[i]
-                for j in range(m):
-                    if row[j] >= limit:
-                        continue
-                    s = j0 + j
-                    d = -v[s]
-                    for a in range(dim):
-                        diff = cells[i, a] - slots[s, a]
-                        d += diff * diff
-                        if d >= worst[c]:
-                            break
-                    if d >= worst[c]:
-                        continue
-                    n_found = found[c]
-                    pos = n_found if n_found < k else k - 1
-                    while pos > 0 and vals[i, pos - 1] > d:
-                        if pos < k:
-                            vals[i, pos] = vals[i, pos - 1]
-                            idx[i, pos] = idx[i, pos - 1]
-                        pos -= 1
-                    vals[i, pos] = d
-                    idx[i, pos] = s
-                    if n_found < k:
-                        found[c] = n_found + 1
-                    if found[c] == k:
-                        worst[c] = vals[i, k - 1]
-                        limit = worst[c] + filter_shift[i]
-    return vals, idx
+            j1 = min(j0 + DENSE_CHUNK, n_slots)
+            # A vectorised count first: most chunks hold no pair that passes the filter.
+            hits = 0
+            for j in range(j0, j1):
+                hits += row[j] + lifted32[j] < limit32
+            if hits == 0:
+                continue
+            for j in range(j0, j1):
+                if row[j] + lifted32[j] >= limit:
+                    continue
+                d = -v[j]
+                for a in range(dim):
+                    diff = cells[i, a] - slots[j, a]
+                    d += diff * diff
+                    if d >= worst:
+                        break
+                if d >= worst:
+                    continue
+                found = _insert_best(vals_i, idx_i, found, d, j)
+                if found == k:
+                    worst = vals_i[k - 1]
+                    limit = worst + filter_shift[i]
+                    limit32 = _round_up32(limit)

@@ -20,18 +20,22 @@ cells x tiles matrix:
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
+from numba import get_num_threads
 from scipy.spatial import cKDTree
+from threadpoolctl import threadpool_limits
 
 from photo_mosaic._sparse_lap import (
     auction,
     best_in_groups,
     best_pairs_blocked,
-    best_pairs_dense,
     build_csr,
+    pair_costs,
+    refine_dense,
     solve_sparse_lap,
 )
 
@@ -53,6 +57,9 @@ LEAF_SIZE = 32
 # slots).
 DENSE_MIN_DIM = 4
 DENSE_MAX_SLOTS = 50_000
+# Float32 filter values computed at a time by the dense scan (a block of cells x every slot):
+# 4 MB, so that the exact pass reads them back from the cache.
+DENSE_BLOCK_FLOATS = 1 << 20
 # Margin of that float32 filter, per dimension, relative to |x|^2 + 2 max |y|^2 + max |v|: the
 # rounding error of a float32 sum of n products is below about n * 2^-23 of those magnitudes
 # (2^-23 is about 1.2e-7), so this is about a hundred times larger.
@@ -129,20 +136,11 @@ def assign_nearest(cells: npt.ArrayLike, tiles: npt.ArrayLike) -> IntArray:
     return np.asarray(idx, dtype=np.int64)
 
 
-# Pairs per block when computing costs: bounds the temporaries (a block of differences is
-# CHUNK x dimensions floats) so that peak memory does not grow with the descriptor length.
-CHUNK = 32_768
-
-
 def _pair_costs(
     cells: FloatArray, tiles: FloatArray, rows: IntArray, tile_idx: IntArray
 ) -> FloatArray:
-    out = np.empty(rows.shape[0], dtype=np.float64)
-    for start in range(0, rows.shape[0], CHUNK):
-        stop = start + CHUNK
-        diff = cells[rows[start:stop]] - tiles[tile_idx[start:stop]]
-        out[start:stop] = np.einsum("ij,ij->i", diff, diff)
-    return out
+    """``|cells[rows[e]] - tiles[tile_idx[e]]|^2`` for each pair ``e`` (no temporaries)."""
+    return pair_costs(cells, tiles, rows.astype(np.int64), tile_idx.astype(np.int64))
 
 
 def _sliced_matchings(
@@ -267,8 +265,9 @@ class _SlotSearch:
     Slots are stored leaf by leaf (:func:`_leaf_order`); a query first takes the ``k`` nearest
     slots by plain distance (k-d tree) as an upper bound on the k-th best value, then scans only
     the leaves that can beat it (:func:`best_pairs_blocked`). With many dimensions and not too
-    many slots the scan goes over every pair instead (:func:`best_pairs_dense`: a float32 filter
-    with a safety margin, exact values for the pairs that pass it), which is faster there.
+    many slots the scan goes over every pair instead (:meth:`_scan_dense`: a float32 filter from
+    a matrix product, with a safety margin, and exact values for the pairs that pass it), which
+    is faster there.
     """
 
     def __init__(self, slot_tiles: FloatArray, leaf_size: int) -> None:
@@ -290,20 +289,7 @@ class _SlotSearch:
     ) -> tuple[FloatArray, IntArray]:
         """Up to ``k`` best slots below ``bound`` per point: values and slot indices (-1: none)."""
         if self.dense:
-            point_norms = np.einsum("ij,ij->i", points, points)
-            size = point_norms + 2.0 * float(self.norms.max()) + float(np.abs(v).max())
-            margin = DENSE_MARGIN * (points.shape[1] + 2) * size
-            return best_pairs_dense(
-                points,
-                self.slot_tiles,
-                v,
-                bound,
-                k,
-                points.astype(np.float32),
-                self.slots_t32,
-                (self.norms - v).astype(np.float32),
-                margin - point_norms,
-            )
+            return self._scan_dense(points, v, bound, k)
         v_leaf = v[self.order]
         vals, found = best_pairs_blocked(
             points,
@@ -318,6 +304,41 @@ class _SlotSearch:
         )
         return vals, np.where(found >= 0, self.order[np.maximum(found, 0)], -1)
 
+    def _scan_dense(
+        self, points: FloatArray, v: FloatArray, bound: FloatArray, k: int
+    ) -> tuple[FloatArray, IntArray]:
+        """:meth:`scan` over every pair: the float32 filter values come from a matrix product
+        (BLAS), a block of cells at a time, and :func:`refine_dense` checks the pairs that pass
+        exactly."""
+        n_points = points.shape[0]
+        point_norms = np.einsum("ij,ij->i", points, points)
+        size = point_norms + 2.0 * float(self.norms.max()) + float(np.abs(v).max())
+        filter_shift = DENSE_MARGIN * (points.shape[1] + 2) * size - point_norms
+        lifted32 = (self.norms - v).astype(np.float32)
+        scaled32 = (-2.0 * points).astype(np.float32)
+        vals = np.full((n_points, k), np.inf)
+        idx = np.full((n_points, k), -1, dtype=np.int64)
+        block = max(1, min(n_points, DENSE_BLOCK_FLOATS // self.n_slots))
+        starts = range(0, n_points, block)
+        n_workers = max(1, min(len(starts), get_num_threads()))
+        buffers = [np.empty((block, self.n_slots), dtype=np.float32) for _ in range(n_workers)]
+
+        def run(worker: int) -> None:
+            products = buffers[worker]
+            for start in starts[worker::n_workers]:
+                stop = min(start + block, n_points)
+                out = products[: stop - start]
+                np.dot(scaled32[start:stop], self.slots_t32, out=out)
+                refine_dense(
+                    out, lifted32, points, self.slot_tiles, v, bound, filter_shift, start, vals, idx
+                )
+
+        # One BLAS thread per worker: BLAS's own threads would wait for work by spinning while
+        # the exact pass runs, which costs CPU time and gains nothing.
+        with threadpool_limits(limits=1, user_api="blas"), ThreadPoolExecutor(n_workers) as pool:
+            list(pool.map(run, range(n_workers)))
+        return vals, idx
+
     def best(self, points: FloatArray, v: FloatArray, k: int) -> IntArray:
         """The ``k`` best slots of each point, shape ``(n_points, k)``."""
         k = min(k, self.n_slots)
@@ -325,13 +346,9 @@ class _SlotSearch:
         near = np.asarray(near, dtype=np.int64).reshape(points.shape[0], k)
         if not v.any():
             return near  # plain distances: the tree's answer is already the k best
-        top = np.empty(points.shape[0], dtype=np.float64)
-        step = max(1, CHUNK // k)
-        for start in range(0, points.shape[0], step):
-            block = near[start : start + step]
-            diff = points[start : start + step, None, :] - self.slot_tiles[block]
-            known = np.einsum("ijk,ijk->ij", diff, diff) - v[block]
-            top[start : start + step] = known.max(axis=1)
+        pairs = np.repeat(np.arange(points.shape[0], dtype=np.int64), k)
+        known = _pair_costs(points, self.slot_tiles, pairs, near.ravel()) - v[near.ravel()]
+        top = known.reshape(points.shape[0], k).max(axis=1)
         _, found = self.scan(points, v, top + 1e-9 * (np.abs(top) + 1.0), k)
         return found
 
