@@ -64,12 +64,17 @@ DENSE_BLOCK_FLOATS = 1 << 20
 # rounding error of a float32 sum of n products is below about n * 2^-23 of those magnitudes
 # (2^-23 is about 1.2e-7), so this is about a hundred times larger.
 DENSE_MARGIN = 1e-5
-# A later round starts with a new auction (from the current prices, with a small first step)
-# instead of the exact repair alone when more than this share of the cells has a violated
-# pair: re-matching thousands of rows one shortest path at a time costs more (with more tiles
-# than cells, several times more).
+# The second round, and a later round where more than this share of the cells has a violated
+# pair, starts with a new auction (from the current prices, with a small first step) before
+# the exact repair: re-matching thousands of rows one shortest path at a time costs more (with
+# more tiles than cells, several times more).
 REAUCTION_SHARE = 0.2
 REAUCTION_EPS = 1e-3
+# The first round's auction stops at this step (relative to the largest candidate cost), ten
+# times below where the second round's starts: its potentials only choose the candidates that
+# the first certificate scan adds (nothing is certified in that round), so the fine scaling
+# phases and the exact repair would be spent on a graph that is about to grow.
+FIRST_AUCTION_EPS = 1e-4
 # Lloyd iterations of the k-means that builds the coarse problem.
 KMEANS_ITERATIONS = 3
 
@@ -88,7 +93,8 @@ class UniqueAssignment:
         total_cost: sum of the squared descriptor distances of the chosen pairs.
         max_uses: the most times any tile may be used (1 when there are at least as many tiles
             as cells, else ``ceil(n_cells / n_tiles)``).
-        rounds: how many solve-and-certify rounds were needed.
+        rounds: how many solve-and-certify rounds were needed (the first only gathers
+            candidates under approximate potentials).
         n_edges: size of the final sparse candidate graph.
     """
 
@@ -483,13 +489,14 @@ def assign_unique(
     tol = 0.0
     for round_no in range(1, max_rounds + 1):
         indptr, indices, csr_costs = build_csr(n_cells, n_slots, rows, cols, costs)
-        # The first round, and later rounds where many cells violate: an epsilon-scaling
+        # The first two rounds, and later rounds where many cells violate: an epsilon-scaling
         # auction gives a nearly optimal matching and potentials fast (later rounds start from
         # the current prices and matching with a small first step); the shortest-augmenting-path
-        # solver then repairs them into an exact, dual-feasible state. It leaves every row
+        # solver then repairs them into an exact, dual-feasible state (not in the first round,
+        # see FIRST_AUCTION_EPS). It leaves every row
         # within eps (= tight) of tight and the free columns at the top price; the repair keeps
         # rows within 4 eps (rounding margin).
-        reauction = round_no > 1 and bad.sum() > REAUCTION_SHARE * n_cells
+        reauction = round_no == 2 or (round_no > 1 and bad.sum() > REAUCTION_SHARE * n_cells)
         if round_no == 1:
             scale = max(1.0, float(csr_costs.max()))
             tight = scale * AUCTION_EPS
@@ -502,20 +509,28 @@ def assign_unique(
                 csr_costs,
                 -v,
                 scale / 4.0 if round_no == 1 else scale * REAUCTION_EPS,
-                tight,
+                scale * FIRST_AUCTION_EPS if round_no == 1 else tight,
                 scale,
                 col4row,
             )
             # Its reverse iterations lower the prices of some free slots: their potentials rise.
             rise = max(0.0, float((-prices - v).max()))
             v = -prices
-        # Later rounds: the repair alone, from the previous exact solution (only the rows that
-        # the new edges undercut are re-matched, along shortest paths).
-        col4row, u, v, feasible, raised, shift = solve_sparse_lap(
-            n_slots, indptr, indices, csr_costs, col4row, v, REPAIR_TOLERANCE * tight
-        )
-        if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
-            raise RuntimeError("internal error: the candidate graph has no full matching")
+        if round_no == 1:
+            # A rough first round: the candidates only need potentials as good as the second
+            # round's auction starts from, which then goes on to the final step. Rows get their
+            # best potential under these prices; nothing is certified.
+            shift = 0.0
+            u = np.minimum.reduceat(csr_costs - v[indices], indptr[:-1])
+            raised = np.ones(n_cells, dtype=bool)
+        else:
+            # Later rounds: the repair, after that auction or from the previous exact solution
+            # (only the rows that the new edges undercut are re-matched, along shortest paths).
+            col4row, u, v, feasible, raised, shift = solve_sparse_lap(
+                n_slots, indptr, indices, csr_costs, col4row, v, REPAIR_TOLERANCE * tight
+            )
+            if not feasible:  # pragma: no cover - the rank matching makes the graph feasible
+                raise RuntimeError("internal error: the candidate graph has no full matching")
         # Certify on the full graph: every pair needs c_ij - u_i - v_j >= 0, i.e. no slot with
         # |x_i - y_j|^2 - v_j below u_i. One exact scan per cell over the slots, stored leaf by
         # leaf, skips every leaf whose box and largest potential show it cannot go below
@@ -543,7 +558,7 @@ def assign_unique(
         floor[check] = np.minimum(bound, vals[:, -1])
         bad = np.zeros(n_cells, dtype=bool)
         bad[check] = vals[:, 0] < u[check] - tol
-        if not bad.any():
+        if round_no > 1 and not bad.any():
             chosen = col4row % n_tiles
             return UniqueAssignment(
                 tile_for_cell=chosen,
