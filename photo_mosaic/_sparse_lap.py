@@ -57,6 +57,35 @@ def _heap_pop(keys: npt.NDArray[np.float64], vals: npt.NDArray[np.int64], size: 
     return size
 
 
+@njit(cache=True, nogil=True)
+def _by_column(
+    n_cols: int,
+    indptr: npt.NDArray[np.int64],
+    indices: npt.NDArray[np.int64],
+    costs: npt.NDArray[np.float64],
+) -> tuple[
+    npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.float64]
+]:  # pragma: no cover - compiled
+    """The CSR graph's edges column by column: ``(col_ptr, col_rows, col_costs)``, column ``j``'s
+    edges at ``col_ptr[j]:col_ptr[j + 1]``."""
+    n_edges = indices.shape[0]
+    col_ptr = np.zeros(n_cols + 1, dtype=np.int64)
+    col_rows = np.empty(n_edges, dtype=np.int64)
+    col_costs = np.empty(n_edges, dtype=np.float64)
+    for e in range(n_edges):
+        col_ptr[indices[e] + 1] += 1
+    for j in range(n_cols):
+        col_ptr[j + 1] += col_ptr[j]
+    fill = col_ptr[:-1].copy()
+    for i in range(indptr.shape[0] - 1):
+        for e in range(indptr[i], indptr[i + 1]):
+            j = indices[e]
+            col_rows[fill[j]] = i
+            col_costs[fill[j]] = costs[e]
+            fill[j] += 1
+    return col_ptr, col_rows, col_costs
+
+
 # Reverse iterations per column and scaling phase at most. Identical rows can make them lower
 # a price by only epsilon at a time (a price war); the free columns still priced above the
 # lowest taken price after that many are left to the exact repair, which raises them to the top
@@ -108,23 +137,11 @@ def auction(
     queue = np.empty(n_rows, dtype=np.int64)
     reverse = n_cols > n_rows
     # Column-wise edges, for the reverse iterations.
-    n_edges = indices.shape[0] if reverse else 0
-    col_ptr = np.zeros(n_cols + 1, dtype=np.int64)
-    col_rows = np.empty(n_edges, dtype=np.int64)
-    col_costs = np.empty(n_edges, dtype=np.float64)
-    col_queue = np.empty(n_cols if reverse else 0, dtype=np.int64)
     if reverse:
-        for e in range(n_edges):
-            col_ptr[indices[e] + 1] += 1
-        for j in range(n_cols):
-            col_ptr[j + 1] += col_ptr[j]
-        fill = col_ptr[:-1].copy()
-        for i in range(n_rows):
-            for e in range(indptr[i], indptr[i + 1]):
-                j = indices[e]
-                col_rows[fill[j]] = i
-                col_costs[fill[j]] = costs[e]
-                fill[j] += 1
+        col_ptr, col_rows, col_costs = _by_column(n_cols, indptr, indices, costs)
+    else:
+        col_ptr, col_rows, col_costs = _by_column(0, indptr[:1], indices[:0], costs[:0])
+    col_queue = np.empty(n_cols if reverse else 0, dtype=np.int64)
     for i in range(n_rows):
         j = col4row_start[i]
         if j < 0 or row4col[j] >= 0:
@@ -353,20 +370,7 @@ def solve_sparse_lap(
                 raise_any = True
                 break
         if raise_any:
-            col_ptr = np.zeros(n_cols + 1, dtype=np.int64)
-            for e in range(indices.shape[0]):
-                col_ptr[indices[e] + 1] += 1
-            for j in range(n_cols):
-                col_ptr[j + 1] += col_ptr[j]
-            fill = col_ptr[:-1].copy()
-            col_rows = np.empty(indices.shape[0], dtype=np.int64)
-            col_costs = np.empty(indices.shape[0], dtype=np.float64)
-            for i in range(n_rows):
-                for e in range(indptr[i], indptr[i + 1]):
-                    j = indices[e]
-                    col_rows[fill[j]] = i
-                    col_costs[fill[j]] = costs[e]
-                    fill[j] += 1
+            col_ptr, col_rows, col_costs = _by_column(n_cols, indptr, indices, costs)
             for j0 in range(n_cols):
                 if not free_in[j0] or v[j0] >= top:
                     continue
