@@ -172,11 +172,19 @@ def test_slot_search_finds_the_smallest_reduced_values_below_the_bound(
         np.testing.assert_allclose(np.sort(full[i, best[i]]), np.sort(full[i])[:7])
 
 
+@pytest.mark.parametrize("block_cells", [None, 7])
 @pytest.mark.parametrize(("dim", "offset"), [(12, 0.0), (27, 0.0), (27, 1000.37)])
 def test_dense_slot_search_finds_the_same_smallest_values_as_every_pair(
-    rng: np.random.Generator, dim: int, offset: float
+    rng: np.random.Generator,
+    monkeypatch: pytest.MonkeyPatch,
+    dim: int,
+    offset: float,
+    block_cells: int | None,
 ) -> None:
     from photo_mosaic.assignment import _SlotSearch
+
+    if block_cells:  # many blocks of 7 cells, shared out between the worker threads
+        monkeypatch.setattr(assignment, "DENSE_BLOCK_FLOATS", block_cells * 700)
 
     # Few distinct values (ties at the bound and between slots); an offset makes the float32
     # filter's rounding larger than the gaps between values.
