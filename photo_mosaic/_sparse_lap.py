@@ -797,7 +797,6 @@ def refine_dense(
     GIL, so the caller runs blocks side by side.
     """
     n_block, n_slots = products.shape
-    dim = cells.shape[1]
     k = vals.shape[1]
     for r in range(n_block):
         i = first + r
@@ -810,7 +809,7 @@ def refine_dense(
         found = 0
         for j0 in range(0, n_slots, DENSE_CHUNK):
             j1 = min(j0 + DENSE_CHUNK, n_slots)
-            # A vectorised count first: most chunks hold no pair that passes the filter.
+            # A count first: most chunks hold no pair that passes the filter.
             hits = 0
             for j in range(j0, j1):
                 hits += row[j] + lifted32[j] < limit32
@@ -819,12 +818,7 @@ def refine_dense(
             for j in range(j0, j1):
                 if row[j] + lifted32[j] >= limit:
                     continue
-                d = -v[j]
-                for a in range(dim):
-                    diff = cells[i, a] - slots[j, a]
-                    d += diff * diff
-                    if d >= worst:
-                        break
+                d = _reduced_cost(cells, i, slots, j, v, worst)
                 if d >= worst:
                     continue
                 found = _insert_best(vals_i, idx_i, found, d, j)
